@@ -1,0 +1,48 @@
+# Two commands matter: `make book` and `make test`. Each creates .venv on first use;
+# a venv made by one target is valid for the other (both install the same extras).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PARAMS ?= params/default.yaml
+OUT ?= build/default
+
+.PHONY: book test lab venv chromium smoke bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
+	$(PY) -c "import torch, torchvision, landscape_utils; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(PY) -m landscape_utils.book --params $(PARAMS) --out $(OUT)
+	@echo "Open $(OUT)/html/index.html"
+
+smoke: $(STAMP)
+	$(PY) -m landscape_utils.book --params params/smoke.yaml --out build/smoke
+
+# Headless Chromium for the offline-rendering test; best effort (skipped with a message if absent).
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	 { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	   (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ; } || \
+	 echo "chromium not installed: the offline-rendering test will be skipped"
+
+test: $(STAMP) chromium
+	$(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name landscape-book --display-name "landscape-book (.venv)"
+	cd book && ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=. \
+	  --ContentsManager.preferred_dir=. 
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf build

@@ -1,0 +1,189 @@
+"""The results store: one folder per run, keyed by a stable hash of its config.
+
+Layout under a workdir::
+
+    runs/<run_id>/config.json     the full RunConfig
+    runs/<run_id>/init.pt         state_dict at initialization
+    runs/<run_id>/final.pt        state_dict at the end of training
+    runs/<run_id>/history.json    per-epoch train loss / accuracy
+    runs/<run_id>/metrics.json    final metrics; written LAST, so its presence (and
+                                  valid content) marks a finished run
+    metrics/<name>/<key_id>.json  metrics that later chapters compute (Hessian, CKA, ...),
+                                  keyed by run id(s) and the metric's own settings
+
+Every file is written atomically (temp file, then rename): a killed writer leaves
+either nothing or a complete file, never a half-written one that looks finished.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import torch
+
+from .train import RunConfig
+from .utils import atomic_torch_save, atomic_write_json
+
+CHECKPOINTS = ("init", "final")
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hex digest of the canonical JSON of ``obj`` (sorted keys, no whitespace)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def run_id(config: RunConfig | dict) -> str:
+    """Stable id of a run: the hash of its full configuration."""
+    d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
+    return stable_hash(d)
+
+
+class Store:
+    """Access to one workdir. Cheap to create; holds no open files."""
+
+    def __init__(self, workdir: str | os.PathLike):
+        self.root = Path(workdir)
+
+    # ---- runs --------------------------------------------------------------
+    def run_dir(self, rid: str) -> Path:
+        return self.root / "runs" / rid
+
+    def is_done(self, config: RunConfig | str, warn: bool = True) -> bool:
+        """True when the run finished and its files are intact.
+
+        A run whose metrics file is unreadable or whose checkpoints are missing or
+        of the wrong size is reported (naming the file) and counts as not done.
+        """
+        rid = config if isinstance(config, str) else run_id(config)
+        d = self.run_dir(rid)
+        mfile = d / "metrics.json"
+        if not mfile.exists():
+            return False
+        try:
+            m = json.loads(mfile.read_text())
+            sizes = m["_files"]
+        except (json.JSONDecodeError, KeyError, OSError) as err:
+            if warn:
+                warnings.warn(f"corrupt result file {mfile} ({err}); the run will be redone")
+            return False
+        for name, size in sizes.items():
+            f = d / name
+            if not f.exists() or f.stat().st_size != size:
+                if warn:
+                    warnings.warn(f"missing or truncated checkpoint {f}; the run will be redone")
+                return False
+        return True
+
+    def save_run(self, config: RunConfig, result: dict[str, Any]) -> str:
+        """Write a finished run (as returned by ``train.train_run``). Returns its id."""
+        rid = run_id(config)
+        d = self.run_dir(rid)
+        files = {}
+        for which in CHECKPOINTS:
+            path = d / f"{which}.pt"
+            atomic_torch_save(path, result[f"{which}_state"])
+            files[path.name] = path.stat().st_size
+        atomic_write_json(d / "config.json", config.to_dict())
+        atomic_write_json(d / "history.json", result["history"])
+        atomic_write_json(d / "metrics.json", {**result["metrics"], "run_id": rid, "_files": files})
+        return rid
+
+    def run_ids(self) -> list[str]:
+        """Ids of finished runs, sorted."""
+        runs = self.root / "runs"
+        if not runs.exists():
+            return []
+        return sorted(p.name for p in runs.iterdir() if p.is_dir() and self.is_done(p.name))
+
+    def config(self, rid: str) -> RunConfig:
+        return RunConfig.from_dict(json.loads((self.run_dir(rid) / "config.json").read_text()))
+
+    def metrics(self, rid: str) -> dict[str, Any]:
+        m = json.loads((self.run_dir(rid) / "metrics.json").read_text())
+        m.pop("_files", None)
+        return m
+
+    def history(self, rid: str) -> list[dict[str, Any]]:
+        return json.loads((self.run_dir(rid) / "history.json").read_text())
+
+    def state_dict(self, rid: str, which: str = "final") -> dict[str, torch.Tensor]:
+        if which not in CHECKPOINTS:
+            raise ValueError(f"unknown checkpoint {which!r}; choose one of {CHECKPOINTS}")
+        return torch.load(self.run_dir(rid) / f"{which}.pt", map_location="cpu", weights_only=True)
+
+    # ---- metrics computed later, per run or per pair of runs ----------------
+    def metric_path(self, name: str, key: dict[str, Any]) -> Path:
+        return self.root / "metrics" / name / f"{stable_hash(key)}.json"
+
+    def load_metric(self, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The cached record for ``key`` (run ids + settings), or None if absent/corrupt."""
+        path = self.metric_path(name, key)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())["record"]
+        except (json.JSONDecodeError, KeyError) as err:
+            warnings.warn(f"corrupt metric file {path} ({err}); it will be recomputed")
+            return None
+
+    def save_metric(self, name: str, key: dict[str, Any], record: dict[str, Any]) -> None:
+        atomic_write_json(self.metric_path(name, key), {"key": key, "record": record})
+
+    def metric_table(self, name: str) -> pd.DataFrame:
+        """All cached records of one metric as a tidy table: key columns + record columns."""
+        rows = []
+        folder = self.root / "metrics" / name
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            try:
+                d = json.loads(path.read_text())
+                rows.append({**d["key"], **d["record"]})
+            except (json.JSONDecodeError, KeyError) as err:
+                warnings.warn(f"corrupt metric file {path} ({err}); skipped")
+        return pd.DataFrame(rows)
+
+
+def load_results(workdir: str | os.PathLike, configs: Iterable[RunConfig] | None = None) -> pd.DataFrame:
+    """One row per finished run: ``run_id``, every config field, every final metric.
+
+    With ``configs``, only those runs (finished ones) are returned.
+    """
+    store = Store(workdir)
+    ids = store.run_ids() if configs is None else [
+        r for r in (run_id(c) for c in configs) if store.is_done(r)]
+    rows = [{"run_id": r, **store.config(r).to_dict(), **store.metrics(r)} for r in ids]
+    cols = ["run_id", *RunConfig.__dataclass_fields__]
+    return pd.DataFrame(rows, columns=None if rows else cols)
+
+
+def load_history(workdir: str | os.PathLike, run_ids: Iterable[str]) -> pd.DataFrame:
+    """Per-epoch learning curves of the given runs, long form (run_id, epoch, ...)."""
+    store = Store(workdir)
+    rows = [{"run_id": r, **h} for r in run_ids for h in store.history(r)]
+    return pd.DataFrame(rows)
+
+
+def load_model(workdir: str | os.PathLike, rid: str, which: str = "final",
+               device: str | torch.device = "cpu", data=None) -> torch.nn.Module:
+    """Rebuild a stored run's model and load its checkpoint onto ``device``.
+
+    ``data`` (a ``data.Dataset``) gives the input shape and classes; without it the
+    dataset is loaded from its config.
+    """
+    from .data import load_dataset
+    from .models import build_model
+    from .utils import resolve_device
+
+    store = Store(workdir)
+    cfg = store.config(rid)
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed)
+    model = build_model(cfg.model, cfg.width, data.in_shape, data.num_classes,
+                        batch_norm=cfg.batch_norm, depth=cfg.depth)
+    model.load_state_dict(store.state_dict(rid, which))
+    return model.to(resolve_device(device))

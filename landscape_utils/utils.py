@@ -1,0 +1,110 @@
+"""Small shared helpers: device resolution, seeding and atomic writes."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Turn ``"auto"`` into CUDA when present, else CPU; pass anything else through."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python's ``random``, numpy and torch (CPU and CUDA) with one integer.
+
+    Returns a CPU ``torch.Generator`` seeded the same way, for code that wants
+    its own stream (data order, probes) without touching the global one.
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder, then rename.
+
+    A reader never sees a half-written file: either the old content or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as pretty, key-sorted JSON."""
+    text = json.dumps(obj, indent=1, sort_keys=True, default=_json_default, allow_nan=True)
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically ``torch.save`` an object (a state_dict, usually)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm progress bar that suits where we run.
+
+    Interactive notebooks get the widget bar (``tqdm.auto``). Batch runs (papermill
+    under the book driver, CI, logs) set ``LANDSCAPE_PROGRESS=text`` and get a plain
+    text bar that updates at most every 10 s, so logs and executed notebooks stay short.
+    """
+    mode = os.environ.get("LANDSCAPE_PROGRESS", "auto")
+    if mode == "off":
+        kwargs["disable"] = True
+    if mode in ("text", "off"):
+        import sys
+
+        from tqdm import tqdm as text_tqdm
+
+        kwargs.setdefault("mininterval", 10.0)
+        kwargs.setdefault("file", sys.stderr)
+        return text_tqdm(iterable, **kwargs)
+    from tqdm.auto import tqdm as auto_tqdm
+
+    return auto_tqdm(iterable, **kwargs)

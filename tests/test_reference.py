@@ -1,0 +1,282 @@
+"""Tests for landscape_utils.reference: synthetic release trees, the restricted unpickler,
+and (when present) the authors' real released results."""
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from landscape_utils.reference import (
+    PAPER_BATCH_SIZES,
+    PAPER_WIDTHS,
+    UnsafePickleError,
+    load_released_results,
+    restricted_loads,
+)
+from landscape_utils.taxonomy import PHASES, classify, phase_summary
+
+REAL = Path(__file__).resolve().parents[2] / "shared/reference/paper_lr_decay_results.tar.gz"
+KNOBS = "different_knobs_subset_10"
+
+
+# --------------------------------------------------------------------------------------
+# A tiny synthetic release, same layout, plain pickle.dump of builtin/numpy data
+# --------------------------------------------------------------------------------------
+def _cell_files(k: float) -> dict[str, object]:
+    """Metric files of one cell with 3 runs; every value is scaled by k so cells differ."""
+    n = 3
+    softmax = {(0, 1): .1, (0, 2): .2, (1, 0): .3, (1, 2): .4, (2, 0): .5, (2, 1): .6}
+    dist = {(0, 1): 3., (1, 0): 3., (0, 2): 6., (2, 0): 6., (1, 2): 9., (2, 1): 9.}
+    return {
+        "loss_acc.pkl": {r: {"nll": k * (r + 1), "loss": k * (r + 1), "accuracy": 50.0 + 10 * r}
+                         for r in range(n)},
+        "loss_acc_test.pkl": {r: {"nll": 0.5 + r, "loss": k * (r + 1.5), "accuracy": 40.0 + 10 * r}
+                              for r in range(n)},
+        "hessian.pkl": {r: {"top_eigenvalue": [float(k * 10 * (r + 1))],
+                            "trace": np.float64(k * [100, 200, 600][r])} for r in range(n)},
+        "CKA_mixup_alpha_16.0.pkl": {
+            "representation_similarity": {
+                i: {j: [np.float32(0.9), np.float32(1.0 if i == j else k * softmax[(i, j)])]
+                    for j in range(n)} for i in range(n)},
+            "classification_similarity": {i: {} for i in range(n)},
+            "test_accuracy": {},
+        },
+        "model_dist.pkl": {"model_distance": {
+            i: {j: {"dist": 0.0 if i == j else k * dist[(i, j)]} for j in range(n)}
+            for i in range(n)}},
+    }
+
+
+TR_ERR = np.array([2.0, 5.0, 8.0, 3.0, 4.0])  # mid 3, t* = 0.5, mc = 3 - 8 = -5
+
+
+def _write_cell(metrics: Path, k: float, skip: tuple[str, ...] = ()) -> None:
+    metrics.mkdir(parents=True)
+    for name, obj in _cell_files(k).items():
+        if name not in skip:
+            with open(metrics / name, "wb") as f:
+                pickle.dump(obj, f)
+    np.savez(metrics / "curve_test.npz", ts=np.linspace(0, 1, 5), tr_err=TR_ERR * k,
+             te_err=TR_ERR + 10)
+
+
+@pytest.fixture()
+def release(tmp_path: Path) -> Path:
+    """results/different_knobs_subset_10/bs_{16,64}/lr_decay/ResNet18_w{1,8}/metrics, with
+    k = 1 except (8, 64) where k = 2; (1, 64) has no test file; plus distractors."""
+    root = tmp_path / "tree" / "results"
+    for w in (1, 8):
+        for bs in (16, 64):
+            k = 2.0 if (w, bs) == (8, 64) else 1.0
+            skip = ("loss_acc_test.pkl",) if (w, bs) == (1, 64) else ()
+            _write_cell(root / KNOBS / f"bs_{bs}" / "lr_decay" / f"ResNet18_w{w}" / "metrics",
+                        k, skip)
+    # another schedule folder and an unrelated file: ignored
+    _write_cell(root / KNOBS / "bs_16" / "const_lr" / "ResNet18_w1" / "metrics", 100.0)
+    (root / "README.txt").write_text("not a metric")
+    return root
+
+
+def _tar(folder: Path, dest: Path) -> Path:
+    with tarfile.open(dest, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return dest
+
+
+def _check_synthetic(df: pd.DataFrame) -> None:
+    assert list(df.columns[:2]) == ["width", "batch_size"]
+    assert list(df[["width", "batch_size"]].itertuples(index=False, name=None)) == [
+        (1, 16), (1, 64), (8, 16), (8, 64)]
+    assert (df.n_runs == 3).all()
+    for _, row in df.iterrows():
+        k = 2.0 if (row.width, row.batch_size) == (8, 64) else 1.0
+        assert row.train_loss == pytest.approx(2.0 * k)            # mean k*(1, 2, 3)
+        assert row.train_acc == pytest.approx(0.60)                 # (50+60+70)/3 %, as fraction
+        assert row.train_acc_std == pytest.approx(0.10)
+        assert row.lambda_max == pytest.approx(20.0 * k)
+        assert row.trace == pytest.approx(300.0 * k)
+        assert row.cka == pytest.approx(0.35 * k)                   # softmax, ordered pairs i != j
+        assert row.l2 == pytest.approx(6.0 * k)
+        assert row.mc == pytest.approx(-5.0 * k)
+        assert row.mc_t_star == pytest.approx(0.5)
+        if (row.width, row.batch_size) == (1, 64):
+            assert np.isnan(row.test_acc) and np.isnan(row.test_loss)
+        else:
+            assert row.test_acc == pytest.approx(0.50)
+            assert row.test_loss == pytest.approx(2.5 * k)
+
+
+def test_synthetic_folder(release: Path):
+    _check_synthetic(load_released_results(release))
+    # the folder above a leading folder works as well
+    _check_synthetic(load_released_results(release.parent))
+
+
+def test_synthetic_targz_streams_without_extracting(release: Path, tmp_path: Path, monkeypatch):
+    archive = _tar(release, tmp_path / "results.tar.gz")
+
+    def forbidden(*a, **k):
+        raise AssertionError("must not unpack onto disk")
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", forbidden)
+    monkeypatch.setattr(tarfile.TarFile, "extract", forbidden)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    df = load_released_results(archive)
+    _check_synthetic(df)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    pd.testing.assert_frame_equal(df, load_released_results(release))
+
+
+def test_synthetic_long_and_grid_filter(release: Path):
+    long = load_released_results(release, long=True)
+    assert len(long) == 12 and list(long.run.unique()) == [0, 1, 2]
+    c = long[(long.width == 1) & (long.batch_size == 16)].set_index("run")
+    assert list(c.test_acc) == pytest.approx([0.4, 0.5, 0.6])
+    assert list(c.lambda_max) == pytest.approx([10.0, 20.0, 30.0])
+    # run 0 takes part in pairs (0,1), (0,2), (1,0), (2,0): (.1 + .2 + .3 + .5) / 4
+    assert c.loc[0, "cka"] == pytest.approx(0.275)
+    assert c.loc[0, "l2"] == pytest.approx(4.5)
+    assert (c.mc == -5.0).all()
+    # the mean of per-run values is the cell value
+    cells = load_released_results(release)
+    agg = long.groupby(["width", "batch_size"])[["cka", "l2", "trace"]].mean().reset_index()
+    np.testing.assert_allclose(agg[["cka", "l2", "trace"]], cells[["cka", "l2", "trace"]])
+    # 16 and 64 are paper batch sizes; nothing dropped here
+    assert len(load_released_results(release, paper_grid_only=True)) == 4
+
+
+def test_empty_tree_raises(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no metrics files"):
+        load_released_results(tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------------------
+# Restricted unpickling
+# --------------------------------------------------------------------------------------
+class _Evil:
+    """Would run a shell command when unpickled by plain pickle.load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_refused_folder_and_tar(release: Path, tmp_path: Path):
+    marker = tmp_path / "pwned"
+    target = release / KNOBS / "bs_64" / "lr_decay" / "ResNet18_w8" / "metrics" / "hessian.pkl"
+    with open(target, "wb") as f:
+        pickle.dump({0: _Evil(marker)}, f)
+    refused = f"{os.system.__module__}.system"  # 'posix.system' on Linux
+    with pytest.raises(UnsafePickleError) as e:
+        load_released_results(release)
+    msg = str(e.value)
+    assert str(target) in msg and refused in msg
+    archive = _tar(release, tmp_path / "evil.tar.gz")
+    with pytest.raises(UnsafePickleError) as e:
+        load_released_results(archive)
+    msg = str(e.value)
+    assert "bs_64/lr_decay/ResNet18_w8/metrics/hessian.pkl" in msg and refused in msg
+    assert str(archive) in msg
+    assert not marker.exists()  # the payload never ran
+
+
+def test_unknown_class_refused_by_name():
+    data = pickle.dumps(collections.OrderedDict(a=1))
+    with pytest.raises(UnsafePickleError, match=r"x\.pkl: .*'collections\.OrderedDict'"):
+        restricted_loads(data, source="x.pkl")
+    with pytest.raises(UnsafePickleError, match="builtins.eval"):
+        restricted_loads(pickle.dumps(eval), source="y.pkl")
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_numpy_and_builtins_allowed(protocol: int):
+    obj = {"a": np.arange(6.0).reshape(2, 3), "b": [np.float64(1.5), np.float32(2.5)],
+           "c": (1, "x", None, True), "d": {1, 2}, "e": np.int64(7), "f": b"raw",
+           "g": np.array([1, 2], dtype=np.int32)}
+    got = restricted_loads(pickle.dumps(obj, protocol=protocol))
+    np.testing.assert_array_equal(got["a"], obj["a"])
+    assert got["g"].dtype == np.int32
+    assert got["b"] == [1.5, 2.5] and isinstance(got["b"][1], np.float32)
+    assert got["c"] == obj["c"] and got["d"] == {1, 2} and got["e"] == 7 and got["f"] == b"raw"
+
+
+def test_npz_object_array_refused(release: Path):
+    npz = release / KNOBS / "bs_16" / "lr_decay" / "ResNet18_w1" / "metrics" / "curve_test.npz"
+    np.savez(npz, tr_err=np.array([object(), 1], dtype=object))
+    with pytest.raises(UnsafePickleError, match="curve_test.npz"):
+        load_released_results(release)
+
+
+# --------------------------------------------------------------------------------------
+# The authors' real release
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real() -> pd.DataFrame:
+    if not REAL.exists():
+        pytest.skip(f"released results not found at {REAL}")
+    return load_released_results(REAL)
+
+
+def test_real_grid_and_ranges(real: pd.DataFrame):
+    paper = real[real.batch_size.isin(PAPER_BATCH_SIZES)]
+    assert sorted(paper.width.unique()) == list(PAPER_WIDTHS)
+    assert sorted(paper.batch_size.unique()) == list(PAPER_BATCH_SIZES)
+    assert len(paper) == 14 * 13 and not paper.duplicated(["width", "batch_size"]).any()
+    assert set(real.batch_size) - set(PAPER_BATCH_SIZES) <= {19, 27}
+    assert (real.n_runs == 5).all()
+    assert paper.test_acc.between(0.35, 0.95).all()          # fractions, not percent
+    assert paper.test_acc.max() > 0.88
+    assert real.train_acc.between(0.3, 1.0).all()
+    assert real.train_loss.between(0, 2).all() and (real.train_loss > 0).all()
+    assert (real.lambda_max > 0).all() and (real.trace > 0).all()
+    assert real.cka.between(0.2, 1.0).all()
+    assert real.mc.between(-35, 15).all() and (real.l2 > 0).all()
+    # extra batch sizes have no test file
+    assert real[~real.batch_size.isin(PAPER_BATCH_SIZES)].test_acc.isna().all()
+    assert len(load_released_results(REAL, paper_grid_only=True)) == 182
+    # one cell checked by hand: accuracies 78.76, 79.97, 79.46, 78.99, 79.66 %;
+    # tr_err along the curve 0, .05, 5.044, .056, 0 -> mc = -5.044 at t = 0.5
+    c = real[(real.width == 11) & (real.batch_size == 1024)].iloc[0]
+    assert c.test_acc == pytest.approx(0.79368)
+    assert c.mc == pytest.approx(-5.044) and c.mc_t_star == 0.5
+    assert c.train_acc == pytest.approx(1.0)
+
+
+def test_real_phase_layout(real: pd.DataFrame):
+    cells = real[real.batch_size.isin(PAPER_BATCH_SIZES)].reset_index(drop=True)
+    ph = classify(cells)
+    assert not ph.isna().any() and set(ph) == set(PHASES)
+    w, bs = cells.width, cells.batch_size
+    # I and III at small widths; the narrowest nets are all phase I
+    assert (w[ph.isin(["I", "III"])] <= 16).all()
+    assert (ph[w <= 2] == "I").all()
+    assert (w[ph == "III"] >= 6).all() and (bs[ph == "III"] >= 92).all()
+    # II at the smallest batch sizes
+    assert (bs[ph == "II"] <= 32).all()
+    assert (ph[(bs == 16) & (w >= 3)] == "II").all()
+    # IV at large widths (below the II band)
+    assert ph[(w >= 23) & (bs >= 44)].isin(["IV-A", "IV-B"]).all()
+    assert (w[ph.isin(["IV-A", "IV-B"])] >= 16).all()
+    # IV-B holds the best accuracy
+    s = phase_summary(cells, ph)
+    assert s.test_acc_mean.idxmax() == "IV-B"
+    assert ph[cells.test_acc.idxmax()] == "IV-B"
+
+
+def test_codecs_encode_only_latin1():
+    # protocol-2 pickle of _codecs.encode('x', 'rot13'): an old-protocol global we admit
+    # only for latin-1 (numpy array bytes)
+    data = b"\x80\x02c_codecs\nencode\nq\x00X\x01\x00\x00\x00xX\x05\x00\x00\x00rot13\x86R."
+    with pytest.raises(UnsafePickleError, match="z.pkl: .*latin-1"):
+        restricted_loads(data, source="z.pkl")
+    ok = data.replace(b"X\x05\x00\x00\x00rot13", b"X\x06\x00\x00\x00latin1")
+    assert restricted_loads(ok) == b"x"

@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from landscape_utils.train import RunConfig, lr_factor, train_population, train_run
+
+
+def cfg(**kw):
+    base = dict(dataset="mnist1d", width=16, batch_size=32, num_epochs=3, lr=0.05)
+    return RunConfig(**{**base, **kw})
+
+
+def test_training_fits_an_easy_task(blobs):
+    out = train_run(cfg(num_epochs=10), blobs)
+    m = out["metrics"]
+    assert m["status"] == "ok" and m["train_acc"] > 0.95 and m["test_acc"] > 0.9
+    assert len(out["history"]) == 10
+    assert out["history"][-1]["train_loss"] < out["history"][0]["train_loss"]
+
+
+def test_same_config_and_seed_give_identical_results(blobs):
+    a, b = train_run(cfg(seed=1), blobs), train_run(cfg(seed=1), blobs)
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert [a["metrics"][k] for k in keys] == [b["metrics"][k] for k in keys]
+    assert a["history"] == b["history"]
+    assert all(torch.equal(a["final_state"][k], b["final_state"][k]) for k in a["final_state"])
+    c = train_run(cfg(seed=2), blobs)
+    assert not torch.equal(a["init_state"]["net.1.weight"], c["init_state"]["net.1.weight"])
+
+
+def test_initial_checkpoint_is_kept(blobs):
+    out = train_run(cfg(), blobs)
+    assert set(out["init_state"]) == set(out["final_state"])
+    assert not torch.equal(out["init_state"]["net.1.weight"], out["final_state"]["net.1.weight"])
+
+
+def test_divergence_is_recorded_not_raised(blobs):
+    out = train_run(cfg(lr=1e6, momentum=0.99, weight_decay=0.0, num_epochs=5), blobs)
+    m = out["metrics"]
+    assert m["status"] == "diverged" and math.isnan(m["test_acc"])
+    assert m["epochs_run"] <= 5
+
+
+def test_early_stop_stops_when_the_loss_is_flat(blobs):
+    # lr so small that the loss does not move: the paper's rule stops after 5 flat epochs
+    out = train_run(cfg(lr=1e-9, num_epochs=50, early_stop=True), blobs)
+    assert out["metrics"]["epochs_run"] == 6
+
+
+def test_schedules():
+    assert lr_factor("constant", 9, 10) == 1.0
+    assert [lr_factor("step", e, 100) for e in (74, 75, 99)] == [1.0, 0.1, 0.1]
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"dataset": "mnist2d"}, "unknown dataset"), ({"model": "vgg"}, "unknown model"),
+    ({"optimizer": "adam"}, "unknown optimizer"), ({"schedule": "linear"}, "unknown schedule"),
+    ({"width": 0}, "width must be"), ({"label_noise": 2.0}, "label_noise"),
+    ({"data_fraction": 0.0}, "data_fraction"), ({"batch_size": -1}, "batch_size must be"),
+    ({"lr": -0.1}, "lr must be"),
+])
+def test_bad_config_values_are_named(kw, match):
+    with pytest.raises(ValueError, match=match):
+        cfg(**kw).validate()
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match="widht"):
+        RunConfig.from_dict({"widht": 3})
+
+
+def test_batch_larger_than_training_set_is_refused(blobs):
+    with pytest.raises(ValueError, match="larger than the training set"):
+        train_run(cfg(batch_size=10_000), blobs)
+
+
+def test_population_members_equal_single_runs(blobs):
+    configs = [cfg(seed=s) for s in range(2)]
+    pop = dict(train_population(configs, blobs))
+    for c in configs:
+        alone = train_run(c, blobs)
+        assert pop[c]["metrics"]["test_loss"] == alone["metrics"]["test_loss"]
+    with pytest.raises(ValueError, match="differ only in seed"):
+        list(train_population([cfg(seed=0), cfg(seed=1, width=8)], blobs))

@@ -1,0 +1,48 @@
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from landscape_utils.utils import atomic_write_json, resolve_device, seed_everything
+
+
+def draw():
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_seed_everything_repeats_all_three_generators():
+    seed_everything(3)
+    a = draw()
+    seed_everything(3)
+    assert draw() == a
+    seed_everything(4)
+    assert draw() != a
+
+
+def test_seed_everything_returns_a_seeded_generator():
+    g1, g2 = seed_everything(5), seed_everything(5)
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
+def test_atomic_write_json_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "sub" / "x.json"
+    atomic_write_json(path, {"a": np.float32(1.5), "b": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": 1.5, "b": [1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]
+
+
+def test_atomic_write_keeps_old_content_when_serialization_fails(tmp_path):
+    path = tmp_path / "x.json"
+    atomic_write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert len(list(tmp_path.iterdir())) == 1
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
