@@ -189,7 +189,10 @@ def _static_assets(static: Path) -> None:
     vl = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
     versions = vlc.get_vegalite_versions()
     bundle = vlc.javascript_bundle(vl_version=vl if vl in versions else versions[-1])
-    (static / "vega-bundle.js").write_text(bundle)
+    # Wrapped in a function so its top-level names do not collide with the page's
+    # globals (a classic script shares one global scope; ES modules do not load
+    # from file:// pages). The bundle sets window.vegaEmbed itself.
+    (static / "vega-bundle.js").write_text(f"(function () {{\n{bundle}\n}})();\n")
     es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     shutil.copytree(es5, static / "mathjax", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("sre", "*.map"))
@@ -221,22 +224,32 @@ def build_html(out: Path, notebooks: list[Path], title: str = "landscape-book") 
             "mathjax_path": "mathjax/tex-svg.js",
             "nb_output_stderr": "remove",
             "html_show_sourcelink": False,
+            "html_context": {"default_mode": "light"},
         }},
     }
     (jb / "_config.yml").write_text(yaml.safe_dump(config))
-    build = out / "_jb"
+    # `jupyter-book config sphinx` writes the Sphinx conf.py that `jupyter-book build`
+    # would use; we drop sphinx-thebe (it declares THEBE_JS_URL twice, a JS error, and
+    # points at a CDN; the book has no live kernels) and run Sphinx ourselves.
     exe = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(jb), "--path-output", str(build),
-           "--builder", "html"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"jupyter-book failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    _run([str(exe) if exe.exists() else "jupyter-book", "config", "sphinx", str(jb)])
+    with open(jb / "conf.py", "a") as fh:
+        fh.write("\nextensions = [e for e in extensions if e != 'sphinx_thebe']\n")
+    build = out / "_html"
+    if build.exists():
+        shutil.rmtree(build)
+    _run([sys.executable, "-m", "sphinx", "-b", "html", "-q", str(jb), str(build)])
     html = out / "html"
     if html.exists():
         shutil.rmtree(html)
-    shutil.move(str(build / "_build" / "html"), str(html))
-    shutil.rmtree(build, ignore_errors=True)
+    shutil.move(str(build), str(html))
     return html / "index.html"
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
