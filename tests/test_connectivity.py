@@ -1,0 +1,379 @@
+"""Tests of landscape_utils.connectivity: the mc metric, Bezier curves and their fitting,
+BatchNorm recalibration against a manual computation, path evaluation, MLI bumps and
+seed-pair averaging."""
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.optim.swa_utils import update_bn
+
+from landscape_utils.connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evaluate_path,
+                                          find_bumps, fit_bezier, linear_barrier, linear_path,
+                                          max_bump_height, mli, mli_from_profile, mode_connectivity,
+                                          non_monotonic_fraction, pair_metrics, recalibrate_bn,
+                                          select_pairs)
+from landscape_utils.similarity import l2_distance, model_cka
+
+CPU = "cpu"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These problems are tiny: one thread is fastest and avoids oversubscribing shared CI cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------- toy problem
+def _rings(n, seed):
+    """Six classes in 2D: three rings, each cut in two halves. Not linearly separable."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=g) * 2 - 1
+    r = x.norm(dim=1)
+    y = (r > 0.45).long() + (r > 0.8).long() + 3 * (torch.atan2(x[:, 1], x[:, 0]) > 0).long()
+    return x, y
+
+
+def _mlp(seed, width=32, bn=False):
+    torch.manual_seed(seed)
+    norm = (lambda: nn.BatchNorm1d(width)) if bn else nn.Identity
+    return nn.Sequential(nn.Linear(2, width), norm(), nn.ReLU(), nn.Linear(width, width), norm(), nn.ReLU(),
+                         nn.Linear(width, 6))
+
+
+def _train(model, x, y, steps=300):
+    opt = torch.optim.Adam(model.parameters(), 2e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """Three MLPs trained from different seeds on the same data, plus test data."""
+    x, y = _rings(512, 0)
+    xt, yt = _rings(256, 1)
+    models = [_train(_mlp(s), x, y) for s in (1, 2, 3)]
+    return x, y, xt, yt, models
+
+
+# --------------------------------------------------------------------------- mc metric
+def test_mode_connectivity_hand_made_profiles():
+    mc, i = mode_connectivity([1.0, 12.0, 30.0, 10.0, 2.0])  # a barrier
+    assert (mc, i) == (pytest.approx(1.5 - 30.0), 2)
+    mc, i = mode_connectivity([2.0, 2.1, 1.95, 2.0])  # well connected
+    assert mc == pytest.approx(-0.1) and i == 1
+    mc, i = mode_connectivity([10.0, 4.0, 2.0, 10.0])  # the path beats its endpoints
+    assert (mc, i) == (pytest.approx(8.0), 2)
+    mc, i = mode_connectivity([0.0, 4.0, 6.0, 20.0])  # the extreme deviation is at an endpoint
+    assert (mc, i) == (pytest.approx(10.0), 0)
+    with pytest.raises(ValueError):
+        mode_connectivity([1.0])
+
+
+# --------------------------------------------------------------------------- curves
+def _random_params(seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"a.weight": torch.randn(4, 3, generator=g), "a.bias": torch.randn(4, generator=g)}
+
+
+def test_bezier_curve_points():
+    w1, w2, theta = _random_params(0), _random_params(1), _random_params(2)
+    curve = BezierCurve(w1, w2)
+    for k in w1:  # the bend starts at the midpoint; endpoints are exact
+        assert torch.equal(curve.theta[k], (w1[k] + w2[k]) / 2)
+        assert torch.equal(curve.point(0.0)[k], w1[k])
+        assert torch.equal(curve.point(1.0)[k], w2[k])
+    curve = BezierCurve(w1, w2, bends=[theta])
+    for t in (0.1, 0.5, 0.83):
+        for k in w1:
+            ref = (1 - t) ** 2 * w1[k] + 2 * t * (1 - t) * theta[k] + t ** 2 * w2[k]
+            torch.testing.assert_close(curve(t)[k], ref)
+    cubic = BezierCurve(w1, w2, num_bends=2, bends=[theta, w1])
+    t = 0.3
+    ref = (1 - t) ** 3 * w1["a.bias"] + 3 * (1 - t) ** 2 * t * theta["a.bias"] + 3 * (1 - t) * t ** 2 * w1["a.bias"] \
+        + t ** 3 * w2["a.bias"]
+    torch.testing.assert_close(cubic(t)["a.bias"], ref)
+    line = BezierCurve(w1, w2, num_bends=0)
+    torch.testing.assert_close(line(0.3)["a.weight"], 0.7 * w1["a.weight"] + 0.3 * w2["a.weight"])
+    with pytest.raises(AttributeError):
+        line.theta
+    with pytest.raises(ValueError):
+        curve.point(1.5)
+    loaded = BezierCurve.from_state_dict(curve.state_dict())
+    assert torch.equal(loaded(0.4)["a.weight"], curve(0.4)["a.weight"])
+
+
+def test_bezier_lr_factor():
+    assert [bezier_lr_factor(f) for f in (0.0, 0.3, 0.5)] == [1.0, 1.0, 1.0]
+    assert bezier_lr_factor(0.7) == pytest.approx(1.0 - 0.5 * 0.99)
+    assert bezier_lr_factor(0.9) == pytest.approx(0.01)
+    assert bezier_lr_factor(0.95) == bezier_lr_factor(1.0) == 0.01
+
+
+def test_fit_bezier_lowers_the_barrier(toy):
+    x, y, xt, yt, (a, b, _) = toy
+    state_a = copy.deepcopy(a.state_dict())
+    line = evaluate_path(a, linear_path(a, b), 5, x, y, device=CPU)
+    assert line["train_err"].iloc[2] > 30.0  # a real barrier on the straight line
+    curve = fit_bezier(a, b, x, y, num_epochs=10, lr=0.05, batch_size=64, device=CPU)
+    assert len(curve.history) == 10 and curve.history[-1]["loss"] < curve.history[0]["loss"]
+    assert curve.history[-1]["lr"] == pytest.approx(0.05 * 0.01)
+    on_curve = evaluate_path(a, curve, 5, x, y, xt, yt, device=CPU)
+    assert on_curve["train_err"].iloc[2] < line["train_err"].iloc[2] - 15.0
+    # endpoints stay fixed and exact, and the models are untouched
+    for (k, p), q in zip(a.named_parameters(), b.parameters()):
+        assert torch.equal(curve.point(0.0)[k], p) and torch.equal(curve.point(1.0)[k], q)
+        assert torch.equal(state_a[k], p)
+        assert not curve.theta[k].requires_grad
+    with torch.no_grad():
+        assert torch.equal(functional_call(a, curve.point(0.0), (x,)), a(x))
+    # seeded: the same call gives the same curve
+    again = fit_bezier(a, b, x, y, num_epochs=1, lr=0.05, batch_size=64, device=CPU)
+    once = fit_bezier(a, b, x, y, num_epochs=1, lr=0.05, batch_size=64, device=CPU)
+    assert all(torch.equal(again.theta[k], once.theta[k]) for k in once.names)
+    assert not torch.equal(once.theta["0.weight"], BezierCurve.from_models(a, b).theta["0.weight"])
+    # the barrier sign on each path
+    lb = linear_barrier(a, b, x, y, num_points=5, device=CPU)
+    assert lb.mc < -20 and lb.t_star == 0.5
+    assert mode_connectivity(on_curve["train_err"])[0] > lb.mc + 15
+
+
+def test_fit_bezier_penalty_and_step_match_a_manual_sgd_step(toy):
+    """One epoch of one step: the update equals SGD on CE + ½·wd·‖φ(t)‖² at the drawn t."""
+    x, y, _, _, (a, b, _) = toy
+    n = 64
+    curve = fit_bezier(a, b, x[:n], y[:n], num_epochs=1, lr=0.1, batch_size=n, momentum=0.9,
+                       weight_decay=0.3, seed=7, device=CPU)
+    gen = torch.Generator().manual_seed(7)
+    order = torch.randperm(n, generator=gen)
+    t = float(torch.rand((), generator=gen))
+    ref = BezierCurve.from_models(a, b)
+    for v in ref.parameters():
+        v.requires_grad_(True)
+    params = ref.point(t)
+    loss = F.cross_entropy(functional_call(a, params, (x[:n][order],)), y[:n][order]) \
+        + 0.15 * sum(p.pow(2).sum() for p in params.values())
+    grads = torch.autograd.grad(loss, ref.parameters())
+    for (k, v), g in zip(ref.theta.items(), grads):
+        torch.testing.assert_close(curve.theta[k], v.detach() - 0.1 * g, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- BatchNorm recalibration
+class _TwoBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.l1, self.bn1 = nn.Linear(3, 8), nn.BatchNorm1d(8)
+        self.l2, self.bn2 = nn.Linear(8, 5), nn.BatchNorm1d(5)
+        self.head = nn.Linear(5, 2)
+        with torch.no_grad():
+            for bn in (self.bn1, self.bn2):
+                bn.weight.uniform_(0.5, 2.0)
+                bn.bias.normal_()
+                bn.running_mean.fill_(123.0)  # garbage that must be reset
+                bn.running_var.fill_(456.0)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn2(self.l2(torch.relu(self.bn1(self.l1(x)))))))
+
+
+def _manual_pre_bn(model, x, batch_size):
+    """The inputs of bn1 and bn2 over a pass in batches, with bn1 normalizing by batch stats."""
+    h1s, h2s = [], []
+    with torch.no_grad():
+        for xb in x.split(batch_size):
+            h1 = model.l1(xb)
+            z1 = (h1 - h1.mean(0)) / torch.sqrt(h1.var(0, unbiased=False) + model.bn1.eps)
+            h2 = model.l2(torch.relu(z1 * model.bn1.weight + model.bn1.bias))
+            h1s.append(h1)
+            h2s.append(h2)
+    return torch.cat(h1s).double(), torch.cat(h2s).double()
+
+
+def test_recalibrate_bn_equals_full_pass_statistics():
+    x = torch.randn(103, 3, generator=torch.Generator().manual_seed(1)) * 2 + 1
+    model = _TwoBN().train()
+    recalibrate_bn(model, x, batch_size=25)  # batches of 25, 25, 25, 25, 3
+    h1, h2 = _manual_pre_bn(model, x, 25)
+    for bn, h in ((model.bn1, h1), (model.bn2, h2)):
+        torch.testing.assert_close(bn.running_mean.double(), h.mean(0), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var.double(), h.var(0, unbiased=True), rtol=1e-5, atol=1e-6)
+        assert bn.momentum == 0.1
+    assert model.training and model.bn1.training
+    # a trailing batch of one joins the previous one instead of crashing BatchNorm
+    model.eval()
+    recalibrate_bn(model, x[:101], batch_size=25)
+    assert not model.training and not model.bn1.training
+    h1, _ = _manual_pre_bn(model, x[:101], 101)
+    torch.testing.assert_close(model.bn1.running_var.double(), h1.var(0), rtol=1e-5, atol=1e-6)
+
+
+def test_recalibrate_bn_turns_dropout_off():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.BatchNorm1d(8), nn.Linear(8, 2)).train()
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(4))
+    recalibrate_bn(model, x, batch_size=16)
+    with torch.no_grad():
+        h = model[0](x).double()
+    torch.testing.assert_close(model[2].running_mean.double(), h.mean(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model[2].running_var.double(), h.var(0), rtol=1e-5, atol=1e-6)
+    assert model[1].training
+
+
+def test_recalibrate_bn_exact_for_conv_and_cumulative_matches_update_bn():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    x = torch.randn(50, 2, 6, 6, generator=torch.Generator().manual_seed(2)) + 0.5
+    recalibrate_bn(conv, x, batch_size=16)
+    with torch.no_grad():
+        h = conv[0](x).transpose(0, 1).reshape(4, -1).double()
+    torch.testing.assert_close(conv[1].running_mean.double(), h.mean(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(conv[1].running_var.double(), h.var(1), rtol=1e-5, atol=1e-6)
+    # "cumulative" is torch's update_bn (average of per-batch statistics), which differs
+    ref = copy.deepcopy(_TwoBN())
+    ours = copy.deepcopy(ref)
+    xs = torch.randn(100, 3, generator=torch.Generator().manual_seed(3))
+    update_bn(list(xs.split(20)), ref)
+    recalibrate_bn(ours, xs, batch_size=20, method="cumulative")
+    for name in ("bn1", "bn2"):
+        for buf in ("running_mean", "running_var"):
+            torch.testing.assert_close(getattr(getattr(ours, name), buf), getattr(getattr(ref, name), buf))
+    exact = recalibrate_bn(copy.deepcopy(ours), xs, batch_size=20)
+    assert not torch.allclose(exact.bn1.running_var, ours.bn1.running_var, rtol=1e-3)
+
+
+# --------------------------------------------------------------------------- path evaluation
+def _loss_err(model, x, y):
+    with torch.no_grad():
+        out = model(x)
+    return F.cross_entropy(out, y).item(), 100.0 * (out.argmax(1) != y).double().mean().item()
+
+
+def test_evaluate_path_endpoints_and_callables(toy):
+    x, y, xt, yt, (a, b, _) = toy
+    prof = evaluate_path(a, linear_path(a, b), 3, x, y, xt, yt, batch_size=100, device=CPU)
+    assert list(prof.columns) == list(PROFILE_COLUMNS) and prof["t"].tolist() == [0.0, 0.5, 1.0]
+    for row, model in ((0, a), (2, b)):
+        for split, (xx, yy) in (("train", (x, y)), ("test", (xt, yt))):
+            loss, err = _loss_err(model, xx, yy)
+            assert prof[f"{split}_loss"].iloc[row] == pytest.approx(loss, rel=1e-5)
+            assert prof[f"{split}_err"].iloc[row] == pytest.approx(err, abs=1e-9)
+    # any callable t -> params works; and it is used, not ignored
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    swapped = evaluate_path(a, lambda t: {k: (1 - t) * pb[k] + t * pa[k] for k in pa}, [0.0, 1.0], x, y,
+                            device=CPU)
+    assert swapped["train_loss"].tolist() == pytest.approx(prof["train_loss"].iloc[[2, 0]].tolist(), rel=1e-5)
+    assert swapped["test_err"].isna().all()
+    with pytest.raises(KeyError):
+        evaluate_path(a, lambda t: {"0.weight": pa["0.weight"]}, [0.5], x, y, device=CPU)
+
+
+def test_evaluate_path_recalibrates_batchnorm_at_every_t():
+    x, y = _rings(200, 3)
+    a, b = _mlp(4, width=8, bn=True), _mlp(5, width=8, bn=True)
+    a.train()
+    a(x)  # non-trivial running statistics in the template, which must not leak into the results
+    snapshot = copy.deepcopy(a.state_dict())
+    path = linear_path(a, b)
+    prof = evaluate_path(a, path, [0.0, 0.4], x, y, batch_size=64, device=CPU)
+    assert all(torch.equal(v, snapshot[k]) for k, v in a.state_dict().items())  # template untouched
+    for row, t in enumerate((0.0, 0.4)):
+        m = copy.deepcopy(a)
+        with torch.no_grad():
+            for k, p in m.named_parameters():
+                p.copy_(path(t)[k])
+        recalibrate_bn(m, x, batch_size=64).eval()
+        loss, err = _loss_err(m, x, y)
+        assert prof["train_loss"].iloc[row] == pytest.approx(loss, rel=1e-5)
+        assert prof["train_err"].iloc[row] == pytest.approx(err, abs=1e-9)
+    stale = evaluate_path(a, path, [0.0], x, y, recalibrate=False, device=CPU)
+    assert stale["train_loss"].iloc[0] == pytest.approx(_loss_err(a.eval(), x, y)[0], rel=1e-5)
+    assert stale["train_loss"].iloc[0] != pytest.approx(prof["train_loss"].iloc[0], rel=1e-3)
+
+
+# --------------------------------------------------------------------------- MLI
+def _max_rise_reference(v):
+    return max([0.0] + [v[j] - v[i] for i, j in itertools.combinations(range(len(v)), 2)])
+
+
+def test_find_bumps_hand_made_profiles():
+    assert find_bumps([3.0, 2.0, 1.0]) == [] and max_bump_height([3.0, 2.0, 1.0]) == 0.0
+    assert find_bumps([1.0, 1.0, 1.0]) == []
+    (bump,) = find_bumps([1.0, 2.0, 0.5])
+    assert (bump.start, bump.peak, bump.end, bump.height) == (0, 1, 2, 1.0)
+    # a dip that stays above the start does not close the bump; a second, smaller bump follows
+    bumps = find_bumps([1.0, 1.5, 1.2, 1.8, 0.9, 1.0, 0.2])
+    assert [(b.start, b.peak, b.end) for b in bumps] == [(0, 3, 4), (4, 5, 6)]
+    assert [b.height for b in bumps] == pytest.approx([0.8, 0.1])
+    # falling back to exactly the start does not close it either; a profile can end inside one
+    (bump,) = find_bumps([2.0, 3.0, 2.0, 2.5])
+    assert (bump.start, bump.peak, bump.end) == (0, 1, None)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        v = rng.normal(size=rng.integers(2, 12)).tolist()
+        assert max_bump_height(v) == pytest.approx(_max_rise_reference(v))
+
+
+def test_mli_flag_and_fraction():
+    prof = pd.DataFrame({"t": [0, 0.5, 1], "train_loss": [2.0, 2.1, 0.1]})
+    assert mli_from_profile(prof, eps=0.05).non_monotonic
+    res = mli_from_profile(prof, eps=0.2)
+    assert not res.non_monotonic and res.delta == pytest.approx(0.1) and len(res.bumps) == 1
+    with pytest.raises(ValueError):
+        mli_from_profile(prof, eps=0.0)
+    assert non_monotonic_fraction([0.0, 0.5, 0.002], eps=1e-3) == pytest.approx(2 / 3)
+
+
+def test_mli_on_models(toy):
+    x, y, _, _, (a, _, _) = toy
+    init = _mlp(1)  # the initialization a was trained from
+    res = mli(init, a, x, y, num_points=6, eps=1e-3, device=CPU)
+    assert res.profile["t"].tolist() == pytest.approx(np.linspace(0, 1, 6).tolist())
+    assert res.profile["train_loss"].iloc[0] == pytest.approx(_loss_err(init, x, y)[0], rel=1e-5)
+    assert res.profile["train_loss"].iloc[-1] == pytest.approx(_loss_err(a, x, y)[0], rel=1e-5)
+    assert res.delta == pytest.approx(max_bump_height(res.profile["train_loss"]))
+    assert res.non_monotonic == (res.delta > 1e-3)
+
+
+# --------------------------------------------------------------------------- seed pairs
+def test_select_pairs():
+    assert select_pairs(3) == [(0, 1), (0, 2), (1, 2)]
+    assert select_pairs(4, max_pairs=10) == list(itertools.combinations(range(4), 2))
+    chosen = select_pairs(6, max_pairs=4, seed=0)
+    assert chosen == select_pairs(6, max_pairs=4, seed=0) and len(set(chosen)) == 4
+    assert chosen == sorted(chosen) and all(0 <= i < j < 6 for i, j in chosen)
+    assert chosen != select_pairs(6, max_pairs=4, seed=1)
+
+
+def test_pair_metrics(toy):
+    x, y, xt, yt, models = toy
+    res = pair_metrics(models, x, y, xt, yt, max_pairs=2, bezier=True, linear=True, cka=True,
+                       cka_kwargs={"batch_size": 64, "num_batches": 2}, fit_kwargs={"num_epochs": 1},
+                       num_points=3, device=CPU)
+    pairs = select_pairs(3, 2)
+    df = res.per_pair
+    assert list(zip(df["i"], df["j"])) == pairs
+    for (i, j), l2, cka in zip(pairs, df["l2"], df["cka"]):
+        assert l2 == pytest.approx(l2_distance(models[i], models[j]))
+        assert cka == pytest.approx(model_cka(models[i], models[j], x, batch_size=64, num_batches=2, device=CPU))
+        assert res.paths[(i, j, "linear")].mc == pytest.approx(df.set_index(["i", "j"]).loc[(i, j), "mc_linear"])
+    for col in ("mc", "mc_linear", "l2", "cka"):
+        assert res.summary[col] == pytest.approx(df[col].mean())
+        assert res.summary[f"{col}_std"] == pytest.approx(np.std(df[col], ddof=1))
+    assert res.summary["n_pairs"] == 2 and "t_star" not in res.summary
+    assert math.isnan(pair_metrics(models[:2], x, y, bezier=False, device=CPU).summary["l2_std"])
