@@ -14,7 +14,6 @@ venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[book,test]" 2>&1 | grep -v "^WARNING: Location" ; test $${PIPESTATUS[0]} -eq 0
 	$(PY) -c "import torch, torchvision, landscape_utils; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $(STAMP)
@@ -36,10 +35,14 @@ chromium:
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
+# JupyterLab on book/: the project's kernel registered in the venv, and .py chapters
+# opening as notebooks by default (jupytext's viewer, set in the venv's lab settings).
 lab: $(STAMP)
 	$(PY) -m ipykernel install --sys-prefix --name landscape-book --display-name "landscape-book (.venv)"
-	cd book && ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=. \
-	  --ContentsManager.preferred_dir=. 
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
+	  > $(VENV)/share/jupyter/lab/settings/overrides.json
+	cd book && ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=.
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
