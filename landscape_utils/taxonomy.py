@@ -36,6 +36,7 @@ __all__ = [
     "sensitivity",
     "phase_summary",
     "spearman_table",
+    "contrast_loads",
 ]
 
 #: Phase labels, in the paper's order.
@@ -293,3 +294,63 @@ def spearman_table(cells: pd.DataFrame, target: str = "test_acc",
     return pd.DataFrame(rows, columns=["metric", "rho_all", "p_all", "n_all",
                                        "rho_well_trained", "p_well_trained",
                                        "n_well_trained"]).set_index("metric")
+
+
+def contrast_loads(cells: pd.DataFrame, load: str, temperature: str, at: float,
+                   thresholds: PhaseThresholds = PhaseThresholds()) -> dict[str, object]:
+    """Two loads at temperature ``at`` to contrast "training longer" on: a poorly connected
+    one and a well connected one (the paper: training to zero loss can hurt in phase III).
+
+    poor: the phase-III cell with the lowest mc; else, among cells with a clear barrier
+    (mc < -mc_neg), the one with the lowest train loss; else the smallest load.
+    good: the phase-IV (A or B) cell with the best ``test_acc`` (the largest load if there
+    is no test accuracy); else the largest load. ``good`` differs from ``poor`` whenever
+    the row has two loads.
+
+    Returns:
+        ``{"poor": load value, "good": load value, "reason": one sentence per choice}``.
+
+    Raises:
+        ValueError: no cell at temperature ``at``.
+    """
+    row = cells[np.isclose(pd.to_numeric(cells[temperature], errors="coerce"), float(at))]
+    if row.empty:
+        raise ValueError(f"no cell at {temperature} = {at}; "
+                         f"values are {sorted(cells[temperature].unique())}")
+    row = row.sort_values(load).reset_index(drop=True)
+    ph = classify(row, thresholds).astype(object)
+    mc, loss = _col(row, "mc"), _col(row, "train_loss")
+    loads = row[load].tolist()
+
+    def first(order: np.ndarray, mask: np.ndarray) -> int | None:
+        idx = [i for i in order if mask[i]]
+        return int(idx[0]) if idx else None
+
+    iii = (ph == "III").to_numpy()
+    barrier = np.nan_to_num(mc, nan=np.inf) < -thresholds.mc_neg
+    if iii.any():
+        i_poor = first(np.argsort(np.nan_to_num(mc, nan=np.inf), kind="stable"), iii)
+        why_poor = "phase III (fitted, with a barrier; the lowest mc)"
+    elif barrier.any():
+        i_poor = first(np.argsort(np.nan_to_num(loss, nan=np.inf), kind="stable"), barrier)
+        why_poor = "no phase-III cell: the best-fitted cell with a barrier"
+    else:
+        i_poor = 0
+        why_poor = ("no cell with a barrier (or no mc): the smallest load" if np.isfinite(mc).any()
+                    else "no mc: the smallest load")
+    iv = ph.isin(["IV-A", "IV-B"]).to_numpy() & (np.arange(len(row)) != i_poor)
+    acc = _col(row, "test_acc")
+    if iv.any():
+        key = -np.nan_to_num(acc, nan=-np.inf) if np.isfinite(acc).any() else -np.arange(len(row))
+        i_good = first(np.argsort(key, kind="stable"), iv)
+        why_good = "phase IV with the best test accuracy"
+    else:
+        i_good = len(row) - 1 if len(row) - 1 != i_poor or len(row) == 1 else len(row) - 2
+        why_good = "no phase-IV cell: the largest other load"
+    return {"poor": _scalar(loads[i_poor]), "good": _scalar(loads[i_good]),
+            "reason": f"poorly connected {load} {_scalar(loads[i_poor])}: {why_poor}; "
+                      f"well connected {load} {_scalar(loads[i_good])}: {why_good}"}
+
+
+def _scalar(v: object) -> object:
+    return v.item() if isinstance(v, np.generic) else v

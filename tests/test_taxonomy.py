@@ -13,6 +13,7 @@ from landscape_utils.taxonomy import (
     PhaseThresholds,
     cell_table,
     classify,
+    contrast_loads,
     phase_summary,
     sensitivity,
     spearman_table,
@@ -226,3 +227,42 @@ def test_spearman_table():
     # NaN pairs are dropped
     cells.loc[0, "mc"] = np.nan
     assert spearman_table(cells).loc["mc", "n_all"] == n - 1
+
+
+# --------------------------------------------------------------------------------------
+# contrast_loads
+# --------------------------------------------------------------------------------------
+def _row_at(at: float = 256) -> pd.DataFrame:
+    # width: 4 -> I, 8 -> III (mc -5), 16 -> III (mc -3), 32 -> IV-A, 64 -> IV-B (best acc)
+    return pd.DataFrame({
+        "width": [4, 8, 16, 32, 64, 4],
+        "batch_size": [at, at, at, at, at, 16],
+        "train_loss": [1.0, 0.001, 0.002, 0.001, 0.001, 0.001],
+        "mc": [-20.0, -5.0, -3.0, 0.0, 0.1, -50.0],
+        "cka": [0.3, 0.5, 0.5, 0.6, 0.9, 0.2],
+        "test_acc": [0.5, 0.7, 0.72, 0.8, 0.85, 0.1],
+    })
+
+
+def test_contrast_loads_picks_phase_iii_and_best_phase_iv():
+    out = contrast_loads(_row_at(), "width", "batch_size", 256)
+    assert (out["poor"], out["good"]) == (8, 64)
+    assert isinstance(out["poor"], int) and "phase III" in out["reason"]
+    # the other temperature is ignored (its width-4 cell has the lowest mc overall)
+    assert contrast_loads(_row_at(), "width", "batch_size", 256.0)["poor"] == 8
+
+
+def test_contrast_loads_fallbacks():
+    df = _row_at()
+    # no phase III: the best-fitted cell with a barrier (width 4 is the only one)
+    no_iii = df[~df.width.isin([8, 16])]
+    out = contrast_loads(no_iii, "width", "batch_size", 256)
+    assert (out["poor"], out["good"]) == (4, 64)
+    # no mc at all: smallest and largest load
+    out = contrast_loads(df.drop(columns="mc"), "width", "batch_size", 256)
+    assert (out["poor"], out["good"]) == (4, 64) and "no mc" in out["reason"]
+    # no phase IV: the largest other load
+    out = contrast_loads(df[df.width <= 16], "width", "batch_size", 256)
+    assert (out["poor"], out["good"]) == (8, 16)
+    with pytest.raises(ValueError, match="no cell at batch_size"):
+        contrast_loads(df, "width", "batch_size", 99)

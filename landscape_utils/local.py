@@ -1,0 +1,386 @@
+"""Chapter 2 support: local (Hessian) metrics for every run of a grid, cached in the store.
+
+The numerics live in :mod:`landscape_utils.hessian`; this module only decides *what* is
+measured on *which* data, and caches it:
+
+* every run is measured in eval mode on the cross-entropy loss of one fixed batch of
+  its own training set (:func:`~landscape_utils.hessian.make_fixed_batch` with a fixed
+  seed, so every run of a grid that shares a training set sees the same batch);
+* results go through ``Store.save_metric`` keyed by the run id **and every setting**
+  (:meth:`HessianSettings.key`, :meth:`DensitySettings.key`), so a rerun loads what is
+  there and computes only what is missing, and a change of setting never reuses a
+  stale number.
+
+Tables (one row per run, or long form for densities) come back as pandas DataFrames.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import load_dataset
+from .hessian import make_fixed_batch, pyhessian_reference, spectral_density, top_eigenvalues, trace
+from .store import Store, load_model
+from .utils import progress_bar, resolve_device
+
+__all__ = [
+    "HessianSettings",
+    "DensitySettings",
+    "measure_hessian",
+    "measure_density",
+    "bin_density",
+    "one_seed_per_cell",
+    "hessian_table",
+    "density_table",
+    "model_and_batch",
+    "pyhessian_comparison",
+]
+
+HESSIAN_METRIC = "hessian"            # Store metric name of λmax + trace records
+DENSITY_METRIC = "hessian_density"    # Store metric name of spectral-density records
+FINE_PER_BIN = 50                     # fine SLQ grid points averaged into one stored point
+
+
+def _loss() -> nn.Module:
+    return nn.CrossEntropyLoss()  # mean over the batch, as the Hessian code expects
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class HessianSettings:
+    """How λmax and the trace are measured. Every field is part of the cache key."""
+
+    num_samples: int = 200        # fixed training batch size (authors: 200; PyHessian's: ~4096)
+    k: int = 1                    # top eigenvalues by Lanczos; lambda_max is the first
+    tol: float = 1e-4             # Lanczos: relative Ritz residual / change of the top k
+    max_iter: int = 100           # Lanczos: most Hessian-vector products
+    trace_method: str = "hutchpp"  # "hutchpp" | "hutchinson"
+    rel_tol: float = 0.02         # trace: stop when stderr <= rel_tol * |estimate|
+    max_probes: int = 200         # trace: most Hutchinson probes (Hutch++: on the remainder)
+    min_probes: int = 10          # trace: fewest probes before the stopping rule applies
+    sketch_size: int = 20         # Hutch++ sketch (ignored by plain Hutchinson)
+    seed: int = 0                 # seeds the fixed batch and the random vectors
+
+    def __post_init__(self) -> None:
+        if self.trace_method not in ("hutchpp", "hutchinson"):
+            raise ValueError("trace_method must be 'hutchpp' or 'hutchinson', "
+                             f"got {self.trace_method!r}")
+        for name in ("num_samples", "k", "max_iter", "max_probes", "sketch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not (self.tol > 0 and self.rel_tol > 0):
+            raise ValueError("tol and rel_tol must be > 0")
+
+    def key(self, run_id: str) -> dict[str, Any]:
+        """The store key: the run id plus every setting."""
+        return {"run_id": run_id, **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class DensitySettings:
+    """How the spectral density (stochastic Lanczos quadrature) is measured and stored."""
+
+    num_samples: int = 200        # fixed training batch size (same batch rule as HessianSettings)
+    num_runs: int = 3             # SLQ start vectors averaged
+    num_steps: int = 40           # Lanczos steps per run (quadrature nodes per run)
+    points: int = 200             # stored points per curve (bin averages of a fine grid)
+    seed: int = 0                 # seeds the fixed batch and the start vectors
+
+    def __post_init__(self) -> None:
+        for name in ("num_samples", "num_runs", "num_steps", "points"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+
+    def key(self, run_id: str) -> dict[str, Any]:
+        return {"run_id": run_id, **dataclasses.asdict(self)}
+
+
+# ------------------------------------------------------------------------ measuring
+
+
+def measure_hessian(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                    settings: HessianSettings,
+                    device: str | torch.device = "auto") -> dict[str, Any]:
+    """λmax (Lanczos) and trace (Hutchinson / Hutch++) of the cross-entropy Hessian on ``batch``.
+
+    Args:
+        batch: ``(x, y)`` with shapes (n, ...) and (n,).
+
+    Returns:
+        A JSON-able record: ``lambda_max``, ``eigenvalues`` (k, descending),
+        ``eig_converged``, ``num_hvps_eig``, ``seconds_eig``, ``trace``, ``trace_stderr``,
+        ``trace_converged``, ``num_probes``, ``num_hvps_trace``, ``seconds_trace``,
+        ``num_samples`` (rows of the batch actually used), ``num_params``.
+    """
+    loss_fn = _loss()
+    eig = top_eigenvalues(model, loss_fn, batch, k=int(settings.k), method="lanczos",
+                          tol=float(settings.tol), max_iter=int(settings.max_iter),
+                          device=device, seed=int(settings.seed))
+    tr = trace(model, loss_fn, batch, rel_tol=float(settings.rel_tol),
+               max_probes=int(settings.max_probes),
+               min_probes=min(int(settings.min_probes), int(settings.max_probes)),
+               method=settings.trace_method, seed=int(settings.seed), device=device,
+               sketch_size=int(settings.sketch_size))
+    return {
+        "lambda_max": float(eig.eigenvalues[0]),
+        "eigenvalues": [float(v) for v in eig.eigenvalues],
+        "eig_converged": bool(eig.converged),
+        "num_hvps_eig": int(eig.num_hvps),
+        "seconds_eig": float(eig.seconds),
+        "trace": float(tr.estimate),
+        "trace_stderr": float(tr.stderr),
+        "trace_converged": bool(tr.converged),
+        "num_probes": int(tr.num_probes),
+        "num_hvps_trace": int(tr.num_hvps),
+        "seconds_trace": float(tr.seconds),
+        "num_samples": int(eig.num_samples),
+        "num_params": int(eig.num_params),
+    }
+
+
+def bin_density(grid: np.ndarray, density: np.ndarray,
+                points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Average a density given on a fine, evenly spaced ``grid`` (G,) into ``points`` bins.
+
+    Bin averages keep the mass of narrow peaks that plain subsampling would miss.
+    G must be a multiple of ``points``. Returns (bin centres, bin-mean densities), each
+    of shape (points,).
+    """
+    grid, density = np.asarray(grid, float), np.asarray(density, float)
+    if grid.shape != density.shape or grid.ndim != 1:
+        raise ValueError("grid and density must be 1-D arrays of the same length")
+    if points < 1 or len(grid) % points:
+        raise ValueError(f"the grid length {len(grid)} is not a multiple of points={points}")
+    per = len(grid) // points
+    return grid.reshape(points, per).mean(axis=1), density.reshape(points, per).mean(axis=1)
+
+
+def measure_density(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                    settings: DensitySettings,
+                    device: str | torch.device = "auto") -> dict[str, Any]:
+    """Spectral density of the cross-entropy Hessian on ``batch`` by SLQ, as a short curve.
+
+    Returns:
+        A JSON-able record: ``lam`` and ``density`` (lists of ``settings.points`` floats;
+        the density integrates to about 1), ``ritz_min`` / ``ritz_max`` (the extreme
+        quadrature nodes), ``sigma_sq``, ``num_hvps``, ``seconds``, ``num_samples``.
+    """
+    res = spectral_density(model, _loss(), batch, num_runs=int(settings.num_runs),
+                           num_steps=int(settings.num_steps),
+                           grid_points=int(settings.points) * FINE_PER_BIN,
+                           seed=int(settings.seed), device=device)
+    lam, dens = bin_density(res.grid, res.density, int(settings.points))
+    return {
+        "lam": lam.tolist(),
+        "density": dens.tolist(),
+        "ritz_min": float(res.nodes.min()),
+        "ritz_max": float(res.nodes.max()),
+        "sigma_sq": float(res.sigma_sq),
+        "num_hvps": int(res.num_hvps),
+        "seconds": float(res.seconds),
+        "num_samples": int(res.num_samples),
+    }
+
+
+# ------------------------------------------------------------------- grid + cache
+
+
+def model_and_batch(workdir: str | os.PathLike, run_id: str, num_samples: int, seed: int,
+                    data_root: str | os.PathLike = "data", device: str | torch.device = "cpu",
+                    ) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """A stored run's final model and its fixed Hessian batch, both on ``device``.
+
+    The batch is ``num_samples`` rows (at most the whole training set) of the run's own
+    training set (its dataset, data fraction, label noise and data seed), chosen by
+    ``seed``: the same batch :func:`hessian_table` uses. Returns ``(model, (x, y))``.
+    """
+    cfg = Store(workdir).config(run_id)
+    data = load_dataset(cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed,
+                        data_root=data_root)
+    x, y = make_fixed_batch(data.x_train, data.y_train, min(int(num_samples), data.num_train),
+                            seed=int(seed))
+    dev = resolve_device(device)
+    return load_model(workdir, run_id, device=dev, data=data), (x.to(dev), y.to(dev))
+
+
+def _cached_records(workdir: str | os.PathLike, run_ids: Iterable[str], name: str,
+                    settings: HessianSettings | DensitySettings,
+                    measure: Callable[..., dict[str, Any]], device: str | torch.device,
+                    data_root: str | os.PathLike, desc: str) -> dict[str, dict[str, Any]]:
+    """``{run_id: record}``: loaded from the store, or measured (then saved) when missing.
+
+    Datasets and fixed batches are built once per distinct training set, and only when
+    something must be computed.
+    """
+    store = Store(workdir)
+    run_ids = list(dict.fromkeys(run_ids))
+    records = {rid: store.load_metric(name, settings.key(rid)) for rid in run_ids}
+    todo = [rid for rid in run_ids if records[rid] is None]
+    print(f"{desc}: {len(run_ids) - len(todo)} cached, {len(todo)} to compute")
+    if not todo:
+        return records
+    dev = resolve_device(device)
+    batches: dict[tuple, tuple[Any, tuple[torch.Tensor, torch.Tensor]]] = {}
+    for rid in progress_bar(todo, desc=desc, unit="run"):
+        cfg = store.config(rid)
+        dkey = (cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed)
+        if dkey not in batches:
+            data = load_dataset(*dkey, data_root=data_root)
+            n = min(int(settings.num_samples), data.num_train)
+            if n < settings.num_samples:
+                warnings.warn(f"{cfg.dataset} with data_fraction={cfg.data_fraction} has only "
+                              f"{data.num_train} training samples; the Hessian batch uses "
+                              "all of them")
+            x, y = make_fixed_batch(data.x_train, data.y_train, n, seed=int(settings.seed))
+            batches[dkey] = (data, (x.to(dev), y.to(dev)))
+        data, batch = batches[dkey]
+        model = load_model(workdir, rid, device=dev, data=data)
+        record = measure(model, batch, settings, dev)
+        store.save_metric(name, settings.key(rid), record)
+        records[rid] = record
+    return records
+
+
+def hessian_table(workdir: str | os.PathLike, run_ids: Iterable[str], settings: HessianSettings,
+                  device: str | torch.device = "auto",
+                  data_root: str | os.PathLike = "data") -> pd.DataFrame:
+    """λmax and trace of every run, one row per run (in the order given).
+
+    Columns: ``run_id``, ``lambda_max``, ``trace``, ``trace_stderr``, ``num_hvps_eig``,
+    ``num_hvps_trace``, ``num_samples``, ``num_params``, ``num_probes``, ``eig_converged``,
+    ``trace_converged``, ``seconds_eig``, ``seconds_trace``, ``lambda_2`` ... ``lambda_k``
+    when k > 1, and the settings (``k``, ``tol``, ``max_iter``, ``trace_method``,
+    ``rel_tol``, ``max_probes``, ``hessian_seed``).
+    """
+    records = _cached_records(workdir, run_ids, HESSIAN_METRIC, settings, measure_hessian,
+                              device, data_root, "Hessian (λmax, trace)")
+    rows = []
+    for rid, rec in records.items():
+        row = {"run_id": rid, **{k: v for k, v in rec.items() if k != "eigenvalues"}}
+        for i, v in enumerate(rec["eigenvalues"][1:], start=2):
+            row[f"lambda_{i}"] = v
+        rows.append(row)
+    cols = ["run_id", "lambda_max", "trace", "trace_stderr", "num_hvps_eig", "num_hvps_trace",
+            "num_samples", "num_params", "num_probes", "eig_converged", "trace_converged",
+            "seconds_eig", "seconds_trace"]
+    df = pd.DataFrame(rows)
+    if rows:
+        df = df[[*cols, *[c for c in df.columns if c not in cols]]]
+    else:
+        df = pd.DataFrame(columns=cols)
+    s = settings
+    for name, value in (("k", s.k), ("tol", s.tol), ("max_iter", s.max_iter),
+                        ("trace_method", s.trace_method), ("rel_tol", s.rel_tol),
+                        ("max_probes", s.max_probes), ("hessian_seed", s.seed)):
+        df[name] = value
+    return df
+
+
+def density_table(workdir: str | os.PathLike, run_ids: Iterable[str], settings: DensitySettings,
+                  device: str | torch.device = "auto",
+                  data_root: str | os.PathLike = "data") -> pd.DataFrame:
+    """Spectral densities of the given runs, long form: ``run_id``, ``lam``, ``density``
+    (``settings.points`` rows per run)."""
+    records = _cached_records(workdir, run_ids, DENSITY_METRIC, settings, measure_density,
+                              device, data_root, "spectral density (SLQ)")
+    frames = [pd.DataFrame({"run_id": rid, "lam": rec["lam"], "density": rec["density"]})
+              for rid, rec in records.items()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["run_id", "lam", "density"])
+
+
+def one_seed_per_cell(runs: pd.DataFrame, keys: Iterable[str],
+                      seed_col: str = "seed") -> pd.DataFrame:
+    """The row with the lowest ``seed_col`` of every cell (group of ``keys``)."""
+    keys = list(keys)
+    if runs.empty:
+        return runs.copy()
+    idx = runs.groupby(keys, dropna=False)[seed_col].idxmin()
+    return runs.loc[idx.to_numpy()].sort_values(keys).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------- PyHessian side by side
+
+
+def pyhessian_comparison(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+                         settings: HessianSettings, device: str | torch.device = "auto",
+                         pyhessian_tol: float = 1e-3, pyhessian_max_iter: int = 100,
+                         pyhessian_trace_max_iter: int = 100, pyhessian_trace_tol: float = 1e-3,
+                         tight_tol: float = 1e-10, tight_max_iter: int = 300,
+                         spread_probes: int = 30) -> pd.DataFrame:
+    """Our λmax and trace next to PyHessian's on the same model and batch.
+
+    Ours: :func:`measure_hessian` with ``settings``. PyHessian: power iteration and
+    Hutchinson with its own stopping rules at ``pyhessian_*`` (its defaults). A tight
+    Lanczos run (``tight_tol``) serves as the reference for the λmax error of both.
+    PyHessian reports no error bar for its trace: its standard error is estimated as
+    s/sqrt(n), with n its number of probes and s the spread of single Hutchinson probes
+    measured on ``spread_probes`` probes of our own. PyHessian's wall times exclude its
+    one-off gradient setup; ours include ours.
+
+    Returns:
+        Index: quantity (λmax, its HVPs, seconds and relative error; trace, its standard
+        error, HVPs and seconds, and the HVPs PyHessian's plain Hutchinson would need to
+        reach our standard error); columns ``ours``, ``PyHessian``, ``PyHessian / ours``.
+        ``attrs``: ``lambda_max_tight``, ``num_samples``, ``num_params``.
+
+    Raises:
+        RuntimeError: with PyHessian's message, when PyHessian failed.
+    """
+    dev = resolve_device(device)
+    x, y = batch
+    ours = measure_hessian(model, (x, y), settings, dev)
+    tight = top_eigenvalues(model, _loss(), (x, y), k=1, method="lanczos", tol=tight_tol,
+                            max_iter=tight_max_iter, device=dev, seed=int(settings.seed) + 1)
+    probes = trace(model, _loss(), (x, y), method="hutchinson", rel_tol=1e-12,
+                   min_probes=int(spread_probes), max_probes=int(spread_probes),
+                   seed=int(settings.seed) + 2, device=dev)
+    probe_std = float(np.std(probes.samples, ddof=1))
+    with warnings.catch_warnings():  # its backward(create_graph=True) warns of a .grad cycle
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+        ref = pyhessian_reference(model, _loss(), x, y, top_n=1, tol=pyhessian_tol,
+                                  max_iter=pyhessian_max_iter,
+                                  trace_max_iter=pyhessian_trace_max_iter,
+                                  trace_tol=pyhessian_trace_tol, seed=int(settings.seed),
+                                  cuda=dev.type == "cuda")
+    if ref.error:
+        raise RuntimeError(ref.error)
+    lam_true = float(tight.eigenvalues[0])
+    rel = lambda v: abs(v - lam_true) / abs(lam_true) if lam_true else math.nan  # noqa: E731
+    rows = {
+        "λmax": (ours["lambda_max"], ref.eigenvalues[0]),
+        "λmax: Hessian-vector products": (ours["num_hvps_eig"], ref.eigen_hvps),
+        "λmax: seconds": (ours["seconds_eig"], ref.eigen_seconds),
+        "λmax: relative error vs tight Lanczos": (rel(ours["lambda_max"]),
+                                                  rel(ref.eigenvalues[0])),
+        "trace": (ours["trace"], ref.trace_estimate),
+        "trace: standard error": (ours["trace_stderr"],
+                                  probe_std / math.sqrt(ref.trace_hvps) if ref.trace_hvps
+                                  else math.nan),
+        "trace: Hessian-vector products": (ours["num_hvps_trace"], ref.trace_hvps),
+        "trace: seconds": (ours["seconds_trace"], ref.trace_seconds),
+        # plain Hutchinson needs (s / se)^2 probes to reach a standard error se
+        "trace: Hessian-vector products at our standard error": (
+            ours["num_hvps_trace"],
+            math.ceil((probe_std / ours["trace_stderr"]) ** 2) if ours["trace_stderr"] > 0
+            else math.nan),
+    }
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=["ours", "PyHessian"], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["PyHessian / ours"] = out["PyHessian"] / out["ours"]
+    out.index.name = "quantity"
+    out.attrs["lambda_max_tight"] = lam_true
+    out.attrs["num_samples"] = ours["num_samples"]
+    out.attrs["num_params"] = ours["num_params"]
+    return out

@@ -1,0 +1,582 @@
+"""The one-dimensional rugged-convexity model (ALGORITHMS.md §4).
+
+This is **our own construction** in the spirit of the 1D model of Yang et al. (2021,
+first arXiv version), whose exact formula is not available. One weight ``w``, and
+
+    L(w) = ½ a w²  +  A(load) · Σ_k c_k cos(ω_k w + φ_k)
+
+* a **convex envelope** ½ a w² (the "signal": where every data set agrees);
+* a **rugged term**, K cosines with seeded random frequencies ω_k ~ U(ω_min, ω_max) and
+  phases φ_k ~ U(0, 2π), and c_k = sqrt(2/K) so that the rugged term has unit standard
+  deviation at fixed w. Its amplitude A(load) = roughness · load^(−load_exponent) is set by
+  a **load-like** parameter: less data or a smaller model (small load) means a rougher
+  landscape relative to the envelope;
+* a **test landscape**: the same envelope plus a second, independent realization of the
+  rugged term, so that fitting the rugged structure of the training realization has a 1D
+  meaning (it does not transfer).
+
+A **temperature-like** parameter T drives Langevin dynamics, the 1D stand-in for SGD noise:
+
+    w ← w − η L'(w) + sqrt(2 η T) ξ,   ξ ~ N(0, 1),
+
+whose stationary density is ∝ exp(−L/T). Noise acts as smoothing: the **effective
+landscape** E[L(w + ξ)] with ξ ~ N(0, T) has a closed form (the quadratic gains ½ a T and
+each cosine is damped by exp(−ω_k² T / 2)). With a = 1, the smoothing variance T equals the
+thermal variance T/a of a walker in the envelope.
+
+The 1D analogues of the paper's metrics, per pair of runs (disjoint pairs (0,1), (2,3), …)
+and averaged per (load, temperature) cell: excess train loss L − min L, curvature L″ (the
+Hessian), mode connectivity mc of the train loss along the straight segment between the two
+endpoints (:func:`landscape_utils.connectivity.mode_connectivity`, mc < 0 = barrier),
+distance |w₁ − w₂|, a similarity in [0, 1] (the column ``cka``) and the excess test loss.
+
+Everything is vectorized: the grid of cells (and optionally a batch of landscape
+realizations) and the runs are array axes, never Python loops over cells.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from landscape_utils.connectivity import mode_connectivity
+
+__all__ = [
+    "DEFAULT_LOADS",
+    "DEFAULT_TEMPERATURES",
+    "RUGGED_THRESHOLDS",
+    "RuggedLandscape",
+    "Simulation",
+    "simulate",
+    "temperature_schedule",
+    "segment_profile",
+    "pair_barriers",
+    "similarity",
+    "cell_metrics",
+    "rescaled_thresholds",
+    "phase_diagram",
+    "annealing_experiment",
+    "stationary_density",
+    "vega_loss_expression",
+]
+
+#: The default grid of the phase diagram: load 0.1 … 10 (roughness A = 0.5 … 0.005) and
+#: temperature 1e-3 … 1, both log-spaced (quarter and half decades).
+DEFAULT_LOADS: tuple[float, ...] = tuple(float(x) for x in np.logspace(-1, 1, 9))
+DEFAULT_TEMPERATURES: tuple[float, ...] = tuple(float(x) for x in np.logspace(-3, 0, 7))
+
+
+# --------------------------------------------------------------------------------------
+# The landscape
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuggedLandscape:
+    """Parameters of one realization pair (train, test) of the 1D rugged landscape.
+
+    The train and test realizations share the envelope and the *distribution* of the rugged
+    term; their frequencies and phases are drawn from two independent streams of ``seed``.
+    """
+
+    #: a, curvature of the convex envelope ½ a w² (its minimum is at w = 0).
+    envelope_curvature: float = 1.0
+    #: A at load 1: standard deviation of the rugged term relative to the envelope.
+    roughness: float = 0.05
+    #: A(load) = roughness · load^(−load_exponent); 1 means "twice the load, half as rough".
+    load_exponent: float = 1.0
+    #: K, the number of cosines in the rugged term.
+    n_terms: int = 16
+    #: Frequencies are drawn uniformly in [omega_min, omega_max]: the wells are 2π/ω wide,
+    #: i.e. 0.7 to 2.1 here, narrower than the thermal width of the envelope at T ~ 0.1.
+    omega_min: float = 3.0
+    omega_max: float = 9.0
+    #: Seeds both realizations: train = stream (seed, 0), test = stream (seed, 1).
+    seed: int = 0
+
+    def replace(self, **changes) -> "RuggedLandscape":
+        """A copy with some fields changed (e.g. another ``seed`` = another realization)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- parameters of the rugged term ------------------------------------------------
+    def spectrum(self, which: str = "train") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(omega, coeff, phase)``, each of shape (K,), of the ``"train"`` or ``"test"``
+        realization."""
+        stream = {"train": 0, "test": 1}[which]
+        rng = np.random.default_rng([int(self.seed), stream])
+        omega = rng.uniform(self.omega_min, self.omega_max, self.n_terms)
+        phase = rng.uniform(0.0, 2.0 * np.pi, self.n_terms)
+        coeff = np.full(self.n_terms, np.sqrt(2.0 / self.n_terms))
+        return omega, coeff, phase
+
+    def amplitude(self, load) -> np.ndarray:
+        """A(load) = roughness · load^(−load_exponent), elementwise."""
+        load = np.asarray(load, dtype=np.float64)
+        if np.any(load <= 0):
+            raise ValueError("load must be > 0")
+        return self.roughness * load ** (-self.load_exponent)
+
+    @property
+    def correlation_length(self) -> float:
+        """ℓ = 1/sqrt(E[ω²]) for ω ~ U(ω_min, ω_max): the rugged term's autocorrelation is
+        ≈ exp(−δ²/(2ℓ²)) at small lag δ. Two runs closer than ℓ sit in the same well."""
+        lo, hi = self.omega_min, self.omega_max
+        mean_sq = (hi**3 - lo**3) / (3 * (hi - lo)) if hi > lo else lo**2
+        return float(1.0 / np.sqrt(mean_sq))
+
+    @property
+    def max_rugged(self) -> float:
+        """Σ_k |c_k|: the rugged term is bounded by A times this."""
+        return float(np.sqrt(2.0 * self.n_terms))
+
+    # ---- closed forms ---------------------------------------------------------------
+    def loss(self, w, load=1.0, temperature=0.0, which: str = "train") -> np.ndarray:
+        """The effective loss E[L(w + ξ)], ξ ~ N(0, temperature); temperature 0 gives L.
+
+        ``w``, ``load`` and ``temperature`` broadcast together; returns their broadcast shape.
+        """
+        return _evaluate(self, w, load, temperature, which, order=0)
+
+    def grad(self, w, load=1.0, temperature=0.0, which: str = "train") -> np.ndarray:
+        """d/dw of :meth:`loss` (closed form)."""
+        return _evaluate(self, w, load, temperature, which, order=1)
+
+    def curvature(self, w, load=1.0, temperature=0.0, which: str = "train") -> np.ndarray:
+        """d²/dw² of :meth:`loss` (closed form): the 1D Hessian."""
+        return _evaluate(self, w, load, temperature, which, order=2)
+
+    def minimum(self, load=1.0, temperature=0.0, which: str = "train"
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Global minimum ``(w_min, L_min)`` of :meth:`loss`, for each ``load`` (and
+        ``temperature``), broadcast shape of the two.
+
+        Exhaustive: the global minimizer obeys ½ a w² ≤ 2 A Σ|c_k| (compare with L(0)), so
+        a grid of that interval at 1/100 of the shortest period finds its well; three
+        Newton steps then polish it to machine precision.
+        """
+        load, temperature = np.broadcast_arrays(np.asarray(load, np.float64),
+                                                np.asarray(temperature, np.float64))
+        amp = self.amplitude(load)
+        bound = np.sqrt(4.0 * float(np.max(amp, initial=0.0)) * self.max_rugged
+                        / self.envelope_curvature)
+        bound = max(bound, 1.0) + 0.5
+        step = 2.0 * np.pi / self.omega_max / 100.0
+        grid = np.linspace(-bound, bound, int(np.ceil(2 * bound / step)) + 1)
+        vals = self.loss(grid, load[..., None], temperature[..., None], which)  # (..., G)
+        w = grid[np.argmin(vals, axis=-1)]
+        for _ in range(3):
+            h = self.curvature(w, load, temperature, which)
+            g = self.grad(w, load, temperature, which)
+            w = np.where(h > 0, w - g / np.where(h > 0, h, 1.0), w)
+        return w, self.loss(w, load, temperature, which)
+
+
+def _evaluate(land: RuggedLandscape, w, load, temperature, which: str, order: int) -> np.ndarray:
+    """L, L' or L'' of the effective landscape (see :meth:`RuggedLandscape.loss`)."""
+    w = np.asarray(w, dtype=np.float64)
+    temperature = np.asarray(temperature, dtype=np.float64)
+    if np.any(temperature < 0):
+        raise ValueError("temperature must be >= 0")
+    amp = land.amplitude(load)
+    omega, coeff, phase = land.spectrum(which)
+    arg = w[..., None] * omega + phase                      # (..., K)
+    damp = np.exp(-0.5 * omega**2 * temperature[..., None])  # (..., K)
+    a = land.envelope_curvature
+    if order == 0:
+        env = 0.5 * a * (w**2 + temperature)
+        rug = np.sum(coeff * damp * np.cos(arg), axis=-1)
+    elif order == 1:
+        env = a * w
+        rug = -np.sum(coeff * omega * damp * np.sin(arg), axis=-1)
+    elif order == 2:
+        env = a * np.ones_like(w)
+        rug = -np.sum(coeff * omega**2 * damp * np.cos(arg), axis=-1)
+    else:
+        raise ValueError(order)
+    return env + amp * rug
+
+
+def _as_batch(landscape) -> tuple[list[RuggedLandscape], bool]:
+    """A list of realizations, and whether the caller passed a batch."""
+    if isinstance(landscape, RuggedLandscape):
+        return [landscape], False
+    lands = list(landscape)
+    if not lands:
+        raise ValueError("empty batch of landscapes")
+    ref = lands[0].replace(seed=0)
+    if any(l.replace(seed=0) != ref for l in lands):
+        raise ValueError("a batch of landscapes may differ only in seed")
+    return lands, True
+
+
+def _stacked_spectrum(lands: list[RuggedLandscape], which: str, grid_ndim: int):
+    """Spectra of a batch, shaped (R, 1, …, 1, K) to broadcast against (R, *grid, runs, K)."""
+    arrs = [np.stack([l.spectrum(which)[j] for l in lands]) for j in range(3)]
+    shape = (len(lands),) + (1,) * (grid_ndim + 1) + (lands[0].n_terms,)
+    return [x.reshape(shape) for x in arrs]
+
+
+# --------------------------------------------------------------------------------------
+# Dynamics
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Simulation:
+    """The result of :func:`simulate`. Shapes: ``batch = (R,) + grid`` for a batch of R
+    landscapes, else ``grid`` = broadcast shape of ``load`` and ``temperature``."""
+
+    #: Final weights, (*batch, n_runs): after annealing when ``anneal_steps > 0``.
+    endpoints: np.ndarray
+    #: Weights at the end of the constant-temperature phase, (*batch, n_runs). The same
+    #: runs (same noise) as ``endpoints``, stopped before annealing; equal to ``endpoints``
+    #: when ``anneal_steps == 0``.
+    before_anneal: np.ndarray
+    #: Recorded weights, (n_records, *batch, n_runs), or None (``record_every == 0``).
+    trajectory: np.ndarray | None
+    #: Step index of each record, (n_records,), or None.
+    steps: np.ndarray | None
+    #: Temperature multiplier of every step, (n_steps + anneal_steps,): 1, then the ramp.
+    schedule: np.ndarray
+
+
+def temperature_schedule(n_steps: int, anneal_steps: int = 0, hold_zero: float = 0.2
+                         ) -> np.ndarray:
+    """Multiplier of T at every step: 1 for ``n_steps`` steps, then (annealing) a linear ramp
+    to 0 over the first ``1 - hold_zero`` of ``anneal_steps`` and 0 for the rest, so that
+    annealed runs end in a minimum: the 1D analogue of training on to zero loss."""
+    hot = np.ones(int(n_steps))
+    if anneal_steps <= 0:
+        return hot
+    ramp_len = max(1, int(round((1.0 - hold_zero) * anneal_steps)))
+    ramp = np.clip(1.0 - (np.arange(anneal_steps) + 1) / ramp_len, 0.0, 1.0)
+    return np.concatenate([hot, ramp])
+
+
+def simulate(landscape, load, temperature, n_runs: int = 128, *, n_steps: int = 1500,
+             lr: float = 0.01, anneal_steps: int = 0, init_mean: float = 0.0,
+             init_std: float = 2.0, seed: int = 0, record_every: int = 0,
+             dtype=np.float32) -> Simulation:
+    """Langevin dynamics w ← w − lr L'(w) + sqrt(2 lr T) ξ on the train landscape, for every
+    cell of a grid and ``n_runs`` independent runs per cell, all at once.
+
+    Args:
+        landscape: one :class:`RuggedLandscape`, or a sequence of realizations differing only
+            in ``seed`` (adds a leading axis R).
+        load, temperature: array-likes broadcast together into the grid (e.g. shapes (L, 1)
+            and (1, T) for an L × T grid). temperature >= 0.
+        n_runs: independent runs per cell (different init and noise).
+        n_steps: steps at constant temperature.
+        lr: step size η. Keep η · max L″ < 2 (max L″ ≈ a + A·Σ c_k ω_k²).
+        anneal_steps: extra steps that cool T to 0 (:func:`temperature_schedule`); 0 = none.
+            The constant-T phase is identical with or without annealing.
+        init_mean, init_std: the init is w₀ ~ N(init_mean, init_std²).
+        seed: seeds one ``numpy.random.Generator`` for init and noise. Runs r of every cell
+            share their random numbers ("common random numbers"): cells differ only by
+            their parameters, which keeps the phase diagram smooth. Runs within a cell are
+            independent.
+        record_every: record the weights every this many steps (0 = no trajectory).
+        dtype: float32 (default, ~5x faster on a CPU) or float64 for the dynamics; outputs
+            are float64.
+
+    Returns:
+        A :class:`Simulation`.
+    """
+    lands, batched = _as_batch(landscape)
+    load = np.asarray(load, dtype=np.float64)
+    temperature = np.asarray(temperature, dtype=np.float64)
+    if np.any(temperature < 0):
+        raise ValueError("temperature must be >= 0")
+    grid = np.broadcast_shapes(load.shape, temperature.shape)
+    batch = ((len(lands),) if batched else ()) + grid
+
+    omega, coeff, phase = _stacked_spectrum(lands, "train", len(grid))  # (R, 1.., 1, K)
+    if not batched:
+        omega, coeff, phase = omega[0], coeff[0], phase[0]
+    # L'(w) = a w - A · sin(w ω + φ) @ (c ω): one matrix product over the K terms per
+    # realization, on the flattened (cells × runs) axis.
+    n_real, K = (len(lands) if batched else 1), lands[0].n_terms
+    np_dtype = np.dtype(dtype)
+    dtype = np_dtype.type
+    co = (coeff * omega).astype(np_dtype).reshape(n_real, K, 1)
+    omega, phase = omega.astype(np_dtype), phase.astype(np_dtype)
+    amp = np.broadcast_to(np.broadcast_to(lands[0].amplitude(load), grid), batch)[..., None]
+    temp = np.broadcast_to(np.broadcast_to(temperature, grid), batch)[..., None]
+    shrink = dtype(1.0 - lr * lands[0].envelope_curvature)     # envelope part of the step
+    lr_amp = (lr * amp).astype(np_dtype)                       # (*batch, 1)
+    noise_scale = np.sqrt(2.0 * lr * temp).astype(np_dtype)    # (*batch, 1)
+
+    rng = np.random.default_rng(seed)
+    w = init_mean + init_std * rng.standard_normal(n_runs)
+    w = np.broadcast_to(w.astype(np_dtype), batch + (n_runs,)).copy()
+    sched = temperature_schedule(n_steps, anneal_steps)
+    buf = np.empty(w.shape + (K,), np_dtype)                   # sin arguments, reused
+    flat = buf.reshape(n_real, -1, K)                          # a view of buf
+    kick = np.empty_like(w)
+
+    records, rec_steps = [], []
+    before = None
+    for t, mult in enumerate(sched):
+        if record_every and t % record_every == 0:
+            records.append(w.astype(np.float64))
+            rec_steps.append(t)
+        if t == n_steps:
+            before = w.astype(np.float64)
+        np.multiply(w[..., None], omega, out=buf)
+        buf += phase
+        np.sin(buf, out=buf)
+        force = np.matmul(flat, co).reshape(w.shape)           # Σ c ω sin(ω w + φ)
+        xi = rng.standard_normal(n_runs).astype(np_dtype)
+        # w ← w − lr (a w − A force) + sqrt(2 lr T mult) ξ
+        w *= shrink
+        force *= lr_amp
+        w += force
+        if mult > 0:
+            np.multiply(noise_scale, dtype(np.sqrt(mult)) * xi, out=kick)
+            w += kick
+    if record_every:
+        records.append(w.astype(np.float64))
+        rec_steps.append(len(sched))
+    end = w.astype(np.float64)
+    if before is None:
+        before = end
+    return Simulation(
+        endpoints=end, before_anneal=before,
+        trajectory=np.stack(records) if record_every else None,
+        steps=np.asarray(rec_steps) if record_every else None,
+        schedule=sched)
+
+
+# --------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------
+def segment_profile(landscape: RuggedLandscape, w1, w2, load=1.0, n_points: int = 33,
+                    which: str = "train") -> np.ndarray:
+    """L along the straight segment (1 − t) w₁ + t w₂, t = linspace(0, 1, n_points).
+
+    ``w1``, ``w2`` and ``load`` broadcast together (shape S); returns (*S, n_points).
+    """
+    w1, w2 = np.broadcast_arrays(np.asarray(w1, np.float64), np.asarray(w2, np.float64))
+    t = np.linspace(0.0, 1.0, n_points)
+    path = (1.0 - t) * w1[..., None] + t * w2[..., None]
+    return landscape.loss(path, np.asarray(load, np.float64)[..., None], 0.0, which)
+
+
+def pair_barriers(landscape: RuggedLandscape, w1, w2, load=1.0, n_points: int = 33
+                  ) -> np.ndarray:
+    """The paper's mc for every pair: :func:`~landscape_utils.connectivity.mode_connectivity`
+    applied to the train-loss profile of the segment between w₁ and w₂ (mc < 0: barrier).
+    Shape: broadcast shape of the inputs."""
+    prof = segment_profile(landscape, w1, w2, load, n_points)
+    flat = prof.reshape(-1, n_points)
+    mc = np.array([mode_connectivity(p)[0] for p in flat])
+    return mc.reshape(prof.shape[:-1])
+
+
+def similarity(distance, length: float) -> np.ndarray:
+    """exp(−d² / (2 ℓ²)) ∈ (0, 1]: 1 for two runs at the same point, ≈ 0 beyond a few ℓ.
+    With ℓ the correlation length of the rugged term, it is (to second order) the
+    correlation of the rugged term at the two endpoints: the 1D stand-in for CKA."""
+    d = np.asarray(distance, dtype=np.float64)
+    return np.exp(-0.5 * (d / length) ** 2)
+
+
+def cell_metrics(landscape, endpoints: np.ndarray, load, n_points: int = 33
+                 ) -> dict[str, np.ndarray]:
+    """Per-cell means of the 1D metrics, for endpoints of shape (*batch, n_runs).
+
+    Runs are paired as (0, 1), (2, 3), … (n_runs must be even). ``load`` broadcasts to the
+    grid part of ``batch``; ``landscape`` is one realization or the batch used in
+    :func:`simulate` (leading axis R).
+
+    Returns, each of shape ``batch``:
+        ``train_loss``, ``test_loss``: mean of L − min L over runs (excess loss, ≥ 0);
+        ``curvature``: mean L″ (train) at the endpoints;
+        ``mc``, ``mc_std``: mean and std over pairs of :func:`pair_barriers`;
+        ``distance``: mean |w₁ − w₂| over pairs;
+        ``cka``: mean :func:`similarity` over pairs, with ℓ = ``correlation_length``.
+    """
+    lands, batched = _as_batch(landscape)
+    endpoints = np.asarray(endpoints, dtype=np.float64)
+    n_runs = endpoints.shape[-1]
+    if n_runs % 2:
+        raise ValueError("n_runs must be even to form pairs")
+    grid_shape = endpoints.shape[1:-1] if batched else endpoints.shape[:-1]
+    load = np.broadcast_to(np.asarray(load, np.float64), grid_shape)
+    parts: dict[str, list[np.ndarray]] = {}
+    for r, land in enumerate(lands):
+        ends = endpoints[r] if batched else endpoints
+        ld = load[..., None]
+        out = {}
+        for which in ("train", "test"):
+            _, lmin = land.minimum(load, 0.0, which)
+            out[f"{which}_loss"] = (land.loss(ends, ld, 0.0, which) - lmin[..., None]).mean(-1)
+        out["curvature"] = land.curvature(ends, ld).mean(-1)
+        w1, w2 = ends[..., 0::2], ends[..., 1::2]
+        mc = pair_barriers(land, w1, w2, ld, n_points)
+        out["mc"] = mc.mean(-1)
+        out["mc_std"] = mc.std(-1, ddof=1) if mc.shape[-1] > 1 else np.full(mc.shape[:-1], np.nan)
+        dist = np.abs(w1 - w2)
+        out["distance"] = dist.mean(-1)
+        out["cka"] = similarity(dist, land.correlation_length).mean(-1)
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    return {k: (np.stack(v) if batched else v[0]) for k, v in parts.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Phase diagram
+# --------------------------------------------------------------------------------------
+#: Phase thresholds rescaled to the 1D model's units: excess loss of a landscape whose
+#: envelope is ½ w² (a = 1) and whose rugged term has std A = 0.005 … 0.5. Thermal
+#: reference points (a walker in the envelope at temperature T): excess loss ≈ T/2, mc of
+#: a pair ≈ a·E[(w₁ − w₂)²]/8 = T/4, similarity ≈ 1/sqrt(1 + 2T/(a ℓ²)).
+RUGGED_THRESHOLDS: dict[str, float] = {
+    # "Has not fitted": the thermal excess loss at T = 0.2, or a run stopped |w| ≈ 0.45
+    # (about 3 correlation lengths) from the bottom; 1/20 of the loss at init (½·2² = 2).
+    "train_loss_high": 0.1,
+    # A clear barrier: as high as the rugged term's std at load 1 (A = 0.05).
+    "mc_neg": 0.05,
+    # The path clearly beats its endpoints: mc = T/4 of a thermal pair at T = 0.2, the same
+    # temperature at which the thermal loss crosses train_loss_high.
+    "mc_pos": 0.05,
+    # IV-B: a thermal pair at T ≈ 0.018, i.e. runs typically within ~1.3 ℓ (the same well).
+    "cka_high": 0.65,
+}
+
+
+def rescaled_thresholds(**overrides: float):
+    """:class:`landscape_utils.taxonomy.PhaseThresholds` in the 1D model's units
+    (:data:`RUGGED_THRESHOLDS`, with ``overrides``)."""
+    from landscape_utils.taxonomy import PhaseThresholds  # lazy: taxonomy is optional here
+
+    values = {**RUGGED_THRESHOLDS, **overrides}
+    return PhaseThresholds(**values)
+
+
+def phase_diagram(loads: Sequence[float] = DEFAULT_LOADS,
+                  temperatures: Sequence[float] = DEFAULT_TEMPERATURES, n_runs: int = 128,
+                  seed: int = 0, *, landscape: RuggedLandscape = RuggedLandscape(),
+                  n_realizations: int = 1, n_steps: int = 1500, anneal_steps: int = 0,
+                  lr: float = 0.01, init_std: float = 2.0, thresholds=None, n_points: int = 33,
+                  return_simulation: bool = False):
+    """The 1D model's phase diagram over ``loads`` × ``temperatures``, in one simulation.
+
+    Args:
+        loads, temperatures: the grid axes (1-D).
+        n_runs: runs per cell *and* landscape realization (pairs: n_runs / 2).
+        seed: seeds the dynamics (init and noise).
+        landscape: the landscape; with ``n_realizations > 1`` the realizations are
+            ``landscape.seed + 0, 1, …`` and every cell's metrics are pooled over them, so
+            the diagram does not hinge on one random draw of the rugged term.
+        n_steps, anneal_steps, lr, init_std: as in :func:`simulate`.
+        thresholds: a ``PhaseThresholds``; default :func:`rescaled_thresholds`.
+        n_points: points on each segment for mc.
+        return_simulation: also return the :class:`Simulation` (a leading realization axis
+            when ``n_realizations > 1``).
+
+    Returns:
+        A tidy DataFrame, one row per cell: ``load``, ``temperature``, ``annealed`` (False
+        for the state after the constant-temperature phase; and, when ``anneal_steps > 0``,
+        True for the same runs annealed to T = 0), ``amplitude`` A(load), the metrics of
+        :func:`cell_metrics` (means over all pairs; ``mc_std`` pooled over realizations),
+        ``phase`` from :func:`landscape_utils.taxonomy.classify`, and ``seed``,
+        ``landscape_seed``, ``n_realizations``, ``n_runs``. With ``return_simulation``,
+        ``(table, Simulation)``.
+    """
+    from landscape_utils.taxonomy import classify  # lazy: keeps this module standalone
+
+    loads = np.asarray(loads, dtype=np.float64)
+    temperatures = np.asarray(temperatures, dtype=np.float64)
+    lands = ([landscape.replace(seed=landscape.seed + i) for i in range(n_realizations)]
+             if n_realizations > 1 else landscape)
+    sim = simulate(lands, loads[:, None], temperatures[None, :], n_runs, n_steps=n_steps,
+                   lr=lr, anneal_steps=anneal_steps, init_std=init_std, seed=seed)
+    states = [(False, sim.before_anneal)] + ([(True, sim.endpoints)] if anneal_steps > 0 else [])
+    frames = []
+    L, T = np.meshgrid(loads, temperatures, indexing="ij")
+    for annealed, ends in states:
+        m = cell_metrics(lands, ends, loads[:, None], n_points)
+        if n_realizations > 1:
+            m = _pool_realizations(m, n_pairs=n_runs // 2)
+        frame = pd.DataFrame({
+            "load": L.ravel(), "temperature": T.ravel(), "annealed": annealed,
+            "amplitude": landscape.amplitude(L).ravel(),
+            **{k: v.ravel() for k, v in m.items()}})
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    table["phase"] = classify(table, thresholds if thresholds is not None
+                              else rescaled_thresholds()).astype(object)
+    table["seed"] = seed
+    table["landscape_seed"] = landscape.seed
+    table["n_realizations"] = n_realizations
+    table["n_runs"] = n_runs
+    return (table, sim) if return_simulation else table
+
+
+def _pool_realizations(m: dict[str, np.ndarray], n_pairs: int) -> dict[str, np.ndarray]:
+    """Pool per-realization cell metrics (leading axis R, equal pair counts): means of
+    means, and the pooled standard deviation of mc over all R · n_pairs pairs."""
+    out = {k: v.mean(axis=0) for k, v in m.items() if k != "mc_std"}
+    R, n = m["mc"].shape[0], n_pairs
+    within = (n - 1) * np.nansum(m["mc_std"] ** 2, axis=0)
+    between = n * np.sum((m["mc"] - out["mc"]) ** 2, axis=0)
+    out["mc_std"] = np.sqrt((within + between) / (R * n - 1))
+    return out
+
+
+def annealing_experiment(loads: Sequence[float], temperatures: Sequence[float],
+                         n_realizations: int = 16, n_runs: int = 64, seed: int = 0, *,
+                         landscape: RuggedLandscape = RuggedLandscape(), n_steps: int = 1500,
+                         anneal_steps: int = 1500, lr: float = 0.01, init_std: float = 2.0,
+                         n_points: int = 33) -> pd.DataFrame:
+    """Does training on to zero loss (annealing T → 0) help the test loss?
+
+    Runs the same dynamics with and without the annealing phase (the runs are identical up
+    to the end of the constant-T phase) on ``n_realizations`` landscapes (seeds
+    ``landscape.seed + 0, 1, …``), all at once.
+
+    Returns:
+        One row per (realization, load, temperature, annealed) with the metrics of
+        :func:`cell_metrics` and ``realization``.
+    """
+    lands = [landscape.replace(seed=landscape.seed + i) for i in range(n_realizations)]
+    loads = np.asarray(loads, dtype=np.float64)
+    temperatures = np.asarray(temperatures, dtype=np.float64)
+    sim = simulate(lands, loads[:, None], temperatures[None, :], n_runs, n_steps=n_steps,
+                   lr=lr, anneal_steps=anneal_steps, init_std=init_std, seed=seed)
+    R, L, T = np.meshgrid(np.arange(n_realizations), loads, temperatures, indexing="ij")
+    frames = []
+    for annealed, ends in ((False, sim.before_anneal), (True, sim.endpoints)):
+        m = cell_metrics(lands, ends, loads[:, None], n_points)
+        frames.append(pd.DataFrame({
+            "realization": R.ravel(), "load": L.ravel(), "temperature": T.ravel(),
+            "annealed": annealed, **{k: v.ravel() for k, v in m.items()}}))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------
+# Helpers for pictures
+# --------------------------------------------------------------------------------------
+def stationary_density(landscape: RuggedLandscape, w, load=1.0, temperature=0.1) -> np.ndarray:
+    """The Langevin dynamics' stationary density ∝ exp(−L(w)/T) of the train landscape,
+    normalized on the (uniform, increasing) grid ``w`` (shape (G,)); temperature > 0."""
+    w = np.asarray(w, dtype=np.float64)
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0")
+    e = -landscape.loss(w, load) / temperature
+    p = np.exp(e - e.max())
+    return p / np.sum(0.5 * (p[1:] + p[:-1]) * np.diff(w))  # trapezoid rule
+
+
+def vega_loss_expression(landscape: RuggedLandscape, which: str = "train", w: str = "datum.w",
+                         amplitude: str = "A", temperature: str = "T") -> str:
+    """The effective loss as a Vega expression (for an altair ``transform_calculate``), in
+    terms of the expressions ``w``, ``amplitude`` (A) and ``temperature`` (T), so that a
+    static chart can redraw L_eff for any slider value in the browser."""
+    omega, coeff, phase = landscape.spectrum(which)
+    a = landscape.envelope_curvature
+    terms = " + ".join(
+        f"{c:.17g}*exp({-0.5 * o * o:.17g}*({temperature}))*cos({o:.17g}*({w}) + {p:.17g})"
+        for o, c, p in zip(omega, coeff, phase))
+    return (f"{0.5 * a:.17g}*(({w})*({w}) + ({temperature})) + ({amplitude})*("
+            f"{terms or '0'})")

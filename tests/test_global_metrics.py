@@ -1,0 +1,257 @@
+"""Tests of landscape_utils.global_metrics: the cache key, one pair's record rebuilt from
+the underlying metrics (and the straight line's midpoint rebuilt by hand), the store
+cache, diverged-run handling, the per-cell summary, the path table and the example
+cells."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from landscape_utils.connectivity import fit_bezier, mode_connectivity
+from landscape_utils.global_metrics import (METRIC_NAME, PAIR_METRICS, PATH_COLUMNS, GlobalSettings,
+                                            example_cells, fit_bezier_batch, measure_pairs, pair_record,
+                                            paths_table, summarize_pairs, usable_runs)
+from landscape_utils.models import build_model
+from landscape_utils.similarity import l2_distance, model_cka
+from landscape_utils.runner import expand_grid, run_grid
+from landscape_utils.store import Store
+from landscape_utils.train import evaluate
+
+from conftest import make_blobs
+
+CPU = "cpu"
+TINY = GlobalSettings(curve_epochs=3, curve_batch_size=32, curve_lr=0.05, num_points=5, cka_samples=64,
+                      cka_batches=4, eval_batch_size=100)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _train(seed, data, bn=False, steps=150):
+    torch.manual_seed(seed)
+    model = build_model("mlp", 16, data.in_shape, data.num_classes, batch_norm=bn, depth=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(data.x_train), data.y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    data = make_blobs(n_train=256, n_test=128, dim=10, k=3, seed=0)
+    return data, _train(1, data), _train(2, data)
+
+
+# --------------------------------------------------------------------------- settings and key
+def test_key_holds_both_runs_and_every_setting_but_the_eval_batch():
+    s = GlobalSettings()
+    key = s.key("a", "b")
+    assert key["run_a"] == "a" and key["run_b"] == "b"
+    for name in ("curve_epochs", "curve_lr", "curve_batch_size", "curve_weight_decay", "num_points",
+                 "cka_samples", "cka_batches", "cka_representation", "mixup_alpha", "seed"):
+        assert key[name] == getattr(s, name)
+    assert "eval_batch_size" not in key
+    json.dumps(key)  # storable
+    assert GlobalSettings(eval_batch_size=7).key("a", "b") == key
+    assert GlobalSettings(curve_epochs=s.curve_epochs + 1).key("a", "b") != key
+    assert s.key("b", "a") != key
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_points": 2}, "num_points"), ({"curve_epochs": 0}, "curve_epochs"),
+    ({"cka_samples": 10, "cka_batches": 4}, "cka_samples")])
+def test_bad_settings_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GlobalSettings(**kwargs)
+
+
+# --------------------------------------------------------------------------- one pair
+def test_pair_record_agrees_with_the_metrics_computed_directly(pair):
+    data, a, b = pair
+    rec = pair_record(a, b, data.x_train, data.y_train, data.x_test, data.y_test, TINY, device=CPU)
+    rec = json.loads(json.dumps(rec))  # what the store keeps
+    for path in ("bezier", "linear"):
+        prof = pd.DataFrame(rec[path])
+        assert np.allclose(prof.t, np.linspace(0, 1, TINY.num_points))
+        mc, i = mode_connectivity(prof.train_err)
+        key = "mc" if path == "bezier" else "linear_mc"
+        assert rec[key] == pytest.approx(mc)
+        assert rec["t_star" if path == "bezier" else "linear_t_star"] == pytest.approx(prof.t[i])
+    bez, lin = pd.DataFrame(rec["bezier"]), pd.DataFrame(rec["linear"])
+    # Both paths end at the two trained models themselves.
+    for idx, model in ((0, a), (-1, b)):
+        loss, acc = evaluate(model, data.x_train, data.y_train)
+        for prof in (bez, lin):
+            assert prof.train_loss.iloc[idx] == pytest.approx(loss, rel=1e-5)
+            assert prof.train_err.iloc[idx] == pytest.approx(100 * (1 - acc))
+        test_loss, test_acc = evaluate(model, data.x_test, data.y_test)
+        assert lin.test_err.iloc[idx] == pytest.approx(100 * (1 - test_acc))
+    assert rec["l2"] == pytest.approx(l2_distance(a, b))
+    assert rec["cka"] == pytest.approx(model_cka(a, b, data.x_train, batch_size=16, num_batches=4, alpha=16.0,
+                                                 seed=0, device=CPU))
+    assert 0.0 < rec["cka"] <= 1.0 + 1e-12
+    assert np.isfinite(rec["curve_loss"]) and rec["seconds"] >= 0
+
+
+def test_linear_midpoint_matches_a_hand_averaged_model(pair):
+    data, a, b = pair
+    rec = pair_record(a, b, data.x_train, data.y_train, data.x_test, data.y_test, TINY, device=CPU)
+    mid = copy.deepcopy(a)
+    with torch.no_grad():
+        for (_, pm), pa, pb in zip(mid.named_parameters(), a.parameters(), b.parameters()):
+            pm.copy_(0.5 * (pa + pb))
+    loss, acc = evaluate(mid, data.x_train, data.y_train)
+    lin = pd.DataFrame(rec["linear"]).set_index("t")
+    assert lin.loc[0.5, "train_loss"] == pytest.approx(loss, rel=1e-5)
+    assert lin.loc[0.5, "train_err"] == pytest.approx(100 * (1 - acc))
+
+
+def test_pair_record_recalibrates_batchnorm_along_the_path():
+    data = make_blobs(n_train=256, n_test=64, dim=10, k=3, seed=1)
+    a, b = _train(1, data, bn=True, steps=60), _train(2, data, bn=True, steps=60)
+    one_batch = GlobalSettings(**{**TINY.__dict__, "eval_batch_size": 1024})  # BN pass in one batch
+    rec = pair_record(a, b, data.x_train, data.y_train, None, None, one_batch, device=CPU)
+    lin = pd.DataFrame(rec["linear"])
+    assert lin.test_err.isna().all()  # no test split given
+    # The midpoint with BN statistics recomputed over the training set, by hand.
+    mid = copy.deepcopy(a).train()
+    with torch.no_grad():
+        for (_, pm), pa, pb in zip(mid.named_parameters(), a.parameters(), b.parameters()):
+            pm.copy_(0.5 * (pa + pb))
+        for m in mid.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.reset_running_stats()
+                m.momentum = None
+        mid(data.x_train)  # one batch: the cumulative average is the exact statistic
+    loss, _ = evaluate(mid, data.x_train, data.y_train)
+    assert lin.set_index("t").loc[0.5, "train_loss"] == pytest.approx(loss, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- cache
+def test_measure_pairs_computes_once_per_key_and_resumes(tmp_path, monkeypatch):
+    configs = expand_grid({"dataset": "digits", "data_fraction": 0.3, "width": 8, "num_epochs": 2,
+                           "batch_size": 32}, {}, seeds=range(3))
+    grid = run_grid(configs, tmp_path, device=CPU, progress=False)
+    ids = list(grid.sort_values("seed").run_id)
+    pairs = [(ids[0], ids[1]), (ids[0], ids[2])]
+    import landscape_utils.global_metrics as gm
+    calls = []
+    real = gm.pair_record
+    monkeypatch.setattr(gm, "pair_record", lambda *a, **k: calls.append(1) or real(*a, **k))
+    # the first pair finishes, then the session dies: the second run restarts with it stored
+    first, computed = measure_pairs(str(tmp_path), pairs[:1], TINY, device=CPU, progress=False)
+    assert computed == 1 and len(calls) == 1
+    records, computed = measure_pairs(str(tmp_path), pairs, TINY, device=CPU, progress=False)
+    assert computed == 1 and len(calls) == 2
+    assert records[0] == first[0]
+    for rec in records:
+        assert set(PAIR_METRICS) <= set(rec) and np.isfinite(rec["l2"]) and rec["l2"] > 0
+    again, computed = measure_pairs(str(tmp_path), pairs, TINY, device=CPU, progress=False)
+    assert computed == 0 and again == records and len(calls) == 2
+    other = GlobalSettings(**{**TINY.__dict__, "curve_epochs": TINY.curve_epochs + 1})
+    _, computed = measure_pairs(str(tmp_path), pairs[:1], other, device=CPU, progress=False)
+    assert computed == 1
+    table = Store(tmp_path).metric_table(METRIC_NAME)
+    assert len(table) == 3 and set(table.curve_epochs) == {3, 4} and set(table.run_a) == {ids[0]}
+
+
+def test_fit_bezier_batch_matches_separate_fits(pair):
+    data, a, b = pair
+    c = _train(3, data)
+    kwargs = dict(num_epochs=2, lr=0.05, batch_size=32, weight_decay=5e-4, momentum=0.9, seed=4, device=CPU)
+    together = fit_bezier_batch([(a, b), (a, c), (b, c)], data.x_train, data.y_train, **kwargs)
+    for (m1, m2), curve in zip([(a, b), (a, c), (b, c)], together):
+        alone = fit_bezier(m1, m2, data.x_train, data.y_train, **kwargs)
+        for k in alone.names:
+            assert torch.allclose(curve.bends[0][k], alone.bends[0][k], atol=1e-5, rtol=1e-4), k
+        assert curve.history[-1]["loss"] == pytest.approx(alone.history[-1]["loss"], rel=1e-4)
+        # the bend moved away from the midpoint it started from
+        mid = {k: 0.5 * (alone.w1[k] + alone.w2[k]) for k in alone.names}
+        assert max(float((curve.bends[0][k] - mid[k]).abs().max()) for k in alone.names) > 1e-4
+
+
+def test_fit_bezier_batch_refuses_batchnorm(pair):
+    data, _, _ = pair
+    bn = [_train(s, data, bn=True, steps=5) for s in (1, 2)]
+    with pytest.raises(ValueError, match="BatchNorm"):
+        fit_bezier_batch([(bn[0], bn[1])], data.x_train, data.y_train, num_epochs=1, device=CPU)
+
+
+# --------------------------------------------------------------------------- grid handling
+def _grid():
+    rows = []
+    for w in (4, 8):
+        for bs in (16, 64):
+            for seed in (2, 0, 1):
+                rows.append({"run_id": f"w{w}b{bs}s{seed}", "width": w, "batch_size": bs, "seed": seed,
+                             "status": "ok", "train_loss": 0.1})
+    g = pd.DataFrame(rows)
+    g.loc[g.run_id == "w4b16s1", "status"] = "diverged"
+    g.loc[g.run_id == "w8b64s0", "train_loss"] = np.nan
+    g.loc[g.run_id.isin(["w8b16s0", "w8b16s2"]), "status"] = "diverged"
+    return g
+
+
+def test_usable_runs_sets_aside_diverged_runs_and_orders_by_seed():
+    cells, skipped = usable_runs(_grid(), "width", "batch_size")
+    assert list(cells) == [(4, 16), (4, 64), (8, 16), (8, 64)]
+    assert cells[(4, 16)] == ["w4b16s0", "w4b16s2"]
+    assert cells[(4, 64)] == ["w4b64s0", "w4b64s1", "w4b64s2"]
+    assert cells[(8, 16)] == ["w8b16s1"]  # fewer than 2: no pairs
+    assert cells[(8, 64)] == ["w8b64s1", "w8b64s2"]
+    assert set(skipped.run_id) == {"w4b16s1", "w8b64s0", "w8b16s0", "w8b16s2"}
+
+
+def test_summarize_pairs_mean_std_and_empty_cells():
+    pairs = pd.DataFrame({"width": [4, 4, 4, 8], "batch_size": [16, 16, 16, 64],
+                          "mc": [-1.0, -2.0, -6.0, 0.5], "linear_mc": [-2.0, -4.0, -9.0, 0.0],
+                          "cka": [0.9, 0.8, 0.7, 0.95], "l2": [1.0, 2.0, 3.0, 4.0]})
+    cells = summarize_pairs(pairs, [(8, 64), (4, 16), (8, 16)], "width", "batch_size")
+    assert list(cells.columns) == ["width", "batch_size", "mc", "mc_std", "linear_mc", "linear_mc_std",
+                                   "cka", "cka_std", "l2", "l2_std", "n_pairs"]
+    c = cells.set_index(["width", "batch_size"])
+    assert list(c.index) == [(4, 16), (8, 16), (8, 64)]
+    assert c.loc[(4, 16), "mc"] == pytest.approx(-3.0)
+    assert c.loc[(4, 16), "mc_std"] == pytest.approx(np.std([-1, -2, -6], ddof=1))
+    assert c.loc[(4, 16), "n_pairs"] == 3
+    assert c.loc[(8, 64), "l2"] == 4.0 and np.isnan(c.loc[(8, 64), "l2_std"])
+    assert c.loc[(8, 16), "n_pairs"] == 0 and c.loc[(8, 16), list(PAIR_METRICS)].isna().all()
+    empty = summarize_pairs(pairs.iloc[:0], [(4, 16)], "width", "batch_size")
+    assert empty.n_pairs.tolist() == [0] and np.isnan(empty.mc[0])
+
+
+def test_paths_table_is_long_form():
+    prof = {"t": [0.0, 0.5, 1.0], "train_loss": [0.1, 0.9, 0.2], "train_err": [1.0, 20.0, 2.0],
+            "test_loss": [0.3, 1.0, 0.3], "test_err": [5.0, 30.0, 6.0]}
+    recs = [({"width": 4, "batch_size": 16, "pair": k}, {"bezier": prof, "linear": prof}) for k in range(2)]
+    table = paths_table(recs, "width", "batch_size")
+    assert list(table.columns) == ["width", "batch_size", *PATH_COLUMNS]
+    assert len(table) == 2 * 2 * 3
+    assert set(table.path) == {"bezier", "linear"} and set(table.pair) == {0, 1}
+    assert table.query("pair == 1 and path == 'linear' and t == 0.5").train_err.item() == 20.0
+    assert list(paths_table([], "width", "batch_size").columns) == list(table.columns)
+
+
+def test_example_cells_pick_the_barrier_and_the_best_connected_low_loss_cell():
+    cells = pd.DataFrame({"mc": [-10.0, -0.01, 0.05, np.nan, -3.0]}, index=list("abcde"))
+    loss = pd.Series([1.0, 2.0, 0.01, 0.0, 0.02], index=cells.index)
+    # b has mc closest to 0 but a high loss; c is the low-loss cell closest to 0.
+    assert example_cells(cells, loss) == ("a", "c")
+    assert example_cells(cells, loss, low_loss_quantile=1.0) == ("a", "b")
+    one = pd.DataFrame({"mc": [-2.0]}, index=["x"])
+    assert example_cells(one, pd.Series([0.1], index=["x"])) == ("x", "x")
+    assert example_cells(pd.DataFrame({"mc": [np.nan]}), pd.Series([0.1])) == (None, None)
