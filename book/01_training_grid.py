@@ -47,14 +47,22 @@ schedule: str = "constant"        # constant | step | cosine
 label_noise: float = 0.0          # fraction of training labels replaced by another class
 data_fraction: float = 1.0        # fraction of the training set used
 early_stop: bool = False          # the paper's rule: |Δ train loss| < 1e-4 for 5 epochs
-executor: str = "serial"          # serial | process
-workers: int = 2                  # processes for the process executor
+optimizer: str = "sgd"            # sgd: SGD with momentum, the paper's optimizer
+executor: str = "serial"          # serial | process | ray (see the README on GPU servers)
+workers: int = 2                  # process executor: worker processes; 0 means one per GPU slot, or per core
+workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU (each worker is pinned to one)
+ray_address: str = ""             # ray executor: empty starts a local Ray; "auto" joins this node's cluster; or host:port
+ray_num_gpus: float = 0.0         # ray executor: GPUs per task (one grid cell); a fraction shares a GPU, 0.5 runs two per GPU
+ray_num_cpus: float = 1.0         # ray executor: CPUs per task
+max_retries: int = 3              # ray executor: retries of a task whose worker dies, or that hits an I/O error or CUDA OOM
+num_threads: int = 1              # torch CPU threads in this kernel (the serial executor); 0 keeps torch's default
 
 # %%
 from pathlib import Path
 
 import altair as alt
 import pandas as pd
+import torch
 
 from landscape_utils import plotting
 from landscape_utils.runner import expand_grid, run_grid
@@ -63,11 +71,15 @@ from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 
 dev = resolve_device(device)
-base = dict(dataset=dataset, model=model, width=width, depth=depth, batch_norm=batch_norm, lr=lr,
-            momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, num_epochs=num_epochs,
+if num_threads > 0:  # tiny models train fastest on one thread of a shared machine
+    torch.set_num_threads(num_threads)
+base = dict(dataset=dataset, model=model, width=width, depth=depth, batch_norm=batch_norm, optimizer=optimizer,
+            lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, num_epochs=num_epochs,
             schedule=schedule, label_noise=label_noise, data_fraction=data_fraction, early_stop=early_stop)
 axes = {load_axis: list(load_values), temperature_axis: list(temperature_values)}
 configs = expand_grid(base, axes, seeds=range(num_seeds))
+executor_options = dict(workers=workers, workers_per_gpu=workers_per_gpu, ray_address=ray_address,
+                        ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
 print(f"{len(configs)} runs: {len(load_values)} {load_axis} x {len(temperature_values)} "
       f"{temperature_axis} x {num_seeds} seeds, on {dev}")
 
@@ -75,8 +87,8 @@ print(f"{len(configs)} runs: {len(load_values)} {load_axis} x {len(temperature_v
 # ## Train (or resume)
 
 # %%
-results = run_grid(configs, workdir, device=str(dev), executor=executor, workers=workers,
-                   data_root=data_root, download=download)
+results = run_grid(configs, workdir, device=str(dev), executor=executor, data_root=data_root,
+                   download=download, **executor_options)
 tables = Path(workdir) / "tables"
 tables.mkdir(parents=True, exist_ok=True)
 results.to_csv(tables / "grid.csv", index=False)
@@ -102,9 +114,9 @@ plotting.phase_panels(cells, ["test_acc", "train_acc", "train_loss", "test_loss"
                       x=load_axis, y=temperature_axis, columns=2)
 
 # %%
-best = cells.loc[cells.test_acc.idxmax()]
+best = cells.test_acc.idxmax()
 print(f"test accuracy ranges from {cells.test_acc.min():.3f} to {cells.test_acc.max():.3f}; "
-      f"best at {load_axis}={best[load_axis]}, {temperature_axis}={best[temperature_axis]}")
+      f"best at {load_axis}={cells.at[best, load_axis]}, {temperature_axis}={cells.at[best, temperature_axis]}")
 
 # %% [markdown]
 # ## Learning curves

@@ -11,8 +11,10 @@ The rule (ALGORITHMS.md §3; the paper draws its boundaries by eye and states no
 * mc clearly below 0 (``mc < -mc_neg``) and high train loss (``> train_loss_high``) → **I**
 * mc clearly below 0 otherwise → **III**
 * mc clearly above 0 (``mc > mc_pos``) → **II**
-* otherwise (mc ≈ 0) → **IV**, split into **IV-B** when ``cka >= cka_high`` and **IV-A**
-  otherwise.
+* mc ≈ 0 with a high train loss: by the sign of mc, **I** (mc < 0) or **II** (mc ≥ 0): a
+  model that has not fitted the training set is not in phase IV, whatever its connectivity
+* otherwise (mc ≈ 0, low train loss) → **IV**, split into **IV-B** when
+  ``cka >= cka_high`` and **IV-A** otherwise.
 
 ``mc`` is the paper's mode-connectivity metric in percentage points of *train 0-1 error*
 (:func:`landscape_utils.connectivity.mode_connectivity`).
@@ -180,7 +182,13 @@ def classify(cells: pd.DataFrame, thresholds: PhaseThresholds = PhaseThresholds(
     label[neg & is_i] = "I"
     label[neg & ~is_i & decided] = "III"
     label[pos] = "II"
-    iv = known_mc & ~neg & ~pos
+    near_zero = known_mc & ~neg & ~pos
+    # Phase IV needs a fitted training set: a cell with a high loss whose mc is near 0 goes by
+    # the sign of its mc, to I (a small barrier) or II (none).
+    unfit = near_zero & (high_loss | sharp)
+    label[unfit & (mc < 0)] = "I"
+    label[unfit & (mc >= 0)] = "II"
+    iv = near_zero & ~unfit
     label[iv & high_cka] = "IV-B"
     label[iv & ~high_cka & np.isfinite(cka)] = "IV-A"
     return pd.Series(pd.Categorical(label, categories=list(PHASES)), index=cells.index,

@@ -102,7 +102,7 @@ def test_classify_one_row_per_phase():
 def test_classify_boundaries_are_strict():
     t = PhaseThresholds()
     cells = pd.DataFrame({"mc": [-t.mc_neg, t.mc_pos, -t.mc_neg - 1e-9],
-                          "train_loss": [1.0, 1.0, t.train_loss_high],
+                          "train_loss": [0.0, 0.0, t.train_loss_high],
                           "cka": [t.cka_high, 0.0, 0.0]})
     # |mc| exactly at the threshold is "not clearly" non-zero; loss at threshold is not high
     assert list(classify(cells)) == ["IV-B", "IV-A", "III"]
@@ -111,7 +111,7 @@ def test_classify_boundaries_are_strict():
 @pytest.mark.parametrize("change, row, before, after", [
     ({"train_loss_high": 1.0}, 0, "I", "III"),     # loss 0.5 no longer "high"
     ({"mc_neg": 6.0}, 2, "III", "IV-A"),           # mc -5 no longer "clearly" negative
-    ({"mc_pos": 4.0}, 1, "II", "IV-A"),            # mc +3 no longer "clearly" positive
+    ({"mc_pos": 4.0, "train_loss_high": 0.2}, 1, "II", "IV-A"),  # mc +3 not "clearly" positive, loss 0.1 fitted
     ({"cka_high": 0.9}, 4, "IV-B", "IV-A"),        # cka 0.8 no longer high
     ({"cka_high": 0.5}, 3, "IV-A", "IV-B"),
     ({"lambda_large": 100.0}, 2, "III", "I"),      # sharp and poorly connected
@@ -133,6 +133,16 @@ def test_thresholds_frozen_and_documented():
     assert names[:4] == ["train_loss_high", "mc_neg", "mc_pos", "cka_high"]
     assert t.lambda_large is None
     assert (t.train_loss_high, t.mc_neg, t.mc_pos, t.cka_high) == (0.01, 1.0, 1.0, 0.7)
+
+
+def test_unfitted_cells_never_reach_phase_iv():
+    # mc near 0 but the training set is not fitted: the sign of mc decides between I and II
+    t = PhaseThresholds()
+    cells = pd.DataFrame({"mc": [-0.5, 0.0, 0.5, -0.5], "train_loss": [1.4, 1.4, 1.4, 0.001],
+                          "cka": [0.9, 0.9, 0.9, 0.9]})
+    assert list(classify(cells, t)) == ["I", "II", "II", "IV-B"]
+    loose = t.replace(train_loss_high=2.0)
+    assert list(classify(cells, loose)) == ["IV-B"] * 4
 
 
 def test_classify_missing_values():
