@@ -62,8 +62,13 @@ noise_temperatures: list = [64, 128, 256, 512]  # values of the temperature axis
 noise_epochs: int = 200           # long enough to fit most of the noisy labels
 noise_data_fraction: float = 0.25  # a smaller training set interpolates sooner and trains faster
 noise_seeds: int = 2              # seeds per point of the label-noise sweeps
-executor: str = "serial"          # serial | process
-workers: int = 2                  # processes for the process executor
+executor: str = "serial"          # serial | process | ray, for the sweeps' training (see chapter 1)
+workers: int = 2                  # process executor: worker processes; 0 means one per GPU slot, or per core
+workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU
+ray_address: str = ""             # ray executor: empty starts a local Ray; or "auto" or host:port
+ray_num_gpus: float = 0.0         # ray executor: GPUs per task; a fraction shares a GPU
+ray_num_cpus: float = 1.0         # ray executor: CPUs per task
+max_retries: int = 3              # ray executor: retries of a failed task
 data_root: str = "../data"        # where torchvision datasets live (cifar/svhn only)
 download: bool = False            # allow torchvision to download a missing dataset
 
@@ -94,6 +99,8 @@ if num_threads > 0:
 thresholds = PhaseThresholds(train_loss_high=train_loss_high, mc_neg=mc_neg, mc_pos=mc_pos,
                              cka_high=cka_high)
 paper_thresholds = PhaseThresholds()  # the defaults were calibrated on the released grid
+executor_options = dict(workers=workers, workers_per_gpu=workers_per_gpu, ray_address=ray_address,
+                        ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
 changed = {k: v for k, v in vars(thresholds).items() if v != getattr(paper_thresholds, k)}
 print(f"thresholds for our grid: {thresholds}"
       + (f"; changed from the defaults: {changed}" if changed else ""))
@@ -304,7 +311,7 @@ else:
                              {load_axis: loads, "num_epochs": [int(e) for e in sweep_epochs]},
                              seeds=range(sweep_seeds))
     ep_results = run_grid(ep_configs, workdir, device=str(dev), executor=executor,
-                          workers=workers, data_root=data_root, download=download)
+                          data_root=data_root, download=download, **executor_options)
     here = cells[cells[temperature_axis] == at].set_index(load_axis)
     ep_results["cell"] = [
         f"{load_axis} {v}" + (f" ({here.phase[v]}, mc {here.mc[v]:.2f})"
@@ -382,8 +389,8 @@ temp_configs = expand_grid({**nbase, "width": int(noise_width)},
                            {temperature_axis: [temp_value(v) for v in noise_temperatures]},
                            seeds=range(noise_seeds))
 noise_results = run_grid(width_configs + temp_configs, workdir, device=str(dev),
-                         executor=executor, workers=workers, data_root=data_root,
-                         download=download)
+                         executor=executor, data_root=data_root, download=download,
+                         **executor_options)
 diverged = int((noise_results.status != "ok").sum())
 noise_results = noise_results[noise_results.status == "ok"].assign(
     test_err=lambda d: 1 - d.test_acc, train_err=lambda d: 1 - d.train_acc)

@@ -6,7 +6,10 @@ The params file is YAML with a ``shared`` section (keys given to every chapter t
 declares them) and one section per chapter, named by the chapter's file stem
 (e.g. ``01_training_grid``). Before anything runs, the driver rejects a missing
 file, malformed YAML, unknown sections, unknown keys (naming key and chapter) and
-values whose type does not match the chapter's annotation.
+values whose type does not match the chapter's annotation; then :func:`preflight`
+checks every run config chapter 1 would build, the dataset files and the executor.
+Any of these exits with code 2 and a message; a chapter that fails while running
+exits with code 1 naming the chapter.
 
 Outputs under ``--out``: ``notebooks/<chapter>.ipynb`` (executed, also on failure,
 with the traceback) and ``html/index.html`` (Jupyter Book 1.x, execution off,
@@ -78,7 +81,7 @@ _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), 
 
 
 def _type_ok(value: Any, annotation: str | None) -> bool:
-    if annotation is None or value is None:
+    if annotation is None:
         return True
     options = [a.strip() for a in annotation.split("|")]
     for a in options:
@@ -87,6 +90,8 @@ def _type_ok(value: Any, annotation: str | None) -> bool:
             return True
         if base not in _TYPES:
             return True  # an annotation we do not check
+        if value is None:
+            continue  # an empty YAML value (``key:``) where a value is needed
         if isinstance(value, bool) and base in ("int", "float"):
             continue
         if isinstance(value, _TYPES[base]):
@@ -136,6 +141,52 @@ def load_params(path: str | os.PathLike, selected: list[Path]) -> dict[str, dict
             values["workdir"] = str(Path(values["workdir"]).resolve())
         out[chap.stem] = values
     return out
+
+
+EXECUTOR_KEYS = ("workers", "workers_per_gpu", "ray_address", "ray_num_gpus", "ray_num_cpus", "max_retries")
+
+
+def _book_path(value: str) -> Path:
+    """A path from a chapter parameter: relative ones are relative to book/, the chapters' cwd."""
+    p = Path(value)
+    return p if p.is_absolute() else (BOOK_DIR / p).resolve()
+
+
+def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "params") -> None:
+    """Checks that need the package, run before any chapter (raise ``ParamsError``).
+
+    For chapter 1 every run config of its grid is built and checked (values, batch
+    size against the training set, the dataset's files under ``data_root`` unless
+    ``download``). For every chapter with an ``executor`` parameter the executor name
+    and options are checked; when runs are still to train, a Ray executor also checks
+    that Ray is installed and the cluster answers. Chapter defaults fill keys the
+    params file does not set.
+    """
+    from .runner import check_configs, grid_from_params, make_executor
+    from .store import Store
+
+    for stem, values in params.items():
+        declared = chapter_parameters(BOOK_DIR / f"{stem}.py")
+        merged = {k: p.default for k, p in declared.items()}
+        merged.update(values)
+        where = f"{path}: chapter {stem}"
+        configs = None
+        if stem == "01_training_grid":
+            try:
+                configs = grid_from_params(merged)
+                check_configs(configs, _book_path(merged.get("data_root", "data")), merged.get("download", False))
+            except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
+                raise ParamsError(f"{where}: {err}") from err
+        if "executor" in merged:
+            opts = {k: merged[k] for k in EXECUTOR_KEYS if k in merged}
+            try:
+                ex = make_executor(merged["executor"], device=str(merged.get("device", "auto")), **opts)
+                workdir = _book_path(merged.get("workdir", "."))
+                todo = configs is None or any(not Store(workdir).is_done(c, warn=False) for c in configs)
+                if todo and hasattr(ex, "check"):
+                    ex.check()
+            except (ValueError, ImportError, ConnectionError) as err:
+                raise ParamsError(f"{where}: {err}") from err
 
 
 def _select(spec: str | None) -> list[Path]:
@@ -262,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         selected = _select(args.chapters)
         params = load_params(args.params, selected)
+        preflight(params, args.params)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,18 +13,24 @@ Layout under a workdir::
 
 Every file is written atomically (temp file, then rename): a killed writer leaves
 either nothing or a complete file, never a half-written one that looks finished.
+A run being trained holds ``runs/<run_id>.lock`` (an OS file lock, so it is freed
+when its holder dies): two drivers on one workdir never train the same run twice.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 import torch
+from filelock import FileLock, Timeout
 
 from .train import RunConfig
 from .utils import atomic_torch_save, atomic_write_json
@@ -57,42 +63,93 @@ class Store:
     def is_done(self, config: RunConfig | str, warn: bool = True) -> bool:
         """True when the run finished and its files are intact.
 
-        A run whose metrics file is unreadable or whose checkpoints are missing or
-        of the wrong size is reported (naming the file) and counts as not done.
+        A run whose ``metrics.json`` or ``config.json`` is unreadable, whose config does
+        not hash to its folder name, or whose other files are missing or of another size
+        than recorded when it was saved (truncated) is reported with a warning naming
+        the file (unless ``warn=False``) and counts as not done, so it is trained again.
         """
         rid = config if isinstance(config, str) else run_id(config)
         d = self.run_dir(rid)
         mfile = d / "metrics.json"
         if not mfile.exists():
             return False
-        try:
-            m = json.loads(mfile.read_text())
-            sizes = m["_files"]
-        except (json.JSONDecodeError, KeyError, OSError) as err:
+
+        def bad(msg: str) -> bool:
             if warn:
-                warnings.warn(f"corrupt result file {mfile} ({err}); the run will be redone")
+                warnings.warn(f"{msg}; the run will be redone", stacklevel=3)
             return False
+
+        try:
+            sizes = json.loads(mfile.read_text())["_files"]
+            if not isinstance(sizes, dict):
+                raise TypeError(f"_files is a {type(sizes).__name__}")
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            return bad(f"corrupt result file {mfile} ({type(err).__name__}: {err})")
         for name, size in sizes.items():
             f = d / name
             if not f.exists() or f.stat().st_size != size:
-                if warn:
-                    warnings.warn(f"missing or truncated checkpoint {f}; the run will be redone")
-                return False
+                what = "checkpoint" if name.endswith(".pt") else "file"
+                return bad(f"missing or truncated {what} {f} (expected {size} bytes)")
+        cfile = d / "config.json"
+        try:
+            stored = run_id(json.loads(cfile.read_text()))
+        except (ValueError, OSError) as err:
+            return bad(f"corrupt config file {cfile} ({type(err).__name__}: {err})")
+        if stored != rid:
+            return bad(f"config file {cfile} belongs to run {stored}, not to its folder {rid}")
         return True
 
     def save_run(self, config: RunConfig, result: dict[str, Any]) -> str:
-        """Write a finished run (as returned by ``train.train_run``). Returns its id."""
+        """Write a finished run (as returned by ``train.train_run``). Returns its id.
+
+        Each file is written atomically; ``metrics.json`` comes last and records every
+        other file's size, so a run killed (or out of disk space) part way is never
+        taken for a finished one. A full disk raises ``OSError`` naming the run folder.
+        """
         rid = run_id(config)
         d = self.run_dir(rid)
         files = {}
-        for which in CHECKPOINTS:
-            path = d / f"{which}.pt"
-            atomic_torch_save(path, result[f"{which}_state"])
-            files[path.name] = path.stat().st_size
-        atomic_write_json(d / "config.json", config.to_dict())
-        atomic_write_json(d / "history.json", result["history"])
-        atomic_write_json(d / "metrics.json", {**result["metrics"], "run_id": rid, "_files": files})
+        try:
+            for which in CHECKPOINTS:
+                path = d / f"{which}.pt"
+                atomic_torch_save(path, result[f"{which}_state"])
+                files[path.name] = path.stat().st_size
+            for name, obj in (("config.json", config.to_dict()), ("history.json", result["history"])):
+                atomic_write_json(d / name, obj)
+                files[name] = (d / name).stat().st_size
+            atomic_write_json(d / "metrics.json", {**result["metrics"], "run_id": rid, "_files": files})
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(err.errno, f"no space left on the device while saving run {rid} to {d}: "
+                              "the run is not marked finished and earlier runs are intact; free some "
+                              "space and rerun to resume") from err
+            raise
         return rid
+
+    @contextlib.contextmanager
+    def lock(self, rid: str, timeout: float = 0):
+        """Hold the run's lock; yields True if acquired, False if another process has it.
+
+        ``timeout=-1`` waits for it. The lock is an OS lock: a holder killed by SIGKILL
+        releases it at once, so a stale lock never blocks a rerun.
+        """
+        (self.root / "runs").mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / "runs" / f"{rid}.lock"), timeout=timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def clean_partial(self, rid: str) -> None:
+        """Remove temp files that a killed writer left in the run folder."""
+        d = self.run_dir(rid)
+        for tmp in d.glob(".*.tmp") if d.exists() else []:
+            tmp.unlink(missing_ok=True)
 
     def run_ids(self) -> list[str]:
         """Ids of finished runs, sorted."""
@@ -100,6 +157,13 @@ class Store:
         if not runs.exists():
             return []
         return sorted(p.name for p in runs.iterdir() if p.is_dir() and self.is_done(p.name))
+
+    def unfinished(self) -> list[str]:
+        """Run folders without a valid finished result (killed, corrupt or in progress)."""
+        runs = self.root / "runs"
+        if not runs.exists():
+            return []
+        return sorted(p.name for p in runs.iterdir() if p.is_dir() and not self.is_done(p.name, warn=False))
 
     def config(self, rid: str) -> RunConfig:
         return RunConfig.from_dict(json.loads((self.run_dir(rid) / "config.json").read_text()))
@@ -115,7 +179,13 @@ class Store:
     def state_dict(self, rid: str, which: str = "final") -> dict[str, torch.Tensor]:
         if which not in CHECKPOINTS:
             raise ValueError(f"unknown checkpoint {which!r}; choose one of {CHECKPOINTS}")
-        return torch.load(self.run_dir(rid) / f"{which}.pt", map_location="cpu", weights_only=True)
+        path = self.run_dir(rid) / f"{which}.pt"
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+            # Same size as recorded but unreadable: damaged after it was written.
+            raise RuntimeError(f"cannot read checkpoint {path} ({type(err).__name__}: {err}); delete the "
+                               f"folder {path.parent} and rerun chapter 1 to train the run again") from err
 
     # ---- metrics computed later, per run or per pair of runs ----------------
     def metric_path(self, name: str, key: dict[str, Any]) -> Path:

@@ -54,6 +54,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """Build from a dict, rejecting unknown keys by name."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a run config must be a mapping of key: value, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -73,11 +75,25 @@ class RunConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        for name in ("data_fraction", "label_noise", "decay_at", "decay_factor"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         validate_knobs(self.data_fraction, self.label_noise)
+        if not 0 < self.decay_at <= 1 or self.decay_factor <= 0:
+            raise ValueError(f"decay_at must be in (0, 1] and decay_factor > 0, got "
+                             f"decay_at={self.decay_at!r}, decay_factor={self.decay_factor!r}")
         for name in ("width", "depth", "batch_size", "num_epochs"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("seed", "data_seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        for name in ("batch_norm", "early_stop"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("lr", "momentum", "weight_decay"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or not math.isfinite(v):
@@ -202,14 +218,30 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
     return {"metrics": metrics, "history": history, "init_state": init_state, "final_state": final_state}
 
 
-def train_population(configs: list[RunConfig], data: Dataset, device: str | torch.device = "cpu"):
+def train_population(configs: list[RunConfig], data: Dataset, device: str | torch.device = "cpu",
+                     *, vectorize: bool = True):
     """Train the seeds of one grid cell. ``configs`` must differ only in ``seed``.
 
-    Yields ``(config, result)`` pairs as each member finishes, where ``result`` is what
-    :func:`train_run` returns. (Sequential for now; the API allows a vectorized trainer.)
+    Yields ``(config, result)`` pairs as each member finishes, where ``result`` has the
+    format of :func:`train_run` (``metrics``, ``history``, ``init_state``, ``final_state``;
+    a member whose loss goes NaN/inf has ``status = "diverged"``).
+
+    With two or more members whose model :func:`population.supports_population` (MLP and
+    small CNN, with or without BatchNorm), they are trained together as one stacked model
+    by :func:`population.train_population_vectorized`: each member keeps its own init and
+    data order and ends where :func:`train_run` would, to float rounding (not bit for bit).
+    Members are then yielded as they leave the stack (diverged or early-stopped ones first).
+    Otherwise, or with ``vectorize=False``, the members are trained one after another by
+    :func:`train_run`, in ``configs`` order.
     """
+    configs = list(configs)
     cells = {c.cell() for c in configs}
     if len(cells) != 1:
         raise ValueError("a population's configs must differ only in seed")
+    from .population import supports_population, train_population_vectorized
+
+    if vectorize and len(configs) > 1 and supports_population(configs[0]):
+        yield from train_population_vectorized(configs, data, device)
+        return
     for cfg in configs:
         yield cfg, train_run(cfg, data, device)

@@ -1,11 +1,17 @@
-import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import pytest
 
 from landscape_utils import runner
-from landscape_utils.runner import expand_grid, populations, run_grid
+from landscape_utils.runner import (ProcessExecutor, check_configs, expand_grid, gpu_assignment, populations,
+                                    run_grid, train_cell_task, train_size)
 from landscape_utils.store import Store, load_history, load_results, run_id
 from landscape_utils.train import RunConfig
 
@@ -116,15 +122,224 @@ def test_store_round_trips_models_histories_and_metrics(tmp_path, grid):
     assert table.to_dict("records") == [{"run_id": rid, "num_samples": 100, "lambda_max": 3.5}]
 
 
-def test_process_executor_matches_serial(tmp_path, grid):
+def test_process_executor_matches_serial_and_pins_its_workers(tmp_path, grid):
     serial = run_grid(grid[:4], tmp_path / "a", device="cpu", progress=False)
-    procs = run_grid(grid[:4], tmp_path / "b", device="cpu", executor="process", workers=2, progress=False)
+    # No GPU here: two made-up GPU ids show the pinning (the environment each worker sets
+    # before touching CUDA); training itself runs on the CPU.
+    with ProcessExecutor(workers=2, gpus=["3", "5"]) as ex:
+        procs = run_grid(grid[:4], tmp_path / "b", device="cpu", executor=ex, progress=False)
+        reports = list(ex.map(_worker_report, [str(tmp_path / "rendezvous")] * 2))  # same workers
     cols = ["run_id", "test_loss", "train_loss"]
     a = serial[cols].sort_values("run_id").reset_index(drop=True)
     b = procs[cols].sort_values("run_id").reset_index(drop=True)
     assert a.equals(b)
+    assert len({r["pid"] for r in reports}) == 2  # the rendezvous makes both workers report
+    assert sorted(r["gpu"] for r in reports) == ["3", "5"]
+    cores = len(os.sched_getaffinity(0))
+    assert all(r["threads"] == max(1, cores // 2) for r in reports)
 
 
 def test_unknown_executor_is_named(tmp_path, grid):
     with pytest.raises(ValueError, match="unknown executor 'slurm'"):
         run_grid(grid[:1], tmp_path, executor="slurm", progress=False)
+
+
+# ---- executors: GPU pinning, threads ----------------------------------------------
+
+
+def test_gpu_assignment_pins_one_gpu_per_worker():
+    assert gpu_assignment(4, ["0", "1", "2", "3"]) == ["0", "1", "2", "3"]
+    assert gpu_assignment(2, ["0", "1", "2", "3"]) == ["0", "1"]  # fewer workers than GPUs
+    assert gpu_assignment(0, ["4", "7"]) == ["4", "7"]  # 0: one per slot
+    # several workers per GPU: spread over the GPUs first, at most workers_per_gpu each
+    assert gpu_assignment(4, ["0", "1"], workers_per_gpu=2) == ["0", "1", "0", "1"]
+    assert gpu_assignment(0, ["0", "1"], workers_per_gpu=3) == ["0", "1"] * 3
+    assert gpu_assignment(3, []) == [None] * 3  # CPU: environment left alone
+    with pytest.raises(ValueError, match="workers=3 is more than 2 GPU"):
+        gpu_assignment(3, ["0", "1"])
+    with pytest.raises(ValueError, match="workers_per_gpu must be a positive integer, got 0"):
+        gpu_assignment(2, ["0"], workers_per_gpu=0)
+
+
+def _worker_report(rendezvous: str) -> dict:
+    """Task for the pinning test: wait until both workers hold a task, then report."""
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+
+    Path(rendezvous).mkdir(exist_ok=True)
+    Path(rendezvous, str(os.getpid())).touch()
+    deadline = time.time() + 120
+    while len(list(Path(rendezvous).iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    return {"pid": os.getpid(), "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "threads": torch.get_num_threads()}
+
+
+def test_process_executor_on_the_cpu_does_not_pin():
+    ex = ProcessExecutor(workers=3, device="cpu")
+    assert ex.assignment == [None] * 3 and ex.threads == max(1, len(os.sched_getaffinity(0)) // 3)
+
+
+# ---- checks before training ---------------------------------------------------------
+def test_train_sizes_match_the_loaders():
+    from mnist1d.data import get_dataset_args
+
+    from landscape_utils.data import load_dataset
+
+    args = get_dataset_args()
+    assert train_size("mnist1d") == int(args.num_samples * args.train_split)
+    assert train_size("digits") == load_dataset("digits").num_train
+    assert train_size("digits", 0.1) == load_dataset("digits", 0.1).num_train
+
+
+def test_grid_is_checked_before_any_training(tmp_path, monkeypatch):
+    trained = count_trainings(monkeypatch)
+    good = RunConfig.from_dict({**BASE, "width": 4})
+    too_big = RunConfig.from_dict({**BASE, "batch_size": 2000})  # digits has 1437 training samples
+    with pytest.raises(ValueError, match="batch_size=2000 is larger than the training set of 'digits'"):
+        run_grid([good, too_big], tmp_path, device="cpu", progress=False)
+    assert trained == [] and not Store(tmp_path).run_ids()
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py/data_batch_1"):
+        check_configs([RunConfig(dataset="cifar10", model="resnet18")], tmp_path / "nothing")
+
+
+# ---- locks, resumes, grids that change --------------------------------------------
+def test_cell_members_locked_elsewhere_are_skipped_then_awaited(tmp_path, grid):
+    store = Store(tmp_path)
+    members = populations(grid)[0]
+    task = {"configs": [c.to_dict() for c in members], "workdir": str(tmp_path), "device": "cpu"}
+    with store.lock(run_id(members[1])) as got:  # another driver holds member 1
+        assert got
+        first = train_cell_task({**task, "wait": False})
+    assert [s["status"] for s in first] == ["ok", "busy"]
+    assert store.is_done(members[0]) and not store.is_done(members[1])
+    second = train_cell_task({**task, "wait": True})  # the holder died without finishing it
+    assert [s["status"] for s in second] == ["cached", "ok"] and store.is_done(members[1])
+
+
+def test_changed_grid_reuses_old_cells_trains_new_ones_and_shows_only_its_own(tmp_path, monkeypatch):
+    old = expand_grid(BASE, {"width": [4, 8]}, seeds=range(1))
+    new = expand_grid(BASE, {"width": [8, 16]}, seeds=range(1))
+    run_grid(old, tmp_path, device="cpu", progress=False)
+    trained = count_trainings(monkeypatch)
+    df = run_grid(new, tmp_path, device="cpu", progress=False)
+    assert [c.width for c in trained] == [16]  # width 8 was reused
+    assert sorted(df.width) == [8, 16]  # the width-4 run is not in this grid's table ...
+    assert run_id(old[0]) in Store(tmp_path).run_ids()  # ... but is kept in the store
+
+
+def test_diverged_runs_are_recorded_once_and_not_retrained(tmp_path, monkeypatch):
+    grid = expand_grid({**BASE, "lr": 1e8}, {}, seeds=range(2))
+    df = run_grid(grid, tmp_path, device="cpu", progress=False)
+    assert list(df.status) == ["diverged", "diverged"]
+    trained = count_trainings(monkeypatch)
+    run_grid(grid, tmp_path, device="cpu", progress=False)
+    assert trained == []
+
+
+# ---- killed and concurrent drivers ----------------------------------------------------
+DRIVER = r'''
+import os, signal, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from landscape_utils import runner
+from landscape_utils.runner import expand_grid, run_grid
+
+workdir, log, kill_at_write, delay, barrier = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+real_population = runner.train_population
+
+def logged(configs, data, device):
+    for cfg, result in real_population(configs, data, device):
+        with open(log, "a") as fh:  # one line per training, written with O_APPEND
+            fh.write(f"{os.getpid()} {runner.run_id(cfg)}\n")
+        time.sleep(delay)
+        yield cfg, result
+
+runner.train_population = logged
+
+if kill_at_write:  # SIGKILL this process half-way through its kill_at_write-th file write
+    real_fdopen, count = os.fdopen, [0]
+    def fdopen(fd, *a, **k):
+        fh = real_fdopen(fd, *a, **k)
+        count[0] += 1
+        if count[0] == kill_at_write:
+            real_write = fh.write
+            def write(data):
+                real_write(data[: len(data) // 2]); fh.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            fh.write = write
+        return fh
+    os.fdopen = fdopen
+
+if barrier != "-":  # start together with the other driver
+    Path(barrier, str(os.getpid())).touch()
+    while len(list(Path(barrier).iterdir())) < 2:
+        time.sleep(0.02)
+grid = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 1, "batch_size": 64},
+                   {"width": [4, 8], "lr": [0.01, 0.1]}, seeds=range(2))
+run_grid(grid, workdir, device="cpu", progress=False)
+print("finished", flush=True)
+'''
+
+KILL_GRID = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 1, "batch_size": 64},
+                        {"width": [4, 8], "lr": [0.01, 0.1]}, seeds=range(2))
+
+
+def start_driver(workdir, log, kill_at_write=0, delay=0.0, barrier="-"):
+    return subprocess.Popen([sys.executable, "-c", DRIVER, str(workdir), str(log), str(kill_at_write),
+                             str(delay), str(barrier)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def assert_complete(workdir):
+    """Every run of the grid present exactly once, finished and loadable; no temp files."""
+    store = Store(workdir)
+    df = load_results(workdir, KILL_GRID)
+    assert len(df) == len(KILL_GRID) == df.run_id.nunique()
+    assert sorted(p.name for p in (Path(workdir) / "runs").iterdir() if p.is_dir()) == sorted(df.run_id)
+    assert not list(Path(workdir).rglob("*.tmp"))
+    for rid in df.run_id:
+        assert store.state_dict(rid, "final") and store.state_dict(rid, "init")
+        assert len(store.history(rid)) == 1
+
+
+@pytest.mark.parametrize("kill", ["mid-write", "from-outside"])
+def test_driver_killed_mid_grid_then_rerun_completes_the_grid(tmp_path, monkeypatch, kill):
+    work, log = tmp_path / "work", tmp_path / "log"
+    if kill == "mid-write":
+        # writes per run: init.pt, final.pt, config.json, history.json, metrics.json;
+        # the 10th is the second run's metrics.json, the file that marks a run finished
+        proc = start_driver(work, log, kill_at_write=10)
+        proc.wait(timeout=300)
+    else:
+        proc = start_driver(work, log, delay=0.5)
+        deadline = time.time() + 300
+        while len(Store(work).run_ids()) < 3 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+    finished = set(Store(work).run_ids())
+    assert 0 < len(finished) < len(KILL_GRID)
+    trained = count_trainings(monkeypatch)
+    run_grid(KILL_GRID, work, device="cpu", progress=False)
+    assert {run_id(c) for c in trained} == {run_id(c) for c in KILL_GRID} - finished
+    assert_complete(work)
+
+
+def test_two_drivers_on_one_workdir_train_each_run_once(tmp_path):
+    work, log, barrier = tmp_path / "work", tmp_path / "log", tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [start_driver(work, log, delay=0.2, barrier=barrier) for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0 and "finished" in out, err[-2000:]
+    lines = [line.split() for line in log.read_text().splitlines()]
+    rids = [rid for _, rid in lines]
+    assert sorted(rids) == sorted(run_id(c) for c in KILL_GRID)  # each run trained exactly once
+    assert len({pid for pid, _ in lines}) == 2  # and both drivers did train some of them
+    assert_complete(work)
