@@ -1,9 +1,9 @@
 """Training of one run (one configuration, one seed) with SGD and momentum.
 
 A run is fully described by a frozen :class:`RunConfig`. ``train_population``
-takes several configs that differ only in ``seed`` (one grid cell); today it
-trains them one after another, and a vectorized trainer can replace it without
-changing callers.
+takes several configs that differ only in ``seed`` (one grid cell) and trains them
+together as one stacked model when the architecture allows it
+(:mod:`landscape_utils.population`), else one after another.
 """
 from __future__ import annotations
 

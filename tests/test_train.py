@@ -81,6 +81,7 @@ def test_population_members_equal_single_runs(blobs):
     pop = dict(train_population(configs, blobs))
     for c in configs:
         alone = train_run(c, blobs)
-        assert pop[c]["metrics"]["test_loss"] == alone["metrics"]["test_loss"]
+        # stacked kernels sum in another order: equal to float rounding, not bit for bit
+        assert pop[c]["metrics"]["test_loss"] == pytest.approx(alone["metrics"]["test_loss"], rel=1e-5)
     with pytest.raises(ValueError, match="differ only in seed"):
         list(train_population([cfg(seed=0), cfg(seed=1, width=8)], blobs))

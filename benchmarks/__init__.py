@@ -1,0 +1,86 @@
+"""Side-by-side speed comparisons for landscape_utils, reported as ratios.
+
+    python -m benchmarks [--quick] [--book-log PATH] [--threads N] [--json PATH]
+
+Every comparison runs both contenders in this one process, after a warm-up, with the
+repeats interleaved (A, B, A, B, ...) so that a change in machine load hits both
+alike, and reports the median of the repeats. Each result is printed as one line
+
+    [bench] <group> <case>: <ratio>x <what the ratio is> (<details>)
+
+Groups: ``population`` (vectorized seed population vs sequential ``train_run``),
+``lambda_max`` (our Lanczos vs PyHessian's power iteration at equal accuracy),
+``trace`` (our Hutch++ vs PyHessian's Hutchinson at equal standard error),
+``chapters`` (wall time of each book chapter, from a driver log) and ``scaling``
+(time per Hessian-vector product and per epoch as the model and data grow).
+Results and the machine they ran on are recorded in ``benchmarks/RESULTS.md``.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+GROUPS = ("population", "lambda_max", "trace", "chapters", "scaling")
+
+
+@dataclass
+class Row:
+    """One measured comparison: ``ratio`` with a phrase saying what it compares."""
+
+    group: str
+    case: str
+    ratio: float
+    meaning: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        extra = ", ".join(f"{k}={_fmt(v)}" for k, v in self.details.items())
+        return f"[bench] {self.group} {self.case}: {self.ratio:.2f}x {self.meaning}" + (
+            f" ({extra})" if extra else "")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall time (s) of each function: ``warmup`` untimed rounds, then ``repeats``
+    rounds in which every function runs once, in turn (side by side)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, load, torch version and threads, GPU presence."""
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        load = os.getloadavg()
+    except OSError:
+        load = (float("nan"),) * 3
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "load_avg_1_5_15": tuple(round(x, 2) for x in load), "python": platform.python_version()}

@@ -1,0 +1,307 @@
+"""Our Hessian estimators vs PyHessian's, at equal accuracy, on one model and batch.
+
+``lambda_max``: our Lanczos (``hessian.top_eigenvalues``) vs PyHessian's power iteration
+(``hessian(...).eigenvalues()``), each stopped by its own rule at the loosest tolerance
+that still lands every random start within a relative error of the exact λmax. The
+exact value is the top eigenvalue of the full Hessian (``torch.func``, float64, then
+``torch.linalg.eigvalsh``) where the Hessian fits in memory, else a float64 Lanczos run
+to a residual of 1e-10 (checked against ``eigvalsh`` on the small model).
+
+``trace``: PyHessian's ``trace()`` (plain Hutchinson) run for a fixed number of probes
+sets a standard error; our Hutch++ (``hessian.trace(method="hutchpp")``) runs until its
+own standard error is at most that. Reported: products and time for each.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import warnings
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from landscape_utils import hessian
+from landscape_utils.data import load_dataset
+from landscape_utils.train import RunConfig, init_model, train_run
+
+from . import Row, interleaved
+
+REL_ERRS = (1e-3, 1e-5)  # both λmax estimators must land this close to the exact value
+OUR_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 1e-5, 1e-6)
+PYHESSIAN_TOLS = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
+CE = nn.CrossEntropyLoss()
+
+
+@functools.lru_cache(maxsize=4)
+def trained_model(width: int = 256, epochs: int = 3, num_samples: int = 1000,
+                  train_samples: int | None = None):
+    """An MNIST-1D MLP 40→width→width→10 (width 256 is ALGORITHMS.md §7's, 79k
+    parameters) trained ``epochs`` epochs (batch 64, SGD, lr 0.05), in eval mode, and a
+    fixed batch of ``num_samples`` training samples: (model, (x (N, 40), y (N,)))."""
+    data = load_dataset("mnist1d")
+    if train_samples is not None:
+        n = train_samples
+        data = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n],
+                       y_train_clean=data.y_train_clean[:n])
+    cfg = RunConfig(width=width, depth=2, batch_size=64, num_epochs=epochs, seed=0)
+    result = train_run(cfg, data)
+    model = init_model(cfg, data)
+    model.load_state_dict(result["final_state"])
+    model.eval()
+    x, y = hessian.make_fixed_batch(data.x_train, data.y_train, num_samples, seed=0)
+    return model, (x, y)
+
+
+def _quick_model():
+    return trained_model(16, 1, 200, 512)
+
+
+def full_hessian(model: nn.Module, batch) -> torch.Tensor:
+    """The (P, P) float64 loss Hessian in eval mode, built with ``torch.func``: the
+    Jacobian (reverse mode, 128 columns at a time, to bound memory) of the gradient.
+    Independent of ``landscape_utils.hessian``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+    shapes = [p.shape for _, p in named]
+    numels = [p.numel() for _, p in named]
+    theta = torch.cat([p.detach().double().reshape(-1) for _, p in named])
+    bufs = {n: (b.double() if b.is_floating_point() else b) for n, b in model.named_buffers()}
+    x, y = batch[0].double(), batch[1]
+
+    def loss(t):
+        ps = {n: c.view(s) for n, c, s in zip(names, t.split(numels), shapes)}
+        return CE(torch.func.functional_call(model, (ps, bufs), (x,)), y)
+
+    was = model.training
+    model.eval()
+    try:
+        return torch.func.jacrev(torch.func.grad(loss), chunk_size=128)(theta).detach()
+    finally:
+        model.train(was)
+
+
+def exact_lambda_max_eigvalsh(model, batch) -> float:
+    """λmax from ``eigvalsh`` of the full float64 Hessian (P up to a few thousand)."""
+    return float(torch.linalg.eigvalsh(full_hessian(model, batch))[-1])
+
+
+def exact_lambda_max_lanczos(model, batch) -> float:
+    """λmax to ~1e-10: float64 Lanczos run to a tight residual (for large P)."""
+    r = hessian.top_eigenvalues(model, CE, batch, k=1, tol=1e-10, max_iter=400,
+                                device="cpu", seed=1, dtype=torch.float64)
+    return r.eigenvalues[0]
+
+
+def _ours_lmax(model, batch, tol, seed=0):
+    return hessian.top_eigenvalues(model, CE, batch, k=1, tol=tol, max_iter=300, device="cpu",
+                                   seed=seed)
+
+
+def _pyhessian_lmax(model, batch, tol, seed=0):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # its backward(create_graph=True)
+        ref = hessian.pyhessian_reference(model, CE, *batch, top_n=1, tol=tol, max_iter=2000,
+                                          compute_trace=False, seed=seed)
+    if ref.error:
+        raise RuntimeError(ref.error)
+    return ref
+
+
+def _calibrate(run, tols, seeds, exact, rel_err):
+    """The loosest tolerance at which every seed's estimate is within ``rel_err`` of
+    ``exact``; returns (tol, results per seed)."""
+    for tol in tols:
+        results = [run(tol, seed) for seed in seeds]
+        if all(abs(r.eigenvalues[0] - exact) <= rel_err * abs(exact) for r in results):
+            return tol, results
+    raise RuntimeError(f"no tolerance in {tols} reaches relative error {rel_err:g}")
+
+
+def oracle_hvps(model, batch, exact: float, rel_err: float, seeds, max_products: int = 200):
+    """Diagnostic: the fewest products after which each algorithm's estimate is within
+    ``rel_err`` of ``exact``, i.e. with a perfect stopping rule; median over random
+    (Rademacher) starts. Lanczos (full reorthogonalization, top Ritz value) vs power
+    iteration (Rayleigh quotient vᵀHv, the estimate PyHessian's ``eigenvalues()``
+    returns). Returns (lanczos, power); ``inf`` when not reached in ``max_products``."""
+    lanczos, power = [], []
+    with hessian.HessianOperator(model, CE, batch, device="cpu") as op:
+        for seed in seeds:
+            g = torch.Generator().manual_seed(1000 + seed)
+            v0 = torch.randint(0, 2, (op.num_params,), generator=g).to(op.dtype) * 2 - 1
+            lz, found = hessian._Lanczos(op, v0), math.inf
+            while lz.j < max_products and not lz.breakdown:
+                lz.step()
+                if abs(lz.ritz()[0][-1] - exact) <= rel_err * abs(exact):
+                    found = lz.j
+                    break
+            lanczos.append(found)
+            v, found = v0 / torch.linalg.vector_norm(v0), math.inf
+            for k in range(1, max_products + 1):
+                hv = op(v)
+                if abs(float(v @ hv) - exact) <= rel_err * abs(exact):
+                    found = k
+                    break
+                v = hv / torch.linalg.vector_norm(hv)
+            power.append(found)
+    return float(np.median(lanczos)), float(np.median(power))
+
+
+def lambda_cases(quick: bool):
+    """(label, model_and_batch factory, how the exact λmax is computed)."""
+    if quick:
+        return [("w16 1ep", _quick_model, "eigvalsh")]
+    return [("w32 3ep", lambda: trained_model(32, 3, 1000), "eigvalsh"),
+            ("w256 3ep", lambda: trained_model(256, 3, 1000), "lanczos64"),
+            ("w256 20ep", lambda: trained_model(256, 20, 1000), "lanczos64")]
+
+
+def lambda_max(quick: bool = False, repeats: int = 5, model_batch=None) -> list[Row]:
+    """Each method runs from several random starts (its seed); its stopping tolerance is
+    calibrated to the loosest one at which every start lands within the relative error
+    of the exact λmax. Time: mean per estimate over the starts, median over repeats.
+    ``model_batch`` replaces the built-in cases by one (model, batch), exact by eigvalsh.
+
+    The details also give :func:`oracle_hvps`: the products each algorithm needs with a
+    perfect stopping rule, which bounds the HVP ratio any stopping rule can reach."""
+    cases = lambda_cases(quick) if model_batch is None else [
+        ("given", lambda: model_batch, "eigvalsh")]
+    seeds = range(2) if quick else range(5)
+    rows = []
+    for label, make, how in cases:
+        model, batch = make()
+        P = sum(p.numel() for p in model.parameters())
+        details_exact = {}
+        if how == "eigvalsh":
+            exact = exact_lambda_max_eigvalsh(model, batch)
+            # the float64 Lanczos used as "exact" for large models, checked here
+            details_exact["lanczos64_rel_diff"] = abs(exact_lambda_max_lanczos(model, batch)
+                                                      - exact) / abs(exact)
+        else:
+            exact = exact_lambda_max_lanczos(model, batch)
+        for rel_err in REL_ERRS[:1] if quick else REL_ERRS:
+            ours_tol, ours = _calibrate(lambda t, s: _ours_lmax(model, batch, t, s), OUR_TOLS,
+                                        seeds, exact, rel_err)
+            ph_tol, ph = _calibrate(lambda t, s: _pyhessian_lmax(model, batch, t, s),
+                                    PYHESSIAN_TOLS, seeds, exact, rel_err)
+            t = interleaved(
+                {"ours": lambda: [_ours_lmax(model, batch, ours_tol, s) for s in seeds],
+                 "pyhessian": lambda: [_pyhessian_lmax(model, batch, ph_tol, s) for s in seeds]},
+                repeats, warmup=0)  # the calibration was the warm-up
+            ours_hvps = float(np.median([r.num_hvps for r in ours]))
+            ph_hvps = float(np.median([r.eigen_hvps for r in ph]))
+            oracle_lz, oracle_pw = oracle_hvps(model, batch, exact, rel_err, seeds)
+            rows.append(Row(
+                "lambda_max", f"{label} P={P} N={batch[0].shape[0]} rel_err<={rel_err:g}",
+                t["pyhessian"] / t["ours"], "faster than PyHessian's eigenvalues() (time)",
+                {"ours_s": t["ours"] / len(seeds), "pyhessian_s": t["pyhessian"] / len(seeds),
+                 "ours_hvps_median": ours_hvps, "pyhessian_hvps_median": ph_hvps,
+                 "hvp_ratio": ph_hvps / ours_hvps,
+                 "ours_hvps": [r.num_hvps for r in ours],
+                 "pyhessian_hvps": [r.eigen_hvps for r in ph],
+                 "ours_tol": ours_tol, "pyhessian_tol": ph_tol, "starts": len(seeds),
+                 "oracle_lanczos_hvps": oracle_lz, "oracle_power_hvps": oracle_pw,
+                 "exact": exact, "exact_by": how, **details_exact}))
+    return rows
+
+
+# ------------------------------------------------------------------------- trace
+
+
+def _pyhessian_trace(model, batch, num_probes: int, seed: int = 0):
+    """PyHessian's Hutchinson run for exactly ``num_probes`` probes (tol=0 never stops it
+    early); returns its per-probe samples vᵀHv, float64 (num_probes,). Model modes and
+    grads are restored."""
+    ph = importlib.import_module("pyhessian.hessian")
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(p, p.grad) for p in model.parameters()]
+    try:
+        with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # its backward(create_graph=True)
+            torch.manual_seed(seed)
+            for p in model.parameters():
+                p.grad = None
+            comp = ph.hessian(model, CE, data=batch, cuda=False)
+            samples = np.asarray(comp.trace(maxIter=num_probes, tol=0.0), dtype=np.float64)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, g in saved:
+            p.grad = g
+    return samples
+
+
+def _ours_trace(model, batch, rel_tol, method="hutchpp", seed=0):
+    return hessian.trace(model, CE, batch, rel_tol=rel_tol, max_probes=20_000, min_probes=10,
+                         method=method, seed=seed, device="cpu")
+
+
+def _ours_to_stderr(model, batch, target: float, scale: float, seeds, method="hutchpp"):
+    """Our estimator stopped at an absolute standard error <= ``target`` for every seed.
+
+    ``hessian.trace`` stops on ``stderr <= rel_tol·|its own estimate|``; starting from
+    ``rel_tol = target/scale`` the tolerance is tightened until every seed's reported
+    stderr is at most ``target``. Returns (rel_tol, results per seed)."""
+    rel = target / abs(scale)
+    for _ in range(8):
+        results = [_ours_trace(model, batch, rel, method, s) for s in seeds]
+        worst = max(r.stderr for r in results)
+        if worst <= target:
+            return rel, results
+        rel *= 0.98 * target / worst
+    raise RuntimeError(f"{method} did not reach stderr {target:g}")
+
+
+def trace_levels(quick: bool) -> list[tuple[str, int | float]]:
+    """Targets as PyHessian probe budgets: an int is a number of probes; a float is a
+    relative standard error, turned into the number of probes PyHessian needs for it."""
+    if quick:
+        return [("probes", 20)]
+    # its default maxIter, and the book's trace_rel_tol (params/default.yaml: 0.01)
+    return [("probes", 100), ("rel_stderr", 0.01)]
+
+
+def trace(quick: bool = False, repeats: int = 3, model_batch=None) -> list[Row]:
+    """For each level, PyHessian's ``trace()`` with N probes sets the standard error to
+    reach; our Hutch++ (default sketch) runs until its stderr is that small, from several
+    seeds (median HVPs; time: mean per estimate, median over repeats). Also reported: our
+    plain Hutchinson run the same way, and the per-probe standard deviations of plain
+    Hutchinson and of Hutch++'s deflated remainder, whose squared ratio is the HVP ratio
+    approached as the target standard error shrinks."""
+    model, batch = model_batch or (_quick_model() if quick else trained_model(256, 3, 1000))
+    P = sum(p.numel() for p in model.parameters())
+    seeds = range(2) if quick else range(5)
+    pilot = _pyhessian_trace(model, batch, 20 if quick else 100, seed=0)
+    sd_h = float(pilot.std(ddof=1))
+    rows = []
+    for kind, level in trace_levels(quick):
+        n_probes = int(level) if kind == "probes" else max(
+            10, math.ceil((sd_h / (level * abs(pilot.mean()))) ** 2))
+        samples = pilot if n_probes == len(pilot) else _pyhessian_trace(model, batch, n_probes)
+        est = float(samples.mean())
+        se = float(samples.std(ddof=1) / math.sqrt(len(samples)))
+        rel, pp = _ours_to_stderr(model, batch, se, est, seeds, "hutchpp")
+        _, hu = _ours_to_stderr(model, batch, se, est, seeds[:2], "hutchinson")
+        t = interleaved({"hutchpp": lambda: [_ours_trace(model, batch, rel, "hutchpp", s)
+                                             for s in seeds],
+                         "pyhessian": lambda: _pyhessian_trace(model, batch, n_probes)},
+                        repeats, warmup=0)
+        pp_hvps = float(np.median([r.num_hvps for r in pp]))
+        sd_r = float(np.median([r.samples.std(ddof=1) for r in pp]))
+        rows.append(Row(
+            "trace", f"P={P} N={batch[0].shape[0]} stderr<={se:.3g} ({n_probes} PyHessian probes)",
+            n_probes / pp_hvps,
+            "fewer HVPs than PyHessian's trace() for the same stderr (Hutch++ vs Hutchinson)",
+            {"ours_hvps_median": pp_hvps, "ours_hvps": [r.num_hvps for r in pp],
+             "pyhessian_hvps": n_probes,
+             "time_ratio": t["pyhessian"] / (t["hutchpp"] / len(seeds)),
+             "ours_s": t["hutchpp"] / len(seeds), "pyhessian_s": t["pyhessian"],
+             "ours_stderr_max": max(r.stderr for r in pp),
+             "ours_estimates": [round(r.estimate, 2) for r in pp], "pyhessian_estimate": est,
+             "our_plain_hutchinson_hvps": [r.num_hvps for r in hu],
+             "sketch_size": pp[0].sketch_size,
+             "probe_sd_hutchinson": sd_h, "probe_sd_hutchpp_remainder": sd_r,
+             "asymptotic_hvp_ratio": (sd_h / sd_r) ** 2}))
+    return rows
