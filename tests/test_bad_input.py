@@ -57,7 +57,7 @@ def closed_port() -> int:
     ({"load_values": [4, 0]}, "width must be a positive integer, got 0"),
     ({"label_noise": 1.5}, r"label_noise must be in \[0, 1\], got 1.5"),
     ({"load_axis": "data_fraction", "load_values": [0.5, 0.0]}, r"data_fraction must be in \(0, 1\], got 0.0"),
-    ({"temperature_values": [64, 4096]},
+    ({"temperature_values": [64, 4096], "data_fraction": 1.0},
      r"batch_size=4096 is larger than the training set of 'digits' with data_fraction=1.0 \(1437 samples\)"),
     ({"num_seeds": 0}, "num_seeds must be a positive integer, got 0"),
     ({"load_axis": "widht"}, "load_axis='widht' is not a run config field"),
