@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset
-from .models import MLP, SmallCNN, count_parameters
-from .train import RunConfig, evaluate, init_model, lr_factor
+from .models import MLP, SmallCNN
+from .train import RunConfig, final_metrics, init_model, lr_factor
 from .utils import resolve_device
 
 __all__ = ["supports_population", "train_population_vectorized", "VARYING_FIELDS"]
@@ -369,20 +369,8 @@ def _train(configs: list[RunConfig], data: Dataset,
         model = models[member]
         state = stack.state_dict(slot)
         model.load_state_dict(state)
-        metrics: dict[str, Any] = {
-            "status": status, "epochs_run": len(histories[member]),
-            "train_time_s": (time.perf_counter() - t0) / S0,
-            "num_params": count_parameters(model),
-            "noise_fraction": data.noise_fraction, "num_train": data.num_train}
-        if status == "ok":
-            tr_loss, tr_acc = evaluate(model, data.x_train, data.y_train)
-            te_loss, te_acc = evaluate(model, data.x_test, data.y_test)
-            if not all(math.isfinite(v) for v in (tr_loss, te_loss)):
-                status = metrics["status"] = "diverged"
-            metrics.update(train_loss=tr_loss, train_acc=tr_acc, test_loss=te_loss, test_acc=te_acc)
-        if status == "diverged":
-            metrics.update(train_loss=float("nan"), train_acc=float("nan"),
-                           test_loss=float("nan"), test_acc=float("nan"))
+        metrics = final_metrics(model, data, status, len(histories[member]),
+                                (time.perf_counter() - t0) / S0)
         return {"metrics": metrics, "history": histories[member],
                 "init_state": init_states[member], "final_state": state}
 

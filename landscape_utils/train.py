@@ -201,8 +201,17 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
             still = still + 1 if abs(history[-2]["train_loss"] - epoch_loss) < 1e-4 else 0
             if still >= 5:
                 break
-    train_time = time.perf_counter() - t0
-    metrics: dict[str, Any] = {"status": status, "epochs_run": len(history),
+    metrics = final_metrics(model, data, status, len(history), time.perf_counter() - t0)
+    final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return {"metrics": metrics, "history": history, "init_state": init_state, "final_state": final_state}
+
+
+def final_metrics(model: nn.Module, data: Dataset, status: str, epochs_run: int,
+                  train_time: float) -> dict[str, Any]:
+    """The ``metrics`` of a finished run: its status, size and timing, and the final train
+    and test loss and accuracy in eval mode (NaN for a diverged run; a run whose final
+    evaluation is not finite is marked diverged here)."""
+    metrics: dict[str, Any] = {"status": status, "epochs_run": epochs_run,
                                "train_time_s": train_time, "num_params": count_parameters(model),
                                "noise_fraction": data.noise_fraction, "num_train": data.num_train}
     if status == "ok":
@@ -214,8 +223,7 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
     if status == "diverged":
         metrics.update(train_loss=float("nan"), train_acc=float("nan"),
                        test_loss=float("nan"), test_acc=float("nan"))
-    final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return {"metrics": metrics, "history": history, "init_state": init_state, "final_state": final_state}
+    return metrics
 
 
 def train_population(configs: list[RunConfig], data: Dataset, device: str | torch.device = "cpu",
