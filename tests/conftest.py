@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from landscape_utils.data import Dataset
 
@@ -24,3 +25,35 @@ def make_blobs(n_train: int = 256, n_test: int = 128, dim: int = 10, k: int = 3,
 @pytest.fixture
 def blobs() -> Dataset:
     return make_blobs()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: its problems are tiny, and one thread is fastest and
+    does not oversubscribe a shared 2-core machine. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_rings(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Six classes in 2D: three rings, each cut in two halves. Not linearly separable.
+    Returns x (n, 2) in [-1, 1]², y (n,) in 0..5."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 2, generator=g) * 2 - 1
+    r = x.norm(dim=1)
+    y = (r > 0.45).long() + (r > 0.8).long() + 3 * (torch.atan2(x[:, 1], x[:, 0]) > 0).long()
+    return x, y
+
+
+def fit_adam(model, x: torch.Tensor, y: torch.Tensor, steps: int):
+    """Full-batch Adam (lr 2e-2) on the cross-entropy for ``steps`` steps; the model in eval mode."""
+    opt = torch.optim.Adam(model.parameters(), 2e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

@@ -32,12 +32,7 @@ def make_blobs(n_train=256, n_test=128, dim=16, k=4, seed=0):
     return SimpleNamespace(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(model, x, y, steps=60, seed=0):

@@ -23,27 +23,15 @@ from landscape_utils.connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_l
                                           select_pairs)
 from landscape_utils.similarity import l2_distance, model_cka
 
+from conftest import fit_adam, make_rings
+
 CPU = "cpu"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: one thread is fastest and avoids oversubscribing shared CI cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- toy problem
-def _rings(n, seed):
-    """Six classes in 2D: three rings, each cut in two halves. Not linearly separable."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 2, generator=g) * 2 - 1
-    r = x.norm(dim=1)
-    y = (r > 0.45).long() + (r > 0.8).long() + 3 * (torch.atan2(x[:, 1], x[:, 0]) > 0).long()
-    return x, y
-
 
 def _mlp(seed, width=32, bn=False):
     torch.manual_seed(seed)
@@ -52,22 +40,13 @@ def _mlp(seed, width=32, bn=False):
                          nn.Linear(width, 6))
 
 
-def _train(model, x, y, steps=300):
-    opt = torch.optim.Adam(model.parameters(), 2e-2)
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
 
 @pytest.fixture(scope="module")
 def toy():
     """Three MLPs trained from different seeds on the same data, plus test data."""
-    x, y = _rings(512, 0)
-    xt, yt = _rings(256, 1)
-    models = [_train(_mlp(s), x, y) for s in (1, 2, 3)]
+    x, y = make_rings(512, 0)
+    xt, yt = make_rings(256, 1)
+    models = [fit_adam(_mlp(s), x, y, steps=300) for s in (1, 2, 3)]
     return x, y, xt, yt, models
 
 
@@ -284,7 +263,7 @@ def test_evaluate_path_endpoints_and_callables(toy):
 
 
 def test_evaluate_path_recalibrates_batchnorm_at_every_t():
-    x, y = _rings(200, 3)
+    x, y = make_rings(200, 3)
     a, b = _mlp(4, width=8, bn=True), _mlp(5, width=8, bn=True)
     a.train()
     a(x)  # non-trivial running statistics in the template, which must not leak into the results

@@ -22,12 +22,7 @@ from landscape_utils.models import MLP, SmallCNN
 from landscape_utils.train import evaluate
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=300, dim=8, k=3, seed=0):

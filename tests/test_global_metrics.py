@@ -30,12 +30,7 @@ TINY = GlobalSettings(curve_epochs=3, curve_batch_size=32, curve_lr=0.05, num_po
                       cka_batches=4, eval_batch_size=100)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train(seed, data, bn=False, steps=150):

@@ -17,13 +17,7 @@ from landscape_utils.similarity import (MinibatchCKA, cka_from_grams, hsic, l2_d
                                         representations, trainable_parameters)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These problems are tiny: one thread is fastest and avoids oversubscribing shared CI cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randn(*shape, seed=0):

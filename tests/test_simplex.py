@@ -19,13 +19,10 @@ from landscape_utils.simplex import (SimplicialComplex, barycentric_grid, cayley
                                      fit_complex, fit_tunnel, log_volume_sq, models_at, sample_dirichlet,
                                      triangle_xy)
 
+from conftest import fit_adam, make_rings
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- volumes
@@ -127,33 +124,17 @@ def test_point_at_follows_moved_connectors():
 
 
 # --------------------------------------------------------------------------- fitting on a toy problem
-def _rings(n, seed):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 2, generator=g) * 2 - 1
-    r = x.norm(dim=1)
-    y = (r > 0.45).long() + (r > 0.8).long() + 3 * (torch.atan2(x[:, 1], x[:, 0]) > 0).long()
-    return x, y
-
 
 def _mlp(seed, width=24):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(2, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 6))
 
 
-def _fit(model, x, y, steps=250):
-    opt = torch.optim.Adam(model.parameters(), 2e-2)
-    for _ in range(steps):
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
 
 @pytest.fixture(scope="module")
 def rings_models():
-    x, y = _rings(768, 0)
-    return x, y, [_fit(_mlp(s), x, y) for s in (1, 2, 3)]
+    x, y = make_rings(768, 0)
+    return x, y, [fit_adam(_mlp(s), x, y, steps=250) for s in (1, 2, 3)]
 
 
 def test_fitted_complex_beats_the_linear_paths(rings_models):
@@ -196,7 +177,7 @@ def test_tunnel_stays_equidistant_and_lowers_the_loss(rings_models):
 # --------------------------------------------------------------------------- ensembles
 def test_ensemble_metrics_by_hand(rings_models):
     x, y, models = rings_models
-    xt, yt = _rings(300, 9)
+    xt, yt = make_rings(300, 9)
     res = ensemble_metrics(models, xt, yt, x_cka=x, cka_kwargs={"mixup": False})
     with torch.no_grad():
         probs = [F.softmax(m(xt).double(), 1) for m in models]
