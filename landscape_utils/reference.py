@@ -46,7 +46,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from .connectivity import mode_connectivity
+from .taxonomy import mode_connectivity
 
 __all__ = [
     "PAPER_WIDTHS",

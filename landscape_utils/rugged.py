@@ -1,4 +1,4 @@
-"""The one-dimensional rugged-convexity model (ALGORITHMS.md §4).
+"""The one-dimensional rugged-convexity model (the Methods appendix, "The 1D model").
 
 This is **our own construction** in the spirit of the 1D model of Yang et al. (2021,
 first arXiv version), whose exact formula is not available. One weight ``w``, and
@@ -27,7 +27,7 @@ thermal variance T/a of a walker in the envelope.
 The 1D analogues of the paper's metrics, per pair of runs (disjoint pairs (0,1), (2,3), …)
 and averaged per (load, temperature) cell: excess train loss L − min L, curvature L″ (the
 Hessian), mode connectivity mc of the train loss along the straight segment between the two
-endpoints (:func:`landscape_utils.connectivity.mode_connectivity`, mc < 0 = barrier),
+endpoints (:func:`landscape_utils.taxonomy.mode_connectivity`, mc < 0 = barrier),
 distance |w₁ − w₂|, a similarity in [0, 1] (the column ``cka``) and the excess test loss.
 
 Everything is vectorized: the grid of cells (and optionally a batch of landscape
@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from landscape_utils.connectivity import mode_connectivity
+from landscape_utils.taxonomy import mode_connectivity
 
 __all__ = [
     "DEFAULT_LOADS",
@@ -363,7 +363,7 @@ def segment_profile(landscape: RuggedLandscape, w1, w2, load=1.0, n_points: int 
 
 def pair_barriers(landscape: RuggedLandscape, w1, w2, load=1.0, n_points: int = 33
                   ) -> np.ndarray:
-    """The paper's mc for every pair: :func:`~landscape_utils.connectivity.mode_connectivity`
+    """The paper's mc for every pair: :func:`~landscape_utils.taxonomy.mode_connectivity`
     applied to the train-loss profile of the segment between w₁ and w₂ (mc < 0: barrier).
     Shape: broadcast shape of the inputs."""
     prof = segment_profile(landscape, w1, w2, load, n_points)
