@@ -1,4 +1,4 @@
-"""Weight matching (Ainsworth et al. 2023, "git re-basin"; ALGORITHMS.md §6).
+"""Weight matching (Ainsworth et al. 2023, "git re-basin").
 
 Hidden units can be permuted without changing the function a network computes. Before a
 barrier between two seeds is measured, the units of model B are permuted to line up with

@@ -1,12 +1,12 @@
 """Directions through weight space and what the loss does along them.
 
-- Parameter vectors as {name: tensor} dicts, flattened and back (:func:`flatten_params`,
-  :func:`unflatten_params`).
-- Filter-normalized random directions (Li et al. 2018; ALGORITHMS.md §6) and the loss
+- Parameter vectors are {name: tensor} dicts (:mod:`landscape_utils.params`; re-exported
+  here: ``params_of``, ``flatten_params``, ``unflatten_params``, ``norm``, ``combine``).
+- Filter-normalized random directions (Li et al. 2018) and the loss
   along 1D and 2D cuts around a solution.
 - Radial cuts θ·(1 + s), and cuts along random directions from points at several radii
   r·θ: how far one can move before the loss rises, against the radius (the wedge model of
-  Fort & Jastrzebski 2019; ALGORITHMS.md §5).
+  Fort & Jastrzebski 2019).
 - Training in a random affine subspace θ = θ₀ + P z, and the success rate against the
   subspace dimension d.
 
@@ -31,44 +31,8 @@ from torch.func import functional_call
 
 from .connectivity import evaluate_path
 from .data import batches
-from .similarity import trainable_parameters
+from .params import Params, combine, flatten_params, norm, params_of, trainable_parameters, unflatten_params
 from .utils import resolve_device
-
-Params = dict[str, torch.Tensor]
-
-
-# --------------------------------------------------------------------------- parameter vectors
-def params_of(obj: nn.Module | Mapping[str, torch.Tensor]) -> Params:
-    """Detached copies of the trainable parameters of a module (or of a parameter dict)."""
-    return {k: v.detach().clone() for k, v in trainable_parameters(obj).items()}
-
-
-def flatten_params(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Concatenate a parameter dict into one vector (dict order), shape (D,)."""
-    return torch.cat([v.reshape(-1) for v in params.values()])
-
-
-def unflatten_params(vec: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Params:
-    """Split a (D,) vector into tensors shaped like ``like`` (same names and order)."""
-    total = sum(v.numel() for v in like.values())
-    if vec.numel() != total:
-        raise ValueError(f"vector has {vec.numel()} entries, the parameters {total}")
-    out, i = {}, 0
-    for k, v in like.items():
-        out[k] = vec[i:i + v.numel()].reshape(v.shape)
-        i += v.numel()
-    return out
-
-
-def norm(params: Mapping[str, torch.Tensor]) -> float:
-    """Euclidean norm of a parameter dict, in float64."""
-    return math.sqrt(sum(float(v.detach().double().pow(2).sum()) for v in params.values()))
-
-
-def combine(base: Mapping[str, torch.Tensor], *terms: tuple[float, Mapping[str, torch.Tensor]]) -> Params:
-    """base + Σ a·d for (a, d) in terms, over the names of ``base``."""
-    return {k: v + sum(a * d[k] for a, d in terms) for k, v in base.items()}
-
 
 # --------------------------------------------------------------------------- directions
 def filter_normalized_direction(obj: nn.Module | Mapping[str, torch.Tensor],
@@ -180,7 +144,7 @@ def radial_profile(model: nn.Module, scales: Sequence[float], x_train: torch.Ten
 def wedge_profiles(model: nn.Module, radii: Sequence[float], distances: Sequence[float], x_train: torch.Tensor,
                    y_train: torch.Tensor, num_directions: int = 3, seed: int = 0, batch_size: int = 1024,
                    device: str | torch.device = "auto") -> pd.DataFrame:
-    """Loss along random directions from points at several radii (ALGORITHMS.md §5).
+    """Loss along random directions from points at several radii (the wedge model).
 
     For each radius factor r the centre is c_r = r·θ (on the ray from the origin through
     the solution), and the loss is measured at c_r + δ·u for every distance δ along

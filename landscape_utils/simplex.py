@@ -1,4 +1,4 @@
-"""Low-loss simplicial complexes that connect a set of solutions (ALGORITHMS.md §5).
+"""Low-loss simplicial complexes that connect a set of solutions.
 
 Following the idea of Benton et al. 2021 ("loss surface simplexes"), n trained solutions
 w₁…wₙ stay fixed and a few *connector* points are trained so that every point of a
@@ -44,12 +44,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .connectivity import bezier_lr_factor, evaluate_path, recalibrate_bn
 from .data import batches
-from .directions import flatten_params
-from .similarity import matching_parameters, model_cka
+from .params import Params, flatten_params, matching_parameters
+from .similarity import model_cka
 from .utils import resolve_device
-
-Params = dict[str, torch.Tensor]
-
 
 # --------------------------------------------------------------------------- geometry
 def cayley_menger_volume_sq(points: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_utils.connectivity import recalibrate_bn
-from landscape_utils.directions import (combine, escape_distance, escape_table, filter_normalized_direction,
-                                        flatten_params, loss_along_direction, loss_surface_2d, norm, params_of,
-                                        radial_profile, random_projection, random_unit_direction,
-                                        subspace_sweep, success_rate, train_in_subspace, unflatten_params,
+from landscape_utils.directions import (escape_distance, escape_table, filter_normalized_direction,
+                                        loss_along_direction, loss_surface_2d, radial_profile, random_projection,
+                                        random_unit_direction, subspace_sweep, success_rate, train_in_subspace,
                                         wedge_profiles)
+from landscape_utils.params import combine, flatten_params, norm, params_of, unflatten_params
 from landscape_utils.models import MLP, SmallCNN
-from landscape_utils.train import evaluate
+from landscape_utils.models import evaluate
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

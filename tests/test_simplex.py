@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from landscape_utils.connectivity import evaluate_path, linear_path
-from landscape_utils.directions import flatten_params, params_of
+from landscape_utils.params import flatten_params, params_of
 from landscape_utils.simplex import (SimplicialComplex, barycentric_grid, cayley_menger_volume_sq,
                                      complex_from_models, edge_profiles, ensemble_metrics, evaluate_grid,
                                      fit_complex, fit_tunnel, log_volume_sq, models_at, sample_dirichlet,
