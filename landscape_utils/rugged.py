@@ -580,3 +580,269 @@ def vega_loss_expression(landscape: RuggedLandscape, which: str = "train", w: st
         for o, c, p in zip(omega, coeff, phase))
     return (f"{0.5 * a:.17g}*(({w})*({w}) + ({temperature})) + ({amplitude})*("
             f"{terms or '0'})")
+
+
+# --------------------------------------------------------------------------------------
+# Tables for the chapter's pictures
+# --------------------------------------------------------------------------------------
+def landscape_curves(landscape: RuggedLandscape, w, loads: Sequence[float]) -> pd.DataFrame:
+    """L of the train and the test realization at each load, long form.
+
+    ``w``: the grid, shape (G,). Returns 2 · len(loads) · G rows with columns ``w``,
+    ``loss``, ``landscape`` ("train" | "test"), ``load`` and ``amplitude`` A(load).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    frames = [pd.DataFrame({"w": w, "loss": landscape.loss(w, ld, 0.0, which),
+                            "landscape": which, "load": float(ld),
+                            "amplitude": float(landscape.amplitude(ld))})
+              for ld in loads for which in ("train", "test")]
+    return pd.concat(frames, ignore_index=True)
+
+
+def effective_curves(landscape: RuggedLandscape, w, load: float,
+                     temperatures: Sequence[float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The effective landscape L_T at one load for several temperatures, and its minima.
+
+    Returns ``(curves, minima)``: ``curves`` has len(temperatures) · G rows (``w``, ``loss``,
+    ``T``); ``minima`` one row per temperature (``w``, ``loss``, ``T``), the global minimum
+    of each curve (:meth:`RuggedLandscape.minimum`).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    temps = np.asarray(temperatures, dtype=np.float64)
+    curves = pd.concat([pd.DataFrame({"w": w, "loss": landscape.loss(w, load, T), "T": float(T)})
+                        for T in temps], ignore_index=True)
+    w_min, l_min = landscape.minimum(load, temps)
+    return curves, pd.DataFrame({"w": w_min, "loss": l_min, "T": temps})
+
+
+def endpoint_histogram(endpoints, edges) -> pd.DataFrame:
+    """A density histogram of endpoints: one row per bin with ``w0``, ``w1`` (its edges) and
+    ``density`` = count / (number of endpoints · bin width), so that the bars integrate to
+    the fraction of endpoints inside ``edges``. ``endpoints``: any shape; ``edges``: (B+1,),
+    increasing."""
+    ends = np.asarray(endpoints, dtype=np.float64).ravel()
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0):
+        raise ValueError("edges must be a 1-D increasing array of >= 2 values")
+    if ends.size == 0:
+        raise ValueError("no endpoints")
+    counts, _ = np.histogram(ends, bins=edges)
+    return pd.DataFrame({"w0": edges[:-1], "w1": edges[1:],
+                         "density": counts / (ends.size * np.diff(edges))})
+
+
+def trajectory_table(sim: Simulation) -> pd.DataFrame:
+    """The recorded trajectory of a one-cell simulation (``trajectory`` of shape
+    (n_records, n_runs)) in long form: ``step``, ``run`` (int), ``w`` and ``multiplier``,
+    the temperature multiplier at that step (1 before annealing, 0 at the end)."""
+    if sim.trajectory is None:
+        raise ValueError("the simulation recorded no trajectory (record_every=0)")
+    traj = np.asarray(sim.trajectory)
+    if traj.ndim != 2:
+        raise ValueError(f"expected a one-cell trajectory (n_records, n_runs), got {traj.shape}")
+    n_rec, n_runs = traj.shape
+    sched = np.append(sim.schedule, 0.0 if sim.schedule[-1] == 0 else sim.schedule[-1])
+    steps = np.asarray(sim.steps)
+    return pd.DataFrame({"step": np.repeat(steps, n_runs), "run": np.tile(np.arange(n_runs), n_rec),
+                         "w": traj.ravel(), "multiplier": np.repeat(sched[steps], n_runs)})
+
+
+def explorer_points(landscape: RuggedLandscape, states: dict[str, np.ndarray], loads,
+                    n_show: int) -> pd.DataFrame:
+    """Endpoints of every cell for the static explorer, drawn at their train loss.
+
+    Args:
+        states: name → endpoints of shape (L, T, n_runs) on one landscape (e.g. "stopped at
+            T" and "annealed").
+        loads: (L,), the load of each row of the grid.
+        n_show: the first ``n_show`` runs of each cell are kept.
+
+    Returns:
+        Columns ``li``, ``ti`` (grid indices), ``w``, ``loss`` and ``state``.
+    """
+    loads = np.asarray(loads, dtype=np.float64)
+    frames = []
+    for state, ends in states.items():
+        e = np.asarray(ends, dtype=np.float64)[..., :n_show]
+        if e.ndim != 3 or e.shape[0] != loads.size:
+            raise ValueError(f"{state}: endpoints must be (L, T, runs) with L = {loads.size}, "
+                             f"got {e.shape}")
+        li, ti, _ = np.meshgrid(np.arange(e.shape[0]), np.arange(e.shape[1]),
+                                np.arange(e.shape[2]), indexing="ij")
+        frames.append(pd.DataFrame({"li": li.ravel(), "ti": ti.ravel(), "w": e.ravel(),
+                                    "loss": landscape.loss(e, loads[:, None, None]).ravel(),
+                                    "state": state}))
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------
+# Where the phases lie, and what annealing does
+# --------------------------------------------------------------------------------------
+def axis_position(values, hot: str | None = None) -> pd.Series:
+    """Position of each value on its grid axis in [0, 1]: the rank of the value among the
+    axis's distinct values, divided by (number of values − 1); 0.5 for a one-value axis.
+
+    ``hot``: ``"high"`` (large values are hot, e.g. the 1D temperature or the lr) or
+    ``"low"`` (small values are hot, e.g. the batch size) orients the axis so that 0 is the
+    coldest value and 1 the hottest; None keeps increasing order (a load axis).
+    """
+    if hot not in (None, "high", "low"):
+        raise ValueError(f"hot must be None, 'high' or 'low', got {hot!r}")
+    s = pd.Series(values)
+    levels = np.sort(pd.unique(s.dropna()))
+    if levels.size <= 1:
+        pos = pd.Series(np.where(s.notna(), 0.5, np.nan), index=s.index)
+    else:
+        rank = pd.Series(np.searchsorted(levels, s.to_numpy()), index=s.index, dtype=float)
+        pos = rank.where(s.notna()) / (levels.size - 1)
+    return 1.0 - pos if hot == "low" else pos
+
+
+def phase_extent(cells: pd.DataFrame, load: str = "load", temperature: str = "temperature",
+                 hot: str = "high", phase_col: str = "phase") -> pd.DataFrame:
+    """Where each phase lies on a load × temperature grid.
+
+    Positions come from :func:`axis_position` over all cells of ``cells`` (so a grid's
+    corners are 0 and 1): ``load_pos`` 0 = smallest load, ``heat_pos`` 0 = coldest.
+
+    Returns:
+        One row per phase present (index ``phase``, in the order of first appearance in
+        :data:`landscape_utils.taxonomy.PHASES`, then others), with ``n_cells``, ``load_min``,
+        ``load_max``, ``temperature_min``, ``temperature_max`` and the mean ``load_pos`` and
+        ``heat_pos`` of its cells.
+    """
+    from landscape_utils.taxonomy import PHASES
+
+    for col in (load, temperature, phase_col):
+        if col not in cells.columns:
+            raise KeyError(f"phase_extent: column {col!r} not in the table "
+                           f"(it has {', '.join(map(str, cells.columns))})")
+    df = pd.DataFrame({"phase": cells[phase_col].astype(object),
+                       "load": pd.to_numeric(cells[load]),
+                       "temperature": pd.to_numeric(cells[temperature]),
+                       "load_pos": axis_position(pd.to_numeric(cells[load])).to_numpy(),
+                       "heat_pos": axis_position(pd.to_numeric(cells[temperature]),
+                                                 hot=hot).to_numpy()})
+    df = df[df.phase.notna()]
+    g = df.groupby("phase")
+    out = pd.DataFrame({"n_cells": g.size(), "load_min": g.load.min(), "load_max": g.load.max(),
+                        "temperature_min": g.temperature.min(),
+                        "temperature_max": g.temperature.max(),
+                        "load_pos": g.load_pos.mean(), "heat_pos": g.heat_pos.mean()})
+    order = [p for p in PHASES if p in out.index] + [p for p in out.index if p not in PHASES]
+    out = out.reindex(order)
+    out.index.name = "phase"
+    return out
+
+
+def placement_verdict(one_d: dict[str, pd.DataFrame], network: pd.DataFrame,
+                      phase: str = "III", tol: float = 0.25) -> dict[str, object]:
+    """Does the 1D model put ``phase`` at the same place on the temperature axis as a grid
+    of networks?
+
+    Args:
+        one_d: state name → :func:`phase_extent` of the 1D model in that state (e.g.
+            "stopped at T", "annealed to T = 0"). The state with the most ``phase`` cells is
+            compared (ties: the first given).
+        network: :func:`phase_extent` of the networks' grid.
+        tol: ``heat_pos`` difference up to which the placements agree (holds); from
+            ``2 · tol`` on they disagree (fails); in between, inconclusive.
+
+    Returns:
+        ``{"verdict", "evidence", "n", "state", "delta"}``: verdict ``holds`` | ``fails`` |
+        ``inconclusive``; evidence a short sentence with the positions; ``n`` the phase's
+        cells ("1D a, networks b"); ``delta`` the heat-position difference (NaN when
+        undecided).
+    """
+    counts = {s: int(ext.n_cells.get(phase, 0)) for s, ext in one_d.items()}
+    if not counts:
+        raise ValueError("one_d is empty")
+    state = max(counts, key=lambda s: (counts[s], -list(counts).index(s)))
+    n_net = int(network.n_cells.get(phase, 0))
+    where = ", ".join(f"{s}: {c}" for s, c in counts.items())
+    n = f"1D {counts[state]} cells ({state}), networks {n_net} cells"
+    if counts[state] == 0 or n_net == 0:
+        who = "the 1D model" if counts[state] == 0 else "the networks' grid"
+        return {"verdict": "inconclusive", "state": state, "delta": np.nan, "n": n,
+                "evidence": f"no phase-{phase} cell in {who} (1D cells per state: {where})"}
+    h1, hn = float(one_d[state].heat_pos[phase]), float(network.heat_pos[phase])
+    delta = abs(h1 - hn)
+    verdict = "holds" if delta <= tol else ("fails" if delta >= 2 * tol else "inconclusive")
+    evidence = (f"heat position of {phase} (0 coldest, 1 hottest): 1D {state} {h1:.2f}, "
+                f"networks {hn:.2f}; 1D cells per state: {where}")
+    return {"verdict": verdict, "evidence": evidence, "n": n, "state": state, "delta": delta}
+
+
+def annealing_deltas(runs: pd.DataFrame) -> pd.DataFrame:
+    """What annealing changed, per (realization, load, temperature) of
+    :func:`annealing_experiment`: ``d_train`` and ``d_test`` (annealed − stopped at T; < 0 =
+    lower after annealing), ``mc_annealed`` (mc of the annealed runs) and ``mc_stopped``.
+    """
+    keys = ["realization", "load", "temperature"]
+    need = keys + ["annealed", "train_loss", "test_loss", "mc"]
+    missing = [c for c in need if c not in runs.columns]
+    if missing:
+        raise KeyError(f"annealing_deltas: columns {missing} missing")
+    wide = runs.pivot_table(index=keys, columns="annealed",
+                            values=["train_loss", "test_loss", "mc"])
+    if True not in wide["mc"].columns or False not in wide["mc"].columns:
+        raise ValueError("annealing_deltas needs rows with annealed True and False")
+    return pd.DataFrame({
+        "d_train": wide["train_loss"][True] - wide["train_loss"][False],
+        "d_test": wide["test_loss"][True] - wide["test_loss"][False],
+        "mc_annealed": wide["mc"][True], "mc_stopped": wide["mc"][False],
+    }).reset_index()
+
+
+def annealing_summary(deltas: pd.DataFrame, mc_neg: float = RUGGED_THRESHOLDS["mc_neg"]
+                      ) -> pd.DataFrame:
+    """Per load (over realizations and temperatures) from :func:`annealing_deltas`:
+    ``n`` (landscape × temperature points), mean ``mc_annealed``, ``connected`` ("poorly" when
+    that mean is below ``-mc_neg``, else "well"), mean ``d_train`` and ``d_test``,
+    ``d_test_sem`` (standard error of d_test over the points, ddof=1), ``frac_worse`` (share
+    of points whose test loss rose) and ``ratio`` = mean d_test / mean d_train (1: the test
+    loss fell as much as the train loss)."""
+    g = deltas.groupby("load")
+    out = pd.DataFrame({"n": g.size(), "mc_annealed": g.mc_annealed.mean(),
+                        "d_train": g.d_train.mean(), "d_test": g.d_test.mean(),
+                        "d_test_sem": g.d_test.sem(ddof=1),
+                        "frac_worse": g.d_test.apply(lambda s: float(np.mean(s > 0)))})
+    out.insert(2, "connected", np.where(out.mc_annealed < -mc_neg, "poorly", "well"))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ratio"] = out.d_test / out.d_train
+    return out
+
+
+def annealing_verdicts(summary: pd.DataFrame, z: float = 2.0) -> dict[str, dict[str, object]]:
+    """Two verdicts on :func:`annealing_summary`, each ``{"verdict", "evidence", "n"}``:
+
+    * ``"hurts"``: annealing raises the test loss at the poorly connected loads (the paper's
+      claim, in 1D). holds when every poorly connected load has mean d_test > z · sem; fails
+      when every one has mean d_test < −z · sem; inconclusive otherwise or with no such load.
+    * ``"gap"``: annealing lowers the test loss less, relative to the train loss, at poorly
+      connected loads: holds when the largest ``ratio`` among them is below the smallest
+      among the well connected loads; fails when the smallest is above the largest;
+      inconclusive otherwise or when a kind of load is missing.
+    """
+    poor, well = summary[summary.connected == "poorly"], summary[summary.connected == "well"]
+    fmt = lambda d: ", ".join(f"load {k:g}: {v:+.3g}" for k, v in d.items())  # noqa: E731
+    n = f"{len(poor)} poorly and {len(well)} well connected loads, {int(summary.n.sum())} points"
+    if poor.empty:
+        hurts = {"verdict": "inconclusive", "n": n,
+                 "evidence": "no poorly connected load (mean annealed mc below -mc_neg)"}
+    else:
+        up, down = poor.d_test > z * poor.d_test_sem, poor.d_test < -z * poor.d_test_sem
+        verdict = "holds" if up.all() else ("fails" if down.all() else "inconclusive")
+        hurts = {"verdict": verdict, "n": n,
+                 "evidence": f"mean change of the test loss ({z:g} sem): "
+                             + "; ".join(f"load {k:g}: {d:+.3g} ± {z * s:.2g}" for k, d, s in
+                                         zip(poor.index, poor.d_test, poor.d_test_sem))}
+    if poor.empty or well.empty:
+        gap = {"verdict": "inconclusive", "n": n,
+               "evidence": "needs both a poorly and a well connected load"}
+    else:
+        verdict = ("holds" if poor.ratio.max() < well.ratio.min()
+                   else "fails" if poor.ratio.min() > well.ratio.max() else "inconclusive")
+        gap = {"verdict": verdict, "n": n,
+               "evidence": f"test/train ratio: poorly {fmt(poor.ratio)}; well {fmt(well.ratio)}"}
+    return {"hurts": hurts, "gap": gap}

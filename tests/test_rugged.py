@@ -278,3 +278,130 @@ def test_annealing_experiment_shapes():
     assert len(df) == 2 * 2 * 1 * 2
     assert set(df["annealed"]) == {False, True}
     assert isinstance(df, pd.DataFrame) and df["realization"].nunique() == 2
+
+
+# --------------------------------------------------------------------------------------
+# Tables for the pictures, placement and annealing verdicts (hand-made cases)
+# --------------------------------------------------------------------------------------
+def test_landscape_and_effective_curves():
+    w = np.linspace(-1, 1, 5)
+    cur = rugged.landscape_curves(LAND, w, [0.5, 2.0])
+    assert len(cur) == 2 * 2 * 5 and set(cur.landscape) == {"train", "test"}
+    row = cur[(cur.load == 0.5) & (cur.landscape == "test")]
+    np.testing.assert_allclose(row.loss, LAND.loss(w, 0.5, which="test"))
+    curves, mins = rugged.effective_curves(LAND, w, 0.3, [0.0, 0.1])
+    np.testing.assert_allclose(curves[curves["T"] == 0.1].loss, LAND.loss(w, 0.3, 0.1))
+    w_min, l_min = LAND.minimum(0.3, np.array([0.0, 0.1]))
+    np.testing.assert_allclose(mins.w, w_min) and np.testing.assert_allclose(mins.loss, l_min)
+
+
+def test_endpoint_histogram_by_hand():
+    h = rugged.endpoint_histogram([0.1, 0.2, 0.6, 5.0], [0.0, 0.5, 1.0])
+    # two of four endpoints in [0, .5), one in [.5, 1), one outside: density = count / (4 · .5)
+    np.testing.assert_allclose(h.density, [1.0, 0.5])
+    assert np.sum(h.density * (h.w1 - h.w0)) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        rugged.endpoint_histogram([0.1], [1.0, 0.0])
+
+
+def test_trajectory_table_and_explorer_points():
+    sim = rugged.simulate(LAND, 0.3, 0.1, 3, n_steps=10, anneal_steps=10, record_every=5, seed=1)
+    tr = rugged.trajectory_table(sim)
+    assert len(tr) == len(sim.steps) * 3
+    np.testing.assert_allclose(tr[tr.run == 2].w, sim.trajectory[:, 2])
+    assert tr[tr.step == 0].multiplier.eq(1).all() and tr[tr.step == 20].multiplier.eq(0).all()
+    with pytest.raises(ValueError):
+        rugged.trajectory_table(rugged.simulate(LAND, 0.3, 0.1, 2, n_steps=3))
+    ends = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4) / 10
+    pts = rugged.explorer_points(LAND, {"a": ends}, [0.5, 2.0], n_show=2)
+    assert len(pts) == 2 * 3 * 2
+    row = pts[(pts.li == 1) & (pts.ti == 2)]
+    np.testing.assert_allclose(row.w, ends[1, 2, :2])
+    np.testing.assert_allclose(row.loss, LAND.loss(ends[1, 2, :2], 2.0))
+
+
+def test_axis_position_orients_hot():
+    assert rugged.axis_position([1, 10, 100, 10]).tolist() == [0.0, 0.5, 1.0, 0.5]
+    # batch size: small is hot, so batch 16 is at 1 (hottest) and 256 at 0 (coldest)
+    assert rugged.axis_position([16, 64, 256], hot="low").tolist() == [1.0, 0.5, 0.0]
+    assert rugged.axis_position([3.0, 3.0]).tolist() == [0.5, 0.5]
+    with pytest.raises(ValueError):
+        rugged.axis_position([1], hot="cold")
+
+
+def _grid(phases, hot="high"):
+    """A 3 × 3 grid (load 1, 2, 3 × temperature 10, 20, 30) with the given 3 × 3 labels,
+    rows = loads, columns = temperatures."""
+    L, T = np.meshgrid([1.0, 2.0, 3.0], [10.0, 20.0, 30.0], indexing="ij")
+    return pd.DataFrame({"load": L.ravel(), "temperature": T.ravel(),
+                         "phase": np.asarray(phases, dtype=object).ravel()})
+
+
+def test_phase_extent_and_placement_by_hand():
+    cold_iii = _grid([["I", "I", "II"], ["III", "IV-B", "II"], ["III", "IV-B", "II"]])
+    ext = rugged.phase_extent(cold_iii)
+    assert list(ext.index) == ["I", "II", "III", "IV-B"]
+    assert ext.loc["III", "n_cells"] == 2 and ext.loc["III", "heat_pos"] == 0.0
+    assert ext.loc["III", "load_pos"] == pytest.approx(0.75)
+    assert ext.loc["II", "temperature_min"] == 30.0 and ext.loc["II", "heat_pos"] == 1.0
+    # the same layout on a batch-size-like axis where small is hot: III at large values
+    flipped = cold_iii.assign(temperature=cold_iii.temperature.map({10: 300, 20: 200, 30: 100}))
+    assert rugged.phase_extent(flipped, hot="low").loc["III", "heat_pos"] == 0.0
+    hot_iii = rugged.phase_extent(_grid([["I", "I", "III"], ["I", "IV-B", "III"],
+                                         ["IV-B", "IV-B", "IV-B"]]))
+    none = rugged.phase_extent(_grid([["I"] * 3] * 3))
+    v = rugged.placement_verdict({"stopped": none, "annealed": hot_iii}, ext)
+    assert v["state"] == "annealed" and v["verdict"] == "fails" and v["delta"] == 1.0
+    assert rugged.placement_verdict({"stopped": ext}, ext)["verdict"] == "holds"
+    mid = rugged.phase_extent(_grid([["III", "I", "I"], ["I", "III", "I"], ["I", "I", "I"]]))
+    assert mid.loc["III", "heat_pos"] == 0.25
+    assert rugged.placement_verdict({"s": mid}, ext)["verdict"] == "holds"   # 0.25 <= tol
+    mid2 = rugged.phase_extent(_grid([["I", "III", "I"]] * 3))                # heat_pos 0.5
+    assert rugged.placement_verdict({"s": mid2}, ext)["verdict"] == "fails"   # 0.5 >= 2 tol
+    mid3 = rugged.phase_extent(_grid([["III", "III", "I"]] + [["I", "III", "I"]] * 2))
+    assert mid3.loc["III", "heat_pos"] == pytest.approx(0.375)
+    assert rugged.placement_verdict({"s": mid3}, ext)["verdict"] == "inconclusive"  # tol < Δ < 2 tol
+    v = rugged.placement_verdict({"s": none}, ext)
+    assert v["verdict"] == "inconclusive" and "1D model" in v["evidence"]
+
+
+def _ann_runs(d_test_poor, d_test_well):
+    """Hand-made annealing_experiment rows: load 0.2 (annealed mc -0.2) and load 3 (mc 0),
+    one temperature, a realization per entry of the d_test lists; d_train = -1 and -0.5."""
+    rows = []
+    for load, mc, d_train, d_tests in ((0.2, -0.2, -1.0, d_test_poor), (3.0, 0.0, -0.5, d_test_well)):
+        for r, d in enumerate(d_tests):
+            rows.append(dict(realization=r, load=load, temperature=0.1, annealed=False,
+                             train_loss=2.0, test_loss=2.0, mc=0.01))
+            rows.append(dict(realization=r, load=load, temperature=0.1, annealed=True,
+                             train_loss=2.0 + d_train, test_loss=2.0 + d, mc=mc))
+    return pd.DataFrame(rows)
+
+
+def test_annealing_deltas_summary_and_verdicts_by_hand():
+    runs = _ann_runs([0.1, 0.3, 0.2], [-0.5, -0.5, -0.5])
+    d = rugged.annealing_deltas(runs)
+    assert len(d) == 6
+    poor = d[d.load == 0.2]
+    np.testing.assert_allclose(poor.d_test, [0.1, 0.3, 0.2]) and np.testing.assert_allclose(
+        poor.d_train, -1.0)
+    s = rugged.annealing_summary(d, mc_neg=0.05)
+    assert s.loc[0.2, "connected"] == "poorly" and s.loc[3.0, "connected"] == "well"
+    assert s.loc[0.2, "d_test"] == pytest.approx(0.2)
+    assert s.loc[0.2, "d_test_sem"] == pytest.approx(np.std([0.1, 0.3, 0.2], ddof=1) / np.sqrt(3))
+    assert s.loc[0.2, "frac_worse"] == 1.0 and s.loc[3.0, "frac_worse"] == 0.0
+    assert s.loc[0.2, "ratio"] == pytest.approx(-0.2) and s.loc[3.0, "ratio"] == pytest.approx(1.0)
+    v = rugged.annealing_verdicts(s)
+    assert v["hurts"]["verdict"] == "holds" and v["gap"]["verdict"] == "holds"
+    # test loss falls at the poor load by more than the train loss: both claims fail
+    s2 = rugged.annealing_summary(rugged.annealing_deltas(_ann_runs([-2.1, -1.9, -2.0],
+                                                                    [-0.5, -0.5, -0.5])))
+    v2 = rugged.annealing_verdicts(s2)
+    assert v2["hurts"]["verdict"] == "fails" and v2["gap"]["verdict"] == "fails"
+    # a change inside the spread is inconclusive
+    s3 = rugged.annealing_summary(rugged.annealing_deltas(_ann_runs([-0.3, 0.3, 0.05], [-0.5] * 3)))
+    assert rugged.annealing_verdicts(s3)["hurts"]["verdict"] == "inconclusive"
+    # no poorly connected load at all
+    s4 = s.assign(connected="well")
+    assert rugged.annealing_verdicts(s4)["hurts"]["verdict"] == "inconclusive"
+    assert rugged.annealing_verdicts(s4)["gap"]["verdict"] == "inconclusive"
