@@ -44,30 +44,42 @@
 #
 # ## The phases
 #
-# | phase | train loss | sharpness | mc | reading |
+# Yang et al. sort the cells of a grid into five phases by these metrics. The table is
+# their hypothesis, stated before any of our models is trained; chapter 4 checks it on this
+# build's grid and on the authors' released metrics, and says where it does not hold.
+#
+# | phase | train loss | sharpness | mc | the paper's reading |
 # |---|---|---|---|---|
 # | I | high | large | < 0 | sharp and poorly connected |
 # | II | high | large | > 0 | endpoints not converged |
 # | III | small | small | < 0 | flat but poorly connected: training to zero loss can hurt |
 # | IV-A | small | small | ≈ 0 | well connected, lower similarity |
-# | IV-B | small | small | ≈ 0 | well connected, higher similarity: the best test accuracy |
+# | IV-B | small | small | ≈ 0 | well connected, higher similarity: the paper's best test accuracy |
 #
 # ## How to read the book
 #
 # Each chapter is one experiment and begins with a `parameters` cell; the executed book was
 # built with the values in `params/*.yaml`. Every phase diagram has the load on the x axis
-# (left to right: more capacity) and the temperature on the y axis, with the hottest
-# setting (smallest batch) at the top. Hover over a cell to see its values and the spread
-# over seeds.
+# (left to right: more capacity per sample) and the temperature on the y axis, with the
+# hottest setting (for batch size: the smallest batch) at the top. Hover over a cell to see
+# its values and the spread over seeds. Wherever a colour scale means better or worse, the
+# worse end (higher loss, sharper, a larger barrier) is drawn the same way on every page.
+#
+# The text of each chapter states methods and the papers' hypotheses only. What this
+# build's grid actually shows is computed from its tables: the numbers in the chapters'
+# code cells, and the **What this grid shows** table of findings that closes each
+# experiment (a claim, a verdict of *holds*, *fails* or *inconclusive*, the evidence, and
+# the number of cells or seeds it rests on), all collected in `tables/findings.csv`.
 #
 # 1. **Training grid**: trains the grid and shows accuracy and loss per cell.
 # 2. **Local metrics**: Hessian sharpness.
-# 3. **Global connectivity**: Bezier curves, mc, CKA, L2.
+# 3. **Global connectivity**: Bezier curves, mc, CKA, L2, and linear interpolation from
+#    initialization.
 # 4. **Taxonomy**: the phase map, for our grid and for the paper's released metrics.
 # 5. **The one-dimensional model**: rugged convexity and an effective landscape.
 # 6. **Large-scale structure**: wedges, simplices and ensembles.
 #
-# The default book runs on MNIST-1D, generated offline, on a laptop CPU. The same chapters run
+# The default book runs on MNIST-1D, generated offline, on a CPU. The same chapters run
 # the paper's CIFAR-10 grid on a GPU server from `params/paper_cifar10.yaml`.
 
 # %% tags=["parameters"]
