@@ -678,16 +678,16 @@ def explorer_points(landscape: RuggedLandscape, states: dict[str, np.ndarray], l
 # --------------------------------------------------------------------------------------
 # Where the phases lie, and what annealing does
 # --------------------------------------------------------------------------------------
-def axis_position(values, hot: str | None = None) -> pd.Series:
+def axis_position(values, end: str | None = None) -> pd.Series:
     """Position of each value on its grid axis in [0, 1]: the rank of the value among the
     axis's distinct values, divided by (number of values − 1); 0.5 for a one-value axis.
 
-    ``hot``: ``"high"`` (large values are hot, e.g. the 1D temperature or the lr) or
-    ``"low"`` (small values are hot, e.g. the batch size) orients the axis so that 0 is the
-    coldest value and 1 the hottest; None keeps increasing order (a load axis).
+    ``end``: which end of the axis is 1: ``"large"`` (or None) keeps increasing order,
+    ``"small"`` reverses it. With a temperature axis's ``hot_end`` (e.g. ``"small"`` for the
+    batch size, see :mod:`landscape_utils.tables`) 0 is the coldest value and 1 the hottest.
     """
-    if hot not in (None, "high", "low"):
-        raise ValueError(f"hot must be None, 'high' or 'low', got {hot!r}")
+    if end not in (None, "small", "large"):
+        raise ValueError(f"end must be None, 'small' or 'large', got {end!r}")
     s = pd.Series(values)
     levels = np.sort(pd.unique(s.dropna()))
     if levels.size <= 1:
@@ -695,34 +695,38 @@ def axis_position(values, hot: str | None = None) -> pd.Series:
     else:
         rank = pd.Series(np.searchsorted(levels, s.to_numpy()), index=s.index, dtype=float)
         pos = rank.where(s.notna()) / (levels.size - 1)
-    return 1.0 - pos if hot == "low" else pos
+    return 1.0 - pos if end == "small" else pos
 
 
 def phase_extent(cells: pd.DataFrame, load: str = "load", temperature: str = "temperature",
-                 hot: str = "high", phase_col: str = "phase") -> pd.DataFrame:
+                 phase_col: str = "phase") -> pd.DataFrame:
     """Where each phase lies on a load × temperature grid.
 
     Positions come from :func:`axis_position` over all cells of ``cells`` (so a grid's
-    corners are 0 and 1): ``load_pos`` 0 = smallest load, ``heat_pos`` 0 = coldest.
+    corners are 0 and 1), oriented by the axes' meaning in :mod:`landscape_utils.tables`:
+    ``load_pos`` 0 = least capacity per sample (the left of a phase diagram), ``heat_pos``
+    0 = coldest, 1 = hottest.
 
     Returns:
-        One row per phase present (index ``phase``, in the order of first appearance in
-        :data:`landscape_utils.taxonomy.PHASES`, then others), with ``n_cells``, ``load_min``,
-        ``load_max``, ``temperature_min``, ``temperature_max`` and the mean ``load_pos`` and
-        ``heat_pos`` of its cells.
+        One row per phase present (index ``phase``, in the order of
+        :data:`landscape_utils.taxonomy.PHASES`, then others), with ``n_cells``,
+        ``load_min``, ``load_max``, ``temperature_min``, ``temperature_max`` and the mean
+        ``load_pos`` and ``heat_pos`` of its cells.
     """
+    from landscape_utils.tables import axis_info
     from landscape_utils.taxonomy import PHASES
 
     for col in (load, temperature, phase_col):
         if col not in cells.columns:
             raise KeyError(f"phase_extent: column {col!r} not in the table "
                            f"(it has {', '.join(map(str, cells.columns))})")
-    df = pd.DataFrame({"phase": cells[phase_col].astype(object),
-                       "load": pd.to_numeric(cells[load]),
-                       "temperature": pd.to_numeric(cells[temperature]),
-                       "load_pos": axis_position(pd.to_numeric(cells[load])).to_numpy(),
-                       "heat_pos": axis_position(pd.to_numeric(cells[temperature]),
-                                                 hot=hot).to_numpy()})
+    la, ta = axis_info(load), axis_info(temperature)
+    if ta.kind != "temperature":
+        raise ValueError(f"phase_extent: {temperature!r} is not a temperature axis")
+    lv, tv = pd.to_numeric(cells[load]), pd.to_numeric(cells[temperature])
+    df = pd.DataFrame({"phase": cells[phase_col].astype(object), "load": lv, "temperature": tv,
+                       "load_pos": axis_position(lv, la.capacity_end).to_numpy(),
+                       "heat_pos": axis_position(tv, ta.hot_end).to_numpy()})
     df = df[df.phase.notna()]
     g = df.groupby("phase")
     out = pd.DataFrame({"n_cells": g.size(), "load_min": g.load.min(), "load_max": g.load.max(),

@@ -323,10 +323,10 @@ def test_trajectory_table_and_explorer_points():
 def test_axis_position_orients_hot():
     assert rugged.axis_position([1, 10, 100, 10]).tolist() == [0.0, 0.5, 1.0, 0.5]
     # batch size: small is hot, so batch 16 is at 1 (hottest) and 256 at 0 (coldest)
-    assert rugged.axis_position([16, 64, 256], hot="low").tolist() == [1.0, 0.5, 0.0]
+    assert rugged.axis_position([16, 64, 256], "small").tolist() == [1.0, 0.5, 0.0]
     assert rugged.axis_position([3.0, 3.0]).tolist() == [0.5, 0.5]
     with pytest.raises(ValueError):
-        rugged.axis_position([1], hot="cold")
+        rugged.axis_position([1], "cold")
 
 
 def _grid(phases, hot="high"):
@@ -344,9 +344,16 @@ def test_phase_extent_and_placement_by_hand():
     assert ext.loc["III", "n_cells"] == 2 and ext.loc["III", "heat_pos"] == 0.0
     assert ext.loc["III", "load_pos"] == pytest.approx(0.75)
     assert ext.loc["II", "temperature_min"] == 30.0 and ext.loc["II", "heat_pos"] == 1.0
-    # the same layout on a batch-size-like axis where small is hot: III at large values
-    flipped = cold_iii.assign(temperature=cold_iii.temperature.map({10: 300, 20: 200, 30: 100}))
-    assert rugged.phase_extent(flipped, hot="low").loc["III", "heat_pos"] == 0.0
+    # the same layout on the batch size, where small is hot (III at large batches), and
+    # on a data-fraction load axis, where small is the most capacity per sample
+    flipped = cold_iii.rename(columns={"temperature": "batch_size", "load": "data_fraction"})
+    flipped["batch_size"] = flipped.batch_size.map({10: 300, 20: 200, 30: 100})
+    flipped["data_fraction"] = flipped.data_fraction.map({1.0: 1.0, 2.0: 0.5, 3.0: 0.25})
+    fl = rugged.phase_extent(flipped, "data_fraction", "batch_size")
+    assert fl.loc["III", "heat_pos"] == 0.0 and fl.loc["III", "load_pos"] == pytest.approx(0.75)
+    assert fl.loc["III", "temperature_min"] == 300 and fl.loc["II", "temperature_max"] == 100
+    with pytest.raises(ValueError):
+        rugged.phase_extent(flipped, "batch_size", "data_fraction")
     hot_iii = rugged.phase_extent(_grid([["I", "I", "III"], ["I", "IV-B", "III"],
                                          ["IV-B", "IV-B", "IV-B"]]))
     none = rugged.phase_extent(_grid([["I"] * 3] * 3))
