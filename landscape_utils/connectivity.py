@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .data import batches
 from .similarity import l2_distance, matching_parameters, model_cka
-from .train import evaluate
+from .models import evaluate
 from .utils import resolve_device
 
 Params = dict[str, torch.Tensor]

@@ -217,6 +217,20 @@ def _files_present(root: str, folder: str, files: list) -> bool:
     return all((Path(root) / folder / f[0]).is_file() for f in files)
 
 
+# The data-order stream of a run: distinct from the init stream (seed_everything(seed)).
+_ORDER_STRIDE, _ORDER_OFFSET = 10_007, 1
+
+
+def data_order_generator(seed: int) -> torch.Generator:
+    """The CPU generator that shuffles the training set of the run with ``seed``.
+
+    One ``randperm`` of it per epoch gives that epoch's order. ``train.train_run`` and the
+    stacked population trainer both draw from it, so a member of a population sees exactly
+    the minibatches it would see trained alone.
+    """
+    return torch.Generator().manual_seed(_ORDER_STRIDE * int(seed) + _ORDER_OFFSET)
+
+
 def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
             drop_last: bool = True):
     """Yield ``(x_b, y_b)`` minibatches from on-device tensors, shuffled by ``generator``.

@@ -6,12 +6,16 @@
               (MNIST-1D), 2D convolutions for (C, H, W) inputs (images)
     resnet18  the paper's ResNet18 of width k: stem k, stages k, 2k, 4k, 8k
               (k = 64 is the standard ResNet18)
+
+``evaluate`` (loss and accuracy of a model on tensors) lives here, beside the models,
+so that measuring a model never needs the training module.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MODELS = ("mlp", "cnn", "resnet18")
@@ -20,6 +24,26 @@ MODELS = ("mlp", "cnn", "resnet18")
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars in ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` in eval mode over all of ``(x, y)``.
+
+    x: (n, *in_shape); y: (n,). The model's mode is restored afterwards. Runs in the
+    model's own dtype (float32 for every model here), whatever precision trained it.
+    """
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, x.shape[0], batch_size):
+        logits = model(x[i:i + batch_size])
+        yb = y[i:i + batch_size]
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    model.train(was_training)
+    n = max(1, x.shape[0])
+    return loss_sum / n, correct / n
 
 
 def build_model(name: str, width: int, in_shape: tuple[int, ...], num_classes: int,

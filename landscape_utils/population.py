@@ -1,27 +1,35 @@
-"""Vectorized training of a seed population: S copies of one network trained at once.
+"""Training the seeds of a grid cell: S copies of one network trained at once.
+
+:func:`train_population` is the grid runner's entry point for one cell. With two or
+more seeds whose config :func:`supports_population` (MLP, small CNN, ResNet18, each
+with or without BatchNorm), it trains them as one stacked model
+(:func:`train_population_vectorized`); otherwise it calls ``train.train_run`` once
+per seed.
 
 The S members of a grid cell (configs that differ only in ``seed``) are held as one
 set of *stacked* tensors: every parameter of shape ``shape`` becomes one tensor of
 shape (S, *shape). Linear layers run as one batched matmul (``torch.baddbmm``),
 convolutions as one grouped convolution (``groups=S``), BatchNorm as one
-``F.batch_norm`` over S·C channels. The loss is the sum of the members' mean losses,
-so one ordinary ``backward`` gives every member exactly its own gradient, and SGD
-with momentum and weight decay, acting elementwise, updates each member exactly as
-its own optimizer would. This is ALGORITHMS.md §7's measured lead (2.7-4.8× over
-sequential training on a 2-core CPU); ``vmap`` over ``stack_module_state`` was not
-faster there.
+``F.batch_norm`` over S·C channels, a residual block as its grouped convolutions
+plus an elementwise sum. The loss is the sum of the members' mean losses, so one
+ordinary ``backward`` gives every member exactly its own gradient, and SGD with
+momentum and weight decay, acting elementwise, updates each member exactly as its own
+optimizer would. Measured speed-ups against sequential training are in
+``benchmarks/RESULTS.md`` (``python -m benchmarks --only population``); ``vmap`` over
+``stack_module_state`` was not faster in our measurements.
 
 What each member gets, identical to :func:`landscape_utils.train.train_run` for its
 seed:
 
 * initialization: ``train.init_model(config)`` (seeded by ``config.seed``), then stacked;
-* data order: its own ``torch.Generator().manual_seed(10_007 * seed + 1)``, one
-  ``randperm`` per epoch, minibatches of ``batch_size`` with the last partial batch
-  dropped; the S minibatches are gathered into one (S, B, *in_shape) tensor;
+* data order: its own ``data.data_order_generator(seed)``, one ``randperm`` per epoch,
+  minibatches of ``batch_size`` with the last partial batch dropped; the S minibatches
+  are gathered into one (S, B, *in_shape) tensor;
 * SGD(lr, momentum, weight_decay), with the per-epoch lr of ``train.lr_factor``;
 * BatchNorm: batch statistics per member and per channel, running statistics updated
   per member with the layer's momentum, exactly as ``nn.BatchNorm`` in train mode, so
   the unstacked checkpoint evaluates like the model trained alone (no recomputation);
+* the training precision of its config, applied inside each step as ``train_run`` does;
 * its own per-epoch history, divergence (a NaN/inf epoch loss) and early stop. A member
   that diverges or stops leaves the stack at the end of that epoch; the others go on
   untouched (members share no arithmetic, so a NaN cannot spread).
@@ -29,10 +37,6 @@ seed:
 Results agree with ``train_run`` to float rounding (batched and grouped kernels sum in
 a different order), not bit for bit. ``metrics["train_time_s"]`` is the member's share
 of the population's wall time: the time until it left the stack divided by S.
-
-The grid runner's entry point, :func:`landscape_utils.train.train_population`, uses this
-trainer automatically for two or more seeds whose config :func:`supports_population`,
-and falls back to one ``train_run`` per seed otherwise (e.g. ``resnet18``).
 """
 from __future__ import annotations
 
@@ -45,28 +49,62 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Dataset
-from .models import MLP, SmallCNN
-from .train import RunConfig, final_metrics, init_model, lr_factor
+from .data import Dataset, data_order_generator
+from .models import MLP, ResNet18, SmallCNN
+from .train import (RunConfig, final_metrics, forward_precision, init_model, lr_factor,
+                    step_precision, train_run)
 from .utils import resolve_device
 
-__all__ = ["supports_population", "train_population_vectorized", "VARYING_FIELDS"]
+__all__ = ["supports_population", "train_population", "train_population_vectorized",
+           "VARYING_FIELDS"]
 
 # Fields besides ``seed`` that members may hold different values of, on request
 # (``vary=``): both enter the update elementwise, so a per-member vector costs nothing.
 VARYING_FIELDS = ("lr", "weight_decay")
 
-_SUPPORTED_MODELS = ("mlp", "cnn")
+_SUPPORTED_MODELS = ("mlp", "cnn", "resnet18")
 
 
 def supports_population(config: RunConfig) -> bool:
     """True when :func:`train_population_vectorized` can train ``config``'s cell.
 
-    MLPs and the small CNN (1D or 2D inputs, with or without BatchNorm) with SGD; any
-    other model (e.g. ``resnet18``) returns False, so the caller should fall back to the
-    per-model trainer (``train.train_population`` does so by itself).
+    MLPs, the small CNN (1D or 2D inputs) and ResNet18, with or without BatchNorm, with
+    SGD. Anything else returns False, and :func:`train_population` falls back to one
+    ``train_run`` per seed.
     """
     return config.model in _SUPPORTED_MODELS and config.optimizer == "sgd"
+
+
+def train_population(configs: Sequence[RunConfig], data: Dataset,
+                     device: str | torch.device = "cpu", *,
+                     vectorize: bool = True) -> Iterator[tuple[RunConfig, dict[str, Any]]]:
+    """Train the seeds of one grid cell. ``configs`` must differ only in ``seed``.
+
+    Yields ``(config, result)`` pairs as each member finishes, where ``result`` has the
+    format of :func:`train.train_run` (``metrics``, ``history``, ``init_state``,
+    ``final_state``; a member whose loss goes NaN/inf has ``status = "diverged"``).
+
+    With two or more members whose model :func:`supports_population`, they are trained
+    together as one stacked model by :func:`train_population_vectorized`: each member
+    keeps its own init and data order and ends where ``train_run`` would, to float
+    rounding (not bit for bit). Members are then yielded as they leave the stack
+    (diverged or early-stopped ones first). Otherwise, or with ``vectorize=False``, the
+    members are trained one after another by ``train_run``, in ``configs`` order.
+
+    Args:
+        configs: the cell's runs, S >= 1.
+        data: the cell's dataset (``RunConfig.load_data``), on ``device``.
+        device: where to train (``"auto"``: CUDA when present); resolved once here.
+    """
+    configs = list(configs)
+    if len({c.cell() for c in configs}) != 1:
+        raise ValueError("a population's configs must differ only in seed")
+    device = resolve_device(device)
+    if vectorize and len(configs) > 1 and supports_population(configs[0]):
+        yield from train_population_vectorized(configs, data, device)
+        return
+    for cfg in configs:
+        yield cfg, train_run(cfg, data, device)
 
 
 def _check_population(configs: Sequence[RunConfig], vary: Iterable[str]) -> None:
@@ -79,7 +117,7 @@ def _check_population(configs: Sequence[RunConfig], vary: Iterable[str]) -> None
     free = {"seed", *vary}
     c0 = configs[0]
     for c in configs:
-        c.validate()
+        c.validate(device=None)
         diff = [f.name for f in fields(RunConfig)
                 if f.name not in free and getattr(c, f.name) != getattr(c0, f.name)]
         if diff:
@@ -233,6 +271,8 @@ class _Stack:
             return self._compile_mlp(t)
         if isinstance(t, SmallCNN):
             return self._compile_cnn(t)
+        if isinstance(t, ResNet18):
+            return self._compile_resnet(t)
         raise TypeError(f"no stacked forward for {type(t).__name__}")  # pragma: no cover
 
     def _linear(self, prefix: str) -> Callable:
@@ -306,6 +346,60 @@ class _Stack:
         ops.append(self._linear("head"))
         return ops
 
+    def _conv2d(self, prefix: str, mod: nn.Conv2d) -> Callable:
+        """A member-wise Conv2d as one grouped convolution on (B, S·C_in, H, W) -> (B, S·C_out, H', W')."""
+        if mod.groups != 1:  # pragma: no cover - the models here use dense convolutions
+            raise TypeError("stacked convolutions need groups=1 in the member")
+        W = self.params[prefix + ".weight"]  # (S, C_out, C_in, k, k)
+        b = self.params.get(prefix + ".bias")  # (S, C_out) or None (bias-free before BatchNorm)
+        S = self.S
+        return lambda h: F.conv2d(h, W.flatten(0, 1), None if b is None else b.reshape(-1),
+                                  mod.stride, mod.padding, mod.dilation, S)
+
+    def _norm2d(self, prefix: str, mod: nn.Module) -> Callable:
+        """A member's BatchNorm2d (per member and channel) or its Identity, on (B, S·C, H, W)."""
+        if isinstance(mod, nn.Identity):
+            return lambda h: h
+        if not isinstance(mod, nn.BatchNorm2d):  # pragma: no cover - models.ResNet18 holds nothing else
+            raise TypeError(f"no stacked version of {type(mod).__name__}")
+        return self._bn_flat(prefix, mod)
+
+    def _compile_resnet(self, t: ResNet18) -> list[Callable]:
+        """ResNet18 on (S, B, C, H, W) inputs: channels of member s form group s throughout."""
+        S = self.S
+
+        def to_groups(x):  # (S, B, C, H, W) -> (B, S*C, H, W)
+            s, B = x.shape[:2]
+            return x.transpose(0, 1).reshape(B, s * x.shape[2], *x.shape[3:])
+
+        def block(prefix: str, blk) -> Callable:
+            conv1, bn1 = self._conv2d(prefix + ".conv1", blk.conv1), self._norm2d(prefix + ".bn1", blk.bn1)
+            conv2, bn2 = self._conv2d(prefix + ".conv2", blk.conv2), self._norm2d(prefix + ".bn2", blk.bn2)
+            if len(blk.shortcut) == 0:
+                shortcut = lambda h: h  # noqa: E731 - identity: same channels and stride
+            else:
+                sc_conv = self._conv2d(prefix + ".shortcut.0", blk.shortcut[0])
+                sc_norm = self._norm2d(prefix + ".shortcut.1", blk.shortcut[1])
+                shortcut = lambda h: sc_norm(sc_conv(h))  # noqa: E731
+
+            def forward(h):
+                out = torch.relu(bn1(conv1(h)))
+                return torch.relu(bn2(conv2(out)) + shortcut(h))
+            return forward
+
+        stem_conv, stem_norm = self._conv2d("conv1", t.conv1), self._norm2d("bn1", t.bn1)
+        ops: list[Callable] = [to_groups, lambda h: torch.relu(stem_norm(stem_conv(h)))]
+        for i, stage in enumerate(t.layers):
+            for j, blk in enumerate(stage):
+                ops.append(block(f"layers.{i}.{j}", blk))
+
+        def pool(h):  # (B, S*C, H, W) -> (S, B, C)
+            B = h.shape[0]
+            return h.mean(dim=(2, 3)).view(B, S, -1).transpose(0, 1)
+        ops.append(pool)
+        ops.append(self._linear("linear"))
+        return ops
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x: (S, B, *in_shape), member s's minibatch in row s -> logits (S, B, K)."""
         for op in self._ops:
@@ -345,8 +439,10 @@ def train_population_vectorized(
     if configs[0].batch_size > data.num_train:
         raise ValueError(f"batch_size={configs[0].batch_size} is larger than the training set "
                          f"({data.num_train} samples)")
+    device = resolve_device(device)
+    configs[0].validate(device)  # the precision against the device
     # checked eagerly, above; the training itself runs as the caller iterates
-    return _train(configs, data, resolve_device(device))
+    return _train(configs, data, device)
 
 
 def _train(configs: list[RunConfig], data: Dataset,
@@ -355,7 +451,7 @@ def _train(configs: list[RunConfig], data: Dataset,
     models = [init_model(c, data, device) for c in configs]
     init_states = [{k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in models]
     stack = _Stack(models, device)
-    gens = [torch.Generator().manual_seed(10_007 * c.seed + 1) for c in configs]  # data orders
+    gens = [data_order_generator(c.seed) for c in configs]  # each member's own data order
     histories: list[list[dict[str, Any]]] = [[] for _ in configs]
     still = [0] * len(configs)  # early stop: epochs in a row with |Δ train loss| < 1e-4
     alive = list(range(len(configs)))  # slot -> member index
@@ -388,12 +484,14 @@ def _train(configs: list[RunConfig], data: Dataset,
         for j in range(num_batches):
             idx = order[:, j]  # (S, B)
             xb, yb = x_all[idx], y_all[idx]  # (S, B, *in_shape), (S, B)
-            logits = stack(xb)  # (S, B, K)
-            losses = F.cross_entropy(logits.reshape(S * B, -1), yb.reshape(-1),
-                                     reduction="none").view(S, B).mean(1)
-            stack.zero_grad()
-            losses.sum().backward()
-            stack.step()
+            with step_precision(c0.precision, device):
+                with forward_precision(c0.precision, device):
+                    logits = stack(xb)  # (S, B, K)
+                    losses = F.cross_entropy(logits.reshape(S * B, -1), yb.reshape(-1),
+                                             reduction="none").view(S, B).mean(1)
+                stack.zero_grad()
+                losses.sum().backward()
+                stack.step()
             with torch.no_grad():
                 loss_sum += losses.detach() * B
                 correct += (logits.detach().argmax(-1) == yb).sum(1)

@@ -38,7 +38,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import pandas as pd
 
 from .store import Store, load_results, run_id
-from .train import RunConfig, train_population
+from .population import train_population
+from .train import RunConfig
 from .utils import progress_bar, resolve_device
 
 CONFIG_KEYS = tuple(f.name for f in fields(RunConfig))

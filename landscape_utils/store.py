@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 
-from .train import RunConfig
+from .train import RunConfig, identity_dict
 from .utils import atomic_torch_save, atomic_write_json
 
 CHECKPOINTS = ("init", "final")
@@ -45,9 +45,10 @@ def stable_hash(obj: Any, length: int = 16) -> str:
 
 
 def run_id(config: RunConfig | dict) -> str:
-    """Stable id of a run: the hash of its full configuration."""
+    """Stable id of a run: the hash of its full configuration (``train.identity_dict``:
+    fields added later are left out while they hold their default, so old ids stay)."""
     d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
-    return stable_hash(d)
+    return stable_hash(identity_dict(d))
 
 
 class Store:

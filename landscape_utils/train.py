@@ -1,27 +1,40 @@
 """Training of one run (one configuration, one seed) with SGD and momentum.
 
-A run is fully described by a frozen :class:`RunConfig`. ``train_population``
-takes several configs that differ only in ``seed`` (one grid cell) and trains them
-together as one stacked model when the architecture allows it
-(:mod:`landscape_utils.population`), else one after another.
+A run is fully described by a frozen :class:`RunConfig`. The seeds of one grid cell
+are trained together by :func:`landscape_utils.population.train_population`, which
+stacks them when the architecture allows it and otherwise calls :func:`train_run`
+once per seed (this module never imports the population module).
+
+Training precision (``RunConfig.precision``) applies to the training steps only:
+``fp32`` leaves torch's float32 settings as they are, ``tf32`` lets matmuls and
+convolutions use TensorFloat-32 on CUDA, ``bf16`` runs the forward pass and loss
+under bfloat16 autocast on CUDA. Parameters, optimizer state and checkpoints stay
+float32, and the final evaluation and every later measurement run outside these
+scopes, in float32.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import DATASETS, Dataset, batches, validate_knobs
-from .models import MODELS, build_model, count_parameters
+from .data import DATASETS, Dataset, batches, data_order_generator, load_dataset, validate_knobs
+from .models import MODELS, build_model, count_parameters, evaluate
 from .utils import resolve_device, seed_everything
 
 SCHEDULES = ("constant", "step", "cosine")
 OPTIMIZERS = ("sgd",)
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+# Fields added after runs were first stored, with their default: a config holding the
+# default is hashed without the field, so the ids of runs stored before it existed stay.
+_LATE_FIELDS = {"precision": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -47,9 +60,17 @@ class RunConfig:
     decay_factor: float = 0.1     # lr multiplier after the step decay
     early_stop: bool = False      # paper's rule: stop when |Δ train loss| < 1e-4 for 5 epochs
     seed: int = 0                 # init and data order
+    precision: str = "fp32"       # training steps: fp32 | tf32 | bf16 (the last two CUDA only)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, by name (what ``config.json`` holds)."""
         return asdict(self)
+
+    def load_data(self, data_root: str = "data", download: bool = False,
+                  device: str | torch.device = "cpu") -> Dataset:
+        """The run's dataset (dataset, data_fraction, label_noise, data_seed), on ``device``."""
+        return load_dataset(self.dataset, self.data_fraction, self.label_noise, self.data_seed,
+                            data_root=data_root, download=download, device=device)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -62,11 +83,16 @@ class RunConfig:
             raise ValueError(f"unknown run config key(s): {', '.join(unknown)}; "
                              f"known keys: {', '.join(sorted(known))}")
         cfg = cls(**d)
-        cfg.validate()
+        cfg.validate(device=None)
         return cfg
 
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first bad field."""
+    def validate(self, device: str | torch.device | None = "auto") -> None:
+        """Raise ``ValueError`` naming the first bad field.
+
+        ``device`` is where the run would train (``"auto"``: CUDA when present, else the
+        CPU): ``precision`` other than ``fp32`` needs CUDA. ``None`` skips that check
+        (reading stored configs on another machine).
+        """
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         if self.model not in MODELS:
@@ -100,10 +126,74 @@ class RunConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if self.lr == 0:
             raise ValueError("lr must be > 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if device is not None:
+            check_precision(self.precision, device)
 
     def cell(self) -> "RunConfig":
         """The config with ``seed`` zeroed: runs of one grid cell share it."""
         return replace(self, seed=0)
+
+
+def identity_dict(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a config dict that names its run (what ``store.run_id`` hashes): every
+    field, except a field added later that holds its default, so old run ids stay."""
+    return {k: v for k, v in config.items() if not (k in _LATE_FIELDS and v == _LATE_FIELDS[k])}
+
+
+def check_precision(precision: str, device: str | torch.device) -> None:
+    """Raise ``ValueError`` naming the key when ``precision`` cannot train on ``device``.
+
+    ``fp32`` runs anywhere; ``tf32`` and ``bf16`` need a CUDA device, and ``bf16`` one
+    that supports bfloat16.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        raise ValueError(f"precision: {precision!r} needs a CUDA device, but training would run on "
+                         f"{dev.type}; use precision: fp32 there")
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise ValueError(f"precision: 'bf16' is not supported by this GPU "
+                         f"({torch.cuda.get_device_name(dev)}); use tf32 or fp32")
+
+
+@contextlib.contextmanager
+def _tf32() -> Iterator[None]:
+    """TensorFloat-32 for CUDA matmuls and cuDNN convolutions inside the block; the
+    previous settings are restored on exit (they are process-wide)."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        before = (matmul.fp32_precision, conv.fp32_precision)
+        matmul.fp32_precision = conv.fp32_precision = "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = before
+    else:  # torch before the fp32_precision settings
+        before = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def step_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Wraps a whole training step (forward, loss, backward, optimizer step): TF32 for
+    ``tf32``; nothing otherwise. Everything outside the block is untouched."""
+    return _tf32() if precision == "tf32" else contextlib.nullcontext()
+
+
+def forward_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Wraps the forward pass and loss of a training step: bfloat16 autocast for
+    ``bf16`` (on ``device``'s type), nothing otherwise. Backward runs outside it."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def lr_factor(schedule: str, epoch: int, num_epochs: int, decay_at: float = 0.75,
@@ -116,25 +206,6 @@ def lr_factor(schedule: str, epoch: int, num_epochs: int, decay_at: float = 0.75
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / num_epochs))
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode over all of ``(x, y)``.
-
-    x: (n, *in_shape); y: (n,). The model's mode is restored afterwards.
-    """
-    was_training = model.training
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    for i in range(0, x.shape[0], batch_size):
-        logits = model(x[i:i + batch_size])
-        yb = y[i:i + batch_size]
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
-    model.train(was_training)
-    n = max(1, x.shape[0])
-    return loss_sum / n, correct / n
 
 
 def init_model(config: RunConfig, data: Dataset, device: str | torch.device = "cpu") -> nn.Module:
@@ -155,17 +226,18 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
         final_state  state_dict at the end (CPU tensors)
 
     A NaN or inf loss stops the run; it is returned with ``status = "diverged"``.
+    ``config.precision`` applies inside each training step only (see the module doc).
     """
-    config.validate()
+    device = resolve_device(device)
+    config.validate(device)
     if config.batch_size > data.num_train:
         raise ValueError(f"batch_size={config.batch_size} is larger than the training set "
                          f"({data.num_train} samples)")
-    device = resolve_device(device)
     model = init_model(config, data, device)
     init_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                           weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(10_007 * config.seed + 1)  # data order
+    gen = data_order_generator(config.seed)
     history: list[dict[str, Any]] = []
     status, t0 = "ok", time.perf_counter()
     still = 0  # epochs in a row with |Δ train loss| < 1e-4 (early stop)
@@ -183,11 +255,13 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for xb, yb in batches(data.x_train, data.y_train, config.batch_size, gen):
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            with step_precision(config.precision, device):
+                with forward_precision(config.precision, device):
+                    logits = model(xb)
+                    loss = F.cross_entropy(logits, yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
             loss_sum += loss.detach() * xb.shape[0]
             correct += (logits.detach().argmax(1) == yb).sum()
             seen += xb.shape[0]
@@ -224,32 +298,3 @@ def final_metrics(model: nn.Module, data: Dataset, status: str, epochs_run: int,
         metrics.update(train_loss=float("nan"), train_acc=float("nan"),
                        test_loss=float("nan"), test_acc=float("nan"))
     return metrics
-
-
-def train_population(configs: list[RunConfig], data: Dataset, device: str | torch.device = "cpu",
-                     *, vectorize: bool = True):
-    """Train the seeds of one grid cell. ``configs`` must differ only in ``seed``.
-
-    Yields ``(config, result)`` pairs as each member finishes, where ``result`` has the
-    format of :func:`train_run` (``metrics``, ``history``, ``init_state``, ``final_state``;
-    a member whose loss goes NaN/inf has ``status = "diverged"``).
-
-    With two or more members whose model :func:`population.supports_population` (MLP and
-    small CNN, with or without BatchNorm), they are trained together as one stacked model
-    by :func:`population.train_population_vectorized`: each member keeps its own init and
-    data order and ends where :func:`train_run` would, to float rounding (not bit for bit).
-    Members are then yielded as they leave the stack (diverged or early-stopped ones first).
-    Otherwise, or with ``vectorize=False``, the members are trained one after another by
-    :func:`train_run`, in ``configs`` order.
-    """
-    configs = list(configs)
-    cells = {c.cell() for c in configs}
-    if len(cells) != 1:
-        raise ValueError("a population's configs must differ only in seed")
-    from .population import supports_population, train_population_vectorized
-
-    if vectorize and len(configs) > 1 and supports_population(configs[0]):
-        yield from train_population_vectorized(configs, data, device)
-        return
-    for cfg in configs:
-        yield cfg, train_run(cfg, data, device)

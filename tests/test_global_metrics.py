@@ -21,7 +21,7 @@ from landscape_utils.models import build_model
 from landscape_utils.similarity import l2_distance, model_cka
 from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import Store
-from landscape_utils.train import evaluate
+from landscape_utils.models import evaluate
 
 from conftest import make_blobs
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from landscape_utils.data import Dataset
-from landscape_utils.models import build_model
-from landscape_utils.population import supports_population, train_population_vectorized
-from landscape_utils.train import RunConfig, evaluate, train_run
+from landscape_utils.models import build_model, evaluate
+from landscape_utils.population import supports_population, train_population, train_population_vectorized
+from landscape_utils.train import RunConfig, train_run
 
 ATOL = 2e-5  # float32 rounding: batched kernels sum in another order than single ones
 
@@ -198,22 +198,68 @@ def test_configs_must_differ_only_in_seed(blobs):
         train_population_vectorized([], blobs)  # raises at the call, before iterating
     with pytest.raises(ValueError, match="larger than the training set"):
         list(train_population_vectorized([cfg(batch_size=10_000)], blobs))
-    with pytest.raises(ValueError, match="not supported"):
-        list(train_population_vectorized([cfg(model="resnet18")], blobs))
 
 
-def test_fallback_predicate():
+def test_fallback_predicate(monkeypatch):
+    import landscape_utils.population as population
+
     assert supports_population(cfg(model="mlp"))
     assert supports_population(cfg(model="mlp", batch_norm=True))
     assert supports_population(cfg(model="cnn"))
-    assert not supports_population(cfg(model="resnet18"))
+    assert supports_population(cfg(model="resnet18", batch_norm=True))
+    assert supports_population(cfg(model="resnet18"))
+    monkeypatch.setattr(population, "_SUPPORTED_MODELS", ("mlp",))
+    assert not supports_population(cfg(model="cnn"))
+    with pytest.raises(ValueError, match="not supported"):
+        list(train_population_vectorized([cfg(model="cnn")], image_blobs()))
+
+
+def cifar_like(n_train=64, n_test=64, k=4, seed=3) -> Dataset:
+    """CIFAR-shaped inputs (3x32x32): k class templates plus noise, so accuracy depends on
+    the weights after a few steps."""
+    return image_blobs(n_train=n_train, n_test=n_test, shape=(3, 32, 32), k=k, seed=seed)
+
+
+@pytest.mark.parametrize("width,batch_norm", [(1, True), (2, True), (2, False)])
+def test_resnet18_matches_separate_runs(width, batch_norm):
+    """Grouped convolutions, per-member BatchNorm statistics and the residual sums give
+    each member the parameters, statistics and history of its own ``train_run``."""
+    data = cifar_like()
+    # 4 steps at a small lr: tiny BatchNorm ResNets amplify rounding differences
+    # chaotically at larger lr or over more steps (train_run against itself with an init
+    # perturbed by 1e-6 drifts by 1e-3 within a few steps at lr 0.05), so the parameter
+    # comparison is made where float rounding alone stays at float rounding.
+    configs = [cfg(model="resnet18", width=width, batch_norm=batch_norm, batch_size=16, lr=0.01,
+                   num_epochs=1, seed=s) for s in (0, 1)]
+    pop, alone = run_both(configs, data)
+    for c in configs:
+        assert_same_run(alone[c], pop[c], atol=1e-5)
+    if batch_norm:  # each member has its own running statistics, and they moved
+        st = [pop[c]["final_state"] for c in configs]
+        assert int(st[0]["bn1.num_batches_tracked"]) == 64 // 16
+        assert not torch.allclose(st[0]["layers.3.1.bn2.running_var"], st[1]["layers.3.1.bn2.running_var"])
+        assert not torch.allclose(st[0]["bn1.running_mean"], alone[configs[0]]["init_state"]["bn1.running_mean"])
+
+
+def test_resnet18_short_training_reaches_the_same_accuracy():
+    """16 steps: the parameters may drift apart by the chaotic amplification noted above,
+    but what the runs learned (accuracy) is the same."""
+    data = cifar_like(k=3)
+    configs = [cfg(model="resnet18", width=2, batch_norm=True, batch_size=16, lr=0.01,
+                   num_epochs=4, seed=s) for s in (0, 1, 2)]
+    pop, alone = run_both(configs, data)
+    assert max(alone[c]["metrics"]["train_acc"] for c in configs) > 0.5  # chance is 1/3
+    for c in configs:
+        a, p = alone[c]["metrics"], pop[c]["metrics"]
+        assert p["status"] == a["status"] == "ok"
+        assert p["test_acc"] == a["test_acc"] and p["train_acc"] == a["train_acc"]
+        assert p["test_loss"] == pytest.approx(a["test_loss"], rel=2e-2)
 
 
 def test_train_population_dispatches_and_falls_back(blobs, monkeypatch):
     """The runner's entry point: stacked for supported models with >= 2 seeds, one
     ``train_run`` per seed otherwise (unsupported model, one seed, vectorize=False)."""
     import landscape_utils.population as population
-    from landscape_utils.train import train_population
 
     calls = []
     real = population.train_population_vectorized
@@ -228,10 +274,13 @@ def test_train_population_dispatches_and_falls_back(blobs, monkeypatch):
     assert calls == [[0, 1]]
     for c in configs:
         assert_same_run(train_run(c, blobs), pop[c])
-    # fallbacks: results are train_run's, bit for bit
+    # ResNet18 cells are stacked too
     data = image_blobs(n_train=64, n_test=32)
     resnet = [cfg(model="resnet18", width=1, batch_norm=True, num_epochs=1, seed=s) for s in range(2)]
-    cases = [(resnet, data, {}), (configs[:1], blobs, {}), (configs, blobs, {"vectorize": False})]
+    assert [c.seed for c, _ in train_population(resnet, data)] == [0, 1]
+    assert calls == [[0, 1], [0, 1]]
+    # fallbacks: results are train_run's, bit for bit
+    cases = [(configs[:1], blobs, {}), (configs, blobs, {"vectorize": False})]
     for members, d, kw in cases:
         out = list(train_population(members, d, **kw))
         assert [c for c, _ in out] == members  # in configs order
@@ -239,4 +288,6 @@ def test_train_population_dispatches_and_falls_back(blobs, monkeypatch):
             alone = train_run(c, d)
             assert r["metrics"]["test_loss"] == alone["metrics"]["test_loss"]
             assert all(torch.equal(r["final_state"][k], v) for k, v in alone["final_state"].items())
-    assert calls == [[0, 1]]  # none of the fallbacks used the stacked trainer
+    monkeypatch.setattr(population, "supports_population", lambda c: False)  # a model not stacked
+    assert [c for c, _ in train_population(configs, blobs)] == configs
+    assert calls == [[0, 1], [0, 1]]  # none of the fallbacks used the stacked trainer

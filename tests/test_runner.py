@@ -102,7 +102,7 @@ def test_corrupt_or_truncated_files_are_named_and_redone(tmp_path, grid, monkeyp
 
 def test_store_round_trips_models_histories_and_metrics(tmp_path, grid):
     from landscape_utils.store import load_model
-    from landscape_utils.train import evaluate
+    from landscape_utils.models import evaluate
 
     df = run_grid(grid[:1], tmp_path, device="cpu", progress=False)
     rid = df.run_id[0]

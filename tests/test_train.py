@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from landscape_utils.train import RunConfig, lr_factor, train_population, train_run
+from landscape_utils.population import train_population
+from landscape_utils.train import RunConfig, lr_factor, train_run
 
 
 def cfg(**kw):
