@@ -35,8 +35,11 @@ __all__ = [
     "PHASES",
     "METRICS",
     "PhaseThresholds",
+    "CONFIDENCE_PHASES",
+    "UNDETERMINED",
     "cell_table",
     "classify",
+    "classify_with_confidence",
     "sensitivity",
     "phase_summary",
     "spearman_table",
@@ -264,13 +267,17 @@ def sensitivity(cells: pd.DataFrame, thresholds: PhaseThresholds = PhaseThreshol
 
 
 def phase_summary(cells: pd.DataFrame, phases: pd.Series | Iterable[str],
-                  target: str = "test_acc") -> pd.DataFrame:
-    """Per phase (all of :data:`PHASES`, in order): number of cells, mean and best (max)
-    of ``target`` over the cells, and the mean of the taxonomy metrics present.
+                  target: str = "test_acc", labels: Sequence[str] = PHASES,
+                  drop_empty: bool = False) -> pd.DataFrame:
+    """Per phase (all of ``labels``, in order; e.g. :data:`CONFIDENCE_PHASES` for the labels
+    of :func:`classify_with_confidence`): number of cells, mean and best (max) of
+    ``target`` over the cells, and the mean of the taxonomy metrics present. Cells whose
+    label is not in ``labels`` are left out; ``drop_empty`` drops the rows without cells.
 
     Columns: ``n_cells``, ``<target>_mean``, ``<target>_best`` and ``<m>_mean`` for m in
     train_loss, lambda_max, mc, cka when present. Index: phase.
     """
+    PHASES = list(labels)  # noqa: N806 (the labels this summary is over)
     ph = pd.Series(pd.Categorical(list(phases), categories=list(PHASES)), index=cells.index)
     cols = [target] + [m for m in ("train_loss", "lambda_max", "mc", "cka")
                        if m in cells.columns and m != target]
@@ -284,7 +291,7 @@ def phase_summary(cells: pd.DataFrame, phases: pd.Series | Iterable[str],
         if m in data.columns:
             out[f"{m}_mean"] = g[m].mean()
     out.index.name = "phase"
-    return out
+    return out[out.n_cells > 0] if drop_empty else out
 
 
 def spearman_table(cells: pd.DataFrame, target: str = "test_acc",
@@ -390,3 +397,267 @@ def contrast_loads(cells: pd.DataFrame, load: str, temperature: str, at: float,
 
 def _scalar(v: object) -> object:
     return v.item() if isinstance(v, np.generic) else v
+
+
+# --------------------------------------------------------------------------------------
+# Phases with a confidence
+# --------------------------------------------------------------------------------------
+#: Labels of :func:`classify_with_confidence`: the phases, ``"IV"`` (well connected, the
+#: IV-A/IV-B split not made or not resolved) and ``"undetermined"``.
+CONFIDENCE_PHASES: tuple[str, ...] = ("I", "II", "III", "IV", "IV-A", "IV-B", "undetermined")
+#: The label of a cell whose most likely phase is less likely than the level.
+UNDETERMINED = "undetermined"
+#: Per-pair metrics (from ``pairs``) and per-run metrics (from ``runs``) the rule reads.
+_PAIR_METRICS = ("mc", "cka")
+_RUN_METRICS = ("train_loss", "lambda_max")
+_HIGH_LOCAL = ("I", "II")                      # the table's "high loss, large Hessian" rows
+_LOW_LOCAL = ("III", "IV", "IV-A", "IV-B")     # "small loss, small Hessian"
+
+
+def _values_by_cell(table: pd.DataFrame | None, keys: list[str], metric: str,
+                    cell_keys: list[tuple]) -> list[np.ndarray] | None:
+    """Finite values of ``metric`` per cell (in ``cell_keys`` order), or None when the
+    table lacks the column. Rows with ``status == "diverged"`` are left out."""
+    if table is None or metric not in table.columns:
+        return None
+    missing = [k for k in keys if k not in table.columns]
+    if missing:
+        raise KeyError(f"classify_with_confidence: key columns {missing} not in the table "
+                       f"that holds {metric!r}")
+    t = table
+    if "status" in t.columns:
+        t = t[~t["status"].astype("string").str.lower().eq("diverged").fillna(False).astype(bool)]
+    vals = pd.to_numeric(t[metric], errors="coerce")
+    groups = {k if isinstance(k, tuple) else (k,): v.to_numpy(np.float64)
+              for k, v in vals.groupby([t[k] for k in keys], sort=False)}
+    out = []
+    for ck in cell_keys:
+        v = groups.get(ck, np.array([]))
+        out.append(v[np.isfinite(v)])
+    return out
+
+
+def _draw_means(center: np.ndarray, values: list[np.ndarray] | None, n_resamples: int,
+                method: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Resampled cell means, shape (cells, n_resamples), and the number of values per cell.
+
+    ``center`` (shape (cells,)) is the cell value the draws are centred on. A cell with
+    fewer than 2 values (or no per-seed values at all) is held at its centre.
+    """
+    n_cells = len(center)
+    draws = np.repeat(center[:, None], n_resamples, axis=1)
+    if values is None:
+        return draws, np.zeros(n_cells, dtype=int)
+    n = np.array([v.size for v in values])
+    for i, v in enumerate(values):
+        if v.size < 2 or not np.isfinite(center[i]):
+            continue
+        if method == "t":
+            se = v.std(ddof=1) / np.sqrt(v.size)
+            draws[i] = center[i] + se * rng.standard_t(v.size - 1, size=n_resamples)
+        else:  # bootstrap: resample the values with replacement
+            idx = rng.integers(0, v.size, size=(n_resamples, v.size))
+            draws[i] = center[i] + (v[idx].mean(axis=1) - v.mean())
+    return draws, n
+
+
+def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = None,
+                             runs: pd.DataFrame | None = None, *, load: str = "width",
+                             temperature: str = "batch_size",
+                             thresholds: PhaseThresholds = PhaseThresholds(),
+                             level: float = 0.7, n_resamples: int = 2000, method: str = "t",
+                             hessian: str = "lambda_max", hessian_high: float | None = None,
+                             seed: int = 0) -> pd.DataFrame:
+    """Phases with a probability: :func:`classify`'s rule applied to resampled cell values.
+
+    **Resampling.** Each metric the rule reads (mc and cka per seed pair from ``pairs``;
+    train_loss, and lambda_max when ``thresholds.lambda_large`` is set, per seed from
+    ``runs``) is redrawn ``n_resamples`` times per cell, centred on the cell's value in
+    ``cells`` (or the mean of its values when ``cells`` lacks the column):
+
+    * ``method="t"`` (default): the cell mean of n values is drawn as
+      ``mean + SE · T``, SE = sample std / √n, T ~ Student t with n − 1 degrees of freedom
+      (the sampling distribution of a mean of n normal values whose spread is estimated
+      from the same n values: a parametric bootstrap). With the 2-5 seeds of a grid this
+      is the honest choice: the ordinary bootstrap of 3 values can only take 10 distinct
+      means and understates the spread by a factor (n − 1)/n, so it would call the pairs
+      (−3.4, +4.25, −3.75) phase I with probability 20/27 = 0.74 although one pair of three
+      says II.
+    * ``method="bootstrap"``: the values are resampled with replacement (fine with many
+      seeds or pairs).
+
+    Metrics are drawn independently of each other. A metric with fewer than 2 values in a
+    cell (the authors' mc comes from one pair), or with no per-seed table, is held at its
+    cell value, and the cell's ``reason`` says so. Every draw is classified with
+    :func:`classify` and ``thresholds``; ``p_<phase>`` is the fraction of draws in that
+    phase.
+
+    **The IV-A/IV-B split.** Made only where the CKA separates the well connected cells
+    beyond the seed spread: when at least one cell is IV-B and at least one IV-A, each with
+    probability ``>= level``. Otherwise every well connected cell is reported as ``"IV"``
+    (``p_IV = p_IV-A + p_IV-B``) and the reason is in ``reason`` and ``.attrs["iv_reason"]``.
+    When the split is made, a cell that is IV with probability ``>= level`` but neither IV-A
+    nor IV-B with that probability is also reported as ``"IV"``.
+
+    **Undetermined.** A cell whose most likely label has probability below ``level`` is
+    ``"undetermined"``; ``p_phase`` is then that largest probability.
+
+    **The local axis (flags only; the label is :func:`classify`'s rule).** The paper's table
+    has the Hessian large in I and II, small in III and IV. ``hessian`` (column, default
+    ``lambda_max``) is called *large* above ``hessian_high``; when that is None the threshold
+    is the ranking rule: the geometric mean of the median Hessian of the cells labelled I or
+    II and that of the cells labelled III or IV (any split), so it needs a cell on each side.
+    ``hessian_flag`` marks a labelled cell whose Hessian is on the other side of its phase's
+    row; ``loss_flag`` one whose train loss is (high: ``> thresholds.train_loss_high``; I and
+    II have a high train loss, III and IV a small one). Undetermined cells are not flagged.
+
+    Args:
+        cells: one row per cell with ``load``, ``temperature`` and the cell values (``mc``,
+            ``train_loss``, ``cka``, ``hessian``), as for :func:`classify`.
+        pairs: one row per seed pair (``load``, ``temperature``, ``mc``, ``cka``), e.g.
+            chapter 3's ``global_pairs.csv`` or :func:`reference.load_shipped_pairs`.
+        runs: one row per run (``load``, ``temperature``, ``train_loss``, ``lambda_max``;
+            rows with ``status == "diverged"`` are ignored), e.g. chapter 1's ``grid.csv``
+            joined with chapter 2's ``local.csv``, or ``load_shipped_results(long=True)``.
+        level: probability at or above which a label is given, in (0.5, 1].
+        n_resamples: draws per cell (the Monte Carlo error of a p near 0.7 is ~0.01 at 2000).
+        seed: seed of the resampling; the result is deterministic for a given seed.
+
+    Returns:
+        A frame aligned with ``cells.index``: ``phase`` (categorical over
+        :data:`CONFIDENCE_PHASES`; missing where :func:`classify` gives no label),
+        ``p_phase``, ``p_I``, ``p_II``, ``p_III``, ``p_IV-A``, ``p_IV-B``, ``p_IV``,
+        ``phase_of_means`` (:func:`classify` on the cell values), ``hessian_large``,
+        ``hessian_flag``, ``loss_flag``, ``n_mc`` and ``n_cka`` (pairs), ``n_train_loss``
+        (runs), and ``reason`` (why undetermined, IV or flagged; empty otherwise).
+        ``.attrs`` holds ``iv_split`` (bool), ``iv_reason``, ``hessian_threshold``,
+        ``level`` and ``method``.
+    """
+    if not 0.5 < level <= 1.0:
+        raise ValueError(f"level must be in (0.5, 1], got {level}")
+    if method not in ("t", "bootstrap"):
+        raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    keys = [load, temperature]
+    missing = [k for k in keys if k not in cells.columns]
+    if missing:
+        raise KeyError(f"classify_with_confidence: key columns {missing} not in cells")
+    cell_keys = list(cells[keys].itertuples(index=False, name=None))
+    n_cells = len(cells)
+    rng = np.random.default_rng(seed)
+
+    needed = list(_PAIR_METRICS) + ["train_loss"]
+    if thresholds.lambda_large is not None:
+        needed.append("lambda_max")
+    draws: dict[str, np.ndarray] = {}
+    counts: dict[str, np.ndarray] = {}
+    for m in needed:
+        source = pairs if m in _PAIR_METRICS else runs
+        values = _values_by_cell(source, keys, m, cell_keys)
+        center = _col(cells, m)
+        if values is not None and m not in cells.columns:
+            center = np.array([v.mean() if v.size else np.nan for v in values])
+        draws[m], counts[m] = _draw_means(center, values, n_resamples, method, rng)
+
+    # classify every draw at once: row r * n_cells + i is draw r of cell i
+    flat = pd.DataFrame({m: d.T.ravel() for m, d in draws.items()})
+    labels = np.asarray(classify(flat, thresholds).astype(object)).reshape(n_resamples, n_cells)
+    of_means = classify(cells, thresholds)
+    probs = {}
+    n_lab = (~pd.isna(labels)).sum(axis=0)
+    for ph in PHASES:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            probs[ph] = np.where(n_lab > 0, (labels == ph).sum(axis=0) / np.maximum(n_lab, 1),
+                                 np.nan)
+    probs["IV"] = probs["IV-A"] + probs["IV-B"]
+    known = of_means.notna().to_numpy()
+
+    # the IV-A/IV-B split, decided over the grid
+    sure_b = int(np.sum(known & (probs["IV-B"] >= level)))
+    sure_a = int(np.sum(known & (probs["IV-A"] >= level)))
+    n_iv = int(np.sum(known & (probs["IV"] >= level)))
+    iv_split = sure_a > 0 and sure_b > 0
+    if iv_split:
+        iv_reason = (f"IV split by CKA (cka_high = {thresholds.cka_high:g}): {sure_b} cell(s) "
+                     f"IV-B and {sure_a} IV-A with p >= {level:g}")
+    elif n_iv == 0:
+        iv_reason = "IV not split: no cell is well connected with p >= " f"{level:g}"
+    else:
+        iv_reason = (f"IV not split: CKA does not separate the {n_iv} well connected cell(s) "
+                     f"beyond the seed spread ({sure_b} IV-B and {sure_a} IV-A with p >= "
+                     f"{level:g}; both are needed)")
+
+    phase = np.full(n_cells, None, dtype=object)
+    p_phase = np.full(n_cells, np.nan)
+    reasons: list[list[str]] = [[] for _ in range(n_cells)]
+    options = ("I", "II", "III", "IV-A", "IV-B") if iv_split else ("I", "II", "III", "IV")
+    for i in range(n_cells):
+        if not known[i]:
+            reasons[i].append("no label: a value the rule needs is missing")
+            continue
+        p = {ph: probs[ph][i] for ph in options}
+        best = max(p, key=p.get)
+        if p[best] >= level:
+            phase[i], p_phase[i] = best, p[best]
+        elif iv_split and probs["IV"][i] >= level:
+            phase[i], p_phase[i] = "IV", probs["IV"][i]
+            reasons[i].append(f"IV-A/IV-B within the seed spread (p_IV-A {probs['IV-A'][i]:.2f}, "
+                              f"p_IV-B {probs['IV-B'][i]:.2f})")
+        else:
+            phase[i], p_phase[i] = UNDETERMINED, p[best]
+            top = sorted(p.items(), key=lambda kv: -kv[1])[:2]
+            reasons[i].append("undetermined: " + ", ".join(f"p_{k} {v:.2f}" for k, v in top)
+                              + f" < {level:g}")
+        if not iv_split and phase[i] == "IV":
+            reasons[i].append(iv_reason)
+        held = [m for m in needed if counts[m][i] < 2 and np.isfinite(draws[m][i, 0])]
+        if held and phase[i] is not None:
+            reasons[i].append(", ".join(f"{m} from {counts[m][i]} value(s)" for m in held)
+                              + ": spread unknown, held fixed")
+
+    # the local axis
+    hess = _col(cells, hessian)
+    if not np.isfinite(hess).any() and runs is not None and hessian in runs.columns:
+        vals = _values_by_cell(runs, keys, hessian, cell_keys)
+        hess = np.array([v.mean() if v.size else np.nan for v in vals])
+    ph_arr = np.array([p if p is not None else "" for p in phase], dtype=object)
+    high_side = np.isin(ph_arr, _HIGH_LOCAL)
+    low_side = np.isin(ph_arr, _LOW_LOCAL)
+    if hessian_high is not None:
+        h_thr = float(hessian_high)
+    else:
+        a, b = hess[high_side & (hess > 0)], hess[low_side & (hess > 0)]
+        h_thr = float(np.sqrt(np.median(a) * np.median(b))) if a.size and b.size else np.nan
+    with np.errstate(invalid="ignore"):
+        large = hess > h_thr
+    h_known = np.isfinite(hess) & np.isfinite(h_thr)
+    hessian_flag = h_known & ((high_side & ~large) | (low_side & large))
+    loss = _col(cells, "train_loss")
+    with np.errstate(invalid="ignore"):
+        high_loss = loss > thresholds.train_loss_high
+    loss_flag = np.isfinite(loss) & ((high_side & ~high_loss) | (low_side & high_loss))
+    for i in range(n_cells):
+        if hessian_flag[i]:
+            reasons[i].append(f"Hessian {'small' if high_side[i] else 'large'} for {phase[i]} "
+                              f"({hessian} {hess[i]:.3g} vs {h_thr:.3g})")
+        if loss_flag[i]:
+            reasons[i].append(f"train loss {'low' if high_side[i] else 'high'} for {phase[i]} "
+                              f"({loss[i]:.3g} vs {thresholds.train_loss_high:g})")
+
+    out = pd.DataFrame(index=cells.index)
+    out["phase"] = pd.Categorical(phase, categories=list(CONFIDENCE_PHASES))
+    out["p_phase"] = p_phase
+    for ph in ("I", "II", "III", "IV-A", "IV-B", "IV"):
+        out[f"p_{ph}"] = np.where(known, probs[ph], np.nan)
+    out["phase_of_means"] = of_means.to_numpy()
+    out["hessian_large"] = pd.array(np.where(h_known, large, None), dtype="boolean")
+    out["hessian_flag"] = hessian_flag
+    out["loss_flag"] = loss_flag
+    out["n_mc"] = counts["mc"]
+    out["n_cka"] = counts["cka"]
+    out["n_train_loss"] = counts["train_loss"]
+    out["reason"] = ["; ".join(r) for r in reasons]
+    out.attrs.update(iv_split=iv_split, iv_reason=iv_reason, hessian_threshold=h_thr,
+                     level=level, method=method)
+    return out

@@ -1,10 +1,13 @@
 """Tests for landscape_utils.reference: synthetic release trees, the restricted unpickler,
-and (when present) the authors' real released results."""
+the tables shipped with the package, and (only when the tarball is at hand) a fresh
+derivation of those tables from the authors' release."""
 from __future__ import annotations
 
 import collections
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -13,15 +16,29 @@ import pandas as pd
 import pytest
 
 from landscape_utils.reference import (
+    PAIR_COLUMNS,
     PAPER_BATCH_SIZES,
     PAPER_WIDTHS,
+    PATH_COLUMNS,
+    SHIPPED_FILES,
     UnsafePickleError,
+    derive_tables,
     load_released_results,
+    load_results,
+    load_shipped_pairs,
+    load_shipped_paths,
+    load_shipped_results,
+    main,
+    read_table,
+    released_pairs,
+    released_paths_table,
     restricted_loads,
 )
 from landscape_utils.taxonomy import PHASES, classify, phase_summary
 
-REAL = Path(__file__).resolve().parents[2] / "shared/reference/paper_lr_decay_results.tar.gz"
+# The authors' tarball on the project's own machine, beside the repository. Only the
+# re-derivation test uses it (skipped when absent); everything else runs on shipped data.
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared/reference/paper_lr_decay_results.tar.gz"
 KNOBS = "different_knobs_subset_10"
 
 
@@ -217,13 +234,12 @@ def test_npz_object_array_refused(release: Path):
 
 
 # --------------------------------------------------------------------------------------
-# The authors' real release
+# The authors' release, as shipped with the package
 # --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def real() -> pd.DataFrame:
-    if not REAL.exists():
-        pytest.skip(f"released results not found at {REAL}")
-    return load_released_results(REAL)
+    """The authors' cells, from the table shipped with the package."""
+    return load_shipped_results()
 
 
 def test_real_grid_and_ranges(real: pd.DataFrame):
@@ -242,7 +258,7 @@ def test_real_grid_and_ranges(real: pd.DataFrame):
     assert real.mc.between(-35, 15).all() and (real.l2 > 0).all()
     # extra batch sizes have no test file
     assert real[~real.batch_size.isin(PAPER_BATCH_SIZES)].test_acc.isna().all()
-    assert len(load_released_results(REAL, paper_grid_only=True)) == 182
+    assert len(load_shipped_results(paper_grid_only=True)) == 182
     # one cell checked by hand: accuracies 78.76, 79.97, 79.46, 78.99, 79.66 %;
     # tr_err along the curve 0, .05, 5.044, .056, 0 -> mc = -5.044 at t = 0.5
     c = real[(real.width == 11) & (real.batch_size == 1024)].iloc[0]
@@ -280,3 +296,114 @@ def test_codecs_encode_only_latin1():
         restricted_loads(data, source="z.pkl")
     ok = data.replace(b"X\x05\x00\x00\x00rot13", b"X\x06\x00\x00\x00latin1")
     assert restricted_loads(ok) == b"x"
+
+
+# --------------------------------------------------------------------------------------
+# Pairs, paths, derivation and the shipped tables
+# --------------------------------------------------------------------------------------
+def test_cell_spread_over_pairs(release: Path):
+    df = load_released_results(release).set_index(["width", "batch_size"])
+    for (w, bs), row in df.iterrows():
+        k = 2.0 if (w, bs) == (8, 64) else 1.0
+        # unordered pairs: cka (0,1) (.1+.3)/2, (0,2) (.2+.5)/2, (1,2) (.4+.6)/2
+        assert row.cka_std == pytest.approx(np.std([.2 * k, .35 * k, .5 * k], ddof=1))
+        assert row.l2_std == pytest.approx(np.std([3 * k, 6 * k, 9 * k], ddof=1))
+        assert row.n_pairs == 3
+
+
+def test_released_pairs(release: Path):
+    pairs = released_pairs(release)
+    assert list(pairs.columns) == list(PAIR_COLUMNS)
+    assert len(pairs) == 4 * 3
+    c = pairs[(pairs.width == 8) & (pairs.batch_size == 64)].set_index(["seed_a", "seed_b"])
+    assert list(c.index) == [(0, 1), (0, 2), (1, 2)]
+    assert list(c.cka) == pytest.approx([0.4, 0.7, 1.0])       # k = 2, both orders averaged
+    assert list(c.l2) == pytest.approx([6.0, 12.0, 18.0])
+    assert c.loc[(0, 1), "mc"] == pytest.approx(-10.0)          # the one pair with a curve
+    assert c.mc.isna().sum() == 2
+    # the mean over a cell's pairs is the cell's value
+    cells = load_released_results(release)
+    agg = pairs.groupby(["width", "batch_size"])[["cka", "l2", "mc"]].mean().reset_index()
+    np.testing.assert_allclose(agg[["cka", "l2", "mc"]], cells[["cka", "l2", "mc"]])
+
+
+def test_released_paths_table(release: Path):
+    paths = released_paths_table(release)
+    assert list(paths.columns) == list(PATH_COLUMNS)
+    assert len(paths) == 4 * 5 and (paths.pair == "0-1").all()
+    c = paths[(paths.width == 8) & (paths.batch_size == 64)]
+    assert list(c.train_err) == pytest.approx(list(TR_ERR * 2))
+    assert list(c.t) == pytest.approx(list(np.linspace(0, 1, 5)))
+    assert list(c.test_err) == pytest.approx(list(TR_ERR + 10))
+    assert paths.train_loss.isna().all()  # the synthetic curves have no tr_loss
+
+
+def test_derive_cli_round_trip(release: Path, tmp_path: Path, capsys):
+    archive = _tar(release, tmp_path / "results.tar.gz")
+    out = tmp_path / "shipped"
+    assert main(["derive", str(archive), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(SHIPPED_FILES.values())
+    assert "cells.csv" in capsys.readouterr().out
+    fresh = derive_tables(release)
+    for name, df in fresh.items():
+        back = read_table(name, out)
+        pd.testing.assert_frame_equal(back, df, check_exact=True, check_dtype=False)
+        assert list(back.columns) == list(df.columns)
+    pd.testing.assert_frame_equal(fresh["cells"], load_released_results(release))
+    pd.testing.assert_frame_equal(fresh["runs"], load_released_results(release, long=True))
+    with pytest.raises(SystemExit):
+        main(["derive", str(tmp_path / "nope.tar.gz")])
+    with pytest.raises(KeyError, match="unknown table 'cell'"):
+        read_table("cell", out)
+    with pytest.raises(FileNotFoundError, match="derive"):
+        read_table("cells", tmp_path)
+
+
+def test_shipped_tables_have_the_loader_columns(release: Path):
+    synthetic = load_released_results(release)
+    shipped = load_shipped_results()
+    assert list(shipped.columns) == list(synthetic.columns)
+    assert list(load_shipped_results(long=True).columns) == list(
+        load_released_results(release, long=True).columns)
+    assert list(load_shipped_pairs().columns) == list(PAIR_COLUMNS)
+    assert list(load_shipped_paths().columns) == list(PATH_COLUMNS)
+    assert shipped.width.dtype == np.int64 and shipped.n_runs.dtype == np.int64
+    assert len(shipped) == 210 and len(load_shipped_results(paper_grid_only=True)) == 182
+    assert len(load_shipped_results(long=True)) == 5 * 210
+    assert set(load_shipped_paths(paper_grid_only=True).batch_size) == set(PAPER_BATCH_SIZES)
+    # the default of load_results is the shipped table; a given path must exist
+    pd.testing.assert_frame_equal(load_results(""), shipped)
+    pd.testing.assert_frame_equal(load_results(release), synthetic)
+    with pytest.raises(FileNotFoundError, match="paper_results: .*nope"):
+        load_results("nope/results.tar.gz")
+
+
+def test_shipped_pairs_agree_with_shipped_cells():
+    cells = load_shipped_results().set_index(["width", "batch_size"])
+    pairs = load_shipped_pairs()
+    g = pairs.groupby(["width", "batch_size"])
+    np.testing.assert_allclose(g.cka.mean().reindex(cells.index), cells.cka, rtol=1e-12)
+    np.testing.assert_allclose(g.cka.std().reindex(cells.index), cells.cka_std, rtol=1e-12)
+    np.testing.assert_allclose(g.mc.mean().reindex(cells.index), cells.mc, rtol=1e-12)
+    assert (g.mc.count() == 1).all()
+    # mc recomputed from the shipped curve of every cell
+    from landscape_utils.taxonomy import mode_connectivity
+
+    paths = load_shipped_paths()
+    for (w, bs), prof in paths.groupby(["width", "batch_size"]):
+        assert mode_connectivity(prof.sort_values("t").train_err.to_numpy())[0] == pytest.approx(
+            cells.loc[(w, bs), "mc"], abs=1e-12)
+
+
+def test_reference_does_not_import_torch():
+    code = ("import sys, landscape_utils.reference, landscape_utils.findings; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="the authors' results.tar.gz is not beside the repo")
+def test_shipped_tables_equal_a_fresh_derivation():
+    fresh = derive_tables(REAL)
+    assert sorted(fresh) == sorted(SHIPPED_FILES)
+    for name, df in fresh.items():
+        pd.testing.assert_frame_equal(read_table(name), df, check_exact=True, check_dtype=False)
