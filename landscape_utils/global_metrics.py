@@ -24,7 +24,8 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,9 @@ from .connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evalu
 from .data import batches, load_dataset
 from .similarity import l2_distance, model_cka
 from .store import Store, load_model
+from .tasks import Task, run_tasks
 from .train import RunConfig
-from .utils import progress_bar, resolve_device
+from .utils import resolve_device
 
 #: Store metric name of the per-pair records.
 METRIC_NAME = "connectivity"
@@ -244,15 +246,37 @@ def fit_group(config: RunConfig) -> tuple:
             config.width, config.depth, config.batch_norm)
 
 
+def _pairs_task(*, workdir: str, device: torch.device, pairs: list[tuple[str, str]], settings: dict[str, Any],
+                data_root: str) -> Iterator[dict[str, Any]]:
+    """Task function (see :mod:`landscape_utils.tasks`): the :func:`pair_record` of pairs of one
+    :func:`fit_group`, their curves fitted together, each record yielded (and so saved) when done."""
+    s = GlobalSettings(**settings)
+    store = Store(workdir)
+    cfg = store.config(pairs[0][0])
+    data = load_dataset(cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed,
+                        data_root=data_root, device=device)
+    models = {rid: load_model(workdir, rid, device=device, data=data) for pair in pairs for rid in pair}
+    model_pairs = [(models[a], models[b]) for a, b in pairs]
+    t0 = time.perf_counter()
+    curves = fit_curves(model_pairs, data.x_train, data.y_train, s, device)
+    fit_share = (time.perf_counter() - t0) / len(pairs)
+    for (a, b), curve in zip(model_pairs, curves):
+        yield pair_record(a, b, data.x_train, data.y_train, data.x_test, data.y_test, s,
+                          device=device, curve=curve, fit_seconds=fit_share)
+
+
 def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: GlobalSettings,
                   device: str | torch.device = "auto", curves_at_once: int = 16, data_root: str = "data",
-                  progress: bool = True) -> tuple[list[dict[str, Any]], int]:
+                  progress: bool = True, *, executor: str | Any = "serial",
+                  **executor_options: Any) -> tuple[list[dict[str, Any]], int]:
     """The :func:`pair_record` of every pair of stored runs, from the store or computed.
 
-    Missing pairs are grouped by :func:`fit_group`; each group loads its dataset once and
-    fits up to ``curves_at_once`` curves together (:func:`fit_curves`), then evaluates
-    each pair and saves its record under :meth:`GlobalSettings.key` as soon as it is done,
-    so an interrupted call resumes with the pairs it had finished.
+    Missing pairs are grouped by :func:`fit_group` and cut into tasks of at most
+    ``curves_at_once`` pairs (:mod:`landscape_utils.tasks`); each task loads its dataset
+    once, fits its curves together (:func:`fit_curves`), then evaluates each pair and saves
+    its record under :meth:`GlobalSettings.key` as soon as it is done, so an interrupted call
+    resumes with the pairs it had finished. ``executor`` (``serial``, ``process``, ``ray``,
+    with the options of the training grid) runs the tasks.
 
     Returns:
         ``(records, num_computed)``: the records in the order of ``pairs``, and how many
@@ -260,35 +284,27 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
     """
     if curves_at_once < 1:
         raise ValueError(f"curves_at_once must be >= 1, got {curves_at_once}")
-    dev = resolve_device(device)
     store = Store(workdir)
     records: list[dict[str, Any] | None] = [store.load_metric(METRIC_NAME, settings.key(a, b)) for a, b in pairs]
     todo = [i for i, r in enumerate(records) if r is None]
     groups: dict[tuple, list[int]] = {}
     for i in todo:
         groups.setdefault(fit_group(store.config(pairs[i][0])), []).append(i)
-    with progress_bar(total=len(pairs), initial=len(pairs) - len(todo), desc="seed pairs",
-                      disable=not progress) as bar:
-        for members in groups.values():
-            cfg = store.config(pairs[members[0]][0])
-            data = load_dataset(cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed,
-                                data_root=data_root, device=dev)
-            for start in range(0, len(members), curves_at_once):
-                chunk = members[start:start + curves_at_once]
-                models = {rid: load_model(workdir, rid, device=dev, data=data)
-                          for i in chunk for rid in pairs[i]}
-                model_pairs = [(models[pairs[i][0]], models[pairs[i][1]]) for i in chunk]
-                t0 = time.perf_counter()
-                curves = fit_curves(model_pairs, data.x_train, data.y_train, settings, dev)
-                fit_share = (time.perf_counter() - t0) / len(chunk)
-                for i, (a, b), curve in zip(chunk, model_pairs, curves):
-                    rec = pair_record(a, b, data.x_train, data.y_train, data.x_test, data.y_test, settings,
-                                      device=dev, curve=curve, fit_seconds=fit_share)
-                    store.save_metric(METRIC_NAME, settings.key(*pairs[i]), rec)
-                    records[i] = rec
-                    bar.set_postfix_str(f"{cfg.model} width {cfg.width}")
-                    bar.update()
-    return records, len(todo)
+    chunks = [members[start:start + curves_at_once] for members in groups.values()
+              for start in range(0, len(members), curves_at_once)]
+    args = {"settings": asdict(settings), "data_root": str(Path(data_root).resolve())}
+    tasks = [Task(METRIC_NAME, tuple(settings.key(*pairs[i]) for i in chunk), _pairs_task,
+                  {**args, "pairs": [tuple(pairs[i]) for i in chunk]}, label=f"{len(chunk)} pairs")
+             for chunk in chunks]
+    if progress and len(todo) < len(pairs):
+        print(f"seed pairs: {len(pairs) - len(todo)} of {len(pairs)} in the store")
+    results = run_tasks(tasks, workdir, executor=executor, device=str(device),
+                        desc=f"seed pairs ({len(todo)} in {len(tasks)} task(s))", progress=progress,
+                        **executor_options)
+    for chunk, recs in zip(chunks, results):
+        for i, rec in zip(chunk, recs):
+            records[i] = rec
+    return records, len(todo)  # type: ignore[return-value]
 
 
 def usable_runs(grid: pd.DataFrame, load: str, temperature: str) -> tuple[dict[tuple, list[str]], pd.DataFrame]:

@@ -20,7 +20,8 @@ import math
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ from torch import nn
 from .data import load_dataset
 from .hessian import make_fixed_batch, pyhessian_reference, spectral_density, top_eigenvalues, trace
 from .store import Store, load_model
-from .utils import progress_bar, resolve_device
+from .tasks import Task, run_tasks
+from .utils import resolve_device
 
 __all__ = [
     "HessianSettings",
@@ -214,47 +216,45 @@ def model_and_batch(workdir: str | os.PathLike, run_id: str, num_samples: int, s
     return load_model(workdir, run_id, device=dev, data=data), (x.to(dev), y.to(dev))
 
 
-def _cached_records(workdir: str | os.PathLike, run_ids: Iterable[str], name: str,
-                    settings: HessianSettings | DensitySettings,
-                    measure: Callable[..., dict[str, Any]], device: str | torch.device,
-                    data_root: str | os.PathLike, desc: str) -> dict[str, dict[str, Any]]:
-    """``{run_id: record}``: loaded from the store, or measured (then saved) when missing.
+def _measure_task(*, workdir: str, device: torch.device, run_id: str, kind: str,
+                  settings: dict[str, Any], data_root: str) -> list[dict[str, Any]]:
+    """Task function (see :mod:`landscape_utils.tasks`): one run's Hessian or density record."""
+    if kind == "hessian":
+        s, measure = HessianSettings(**settings), measure_hessian
+    else:
+        s, measure = DensitySettings(**settings), measure_density
+    cfg = Store(workdir).config(run_id)
+    data = cfg.load_data(data_root=data_root) if hasattr(cfg, "load_data") else load_dataset(
+        cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed, data_root=data_root)
+    n = min(int(s.num_samples), data.num_train)
+    if n < s.num_samples:
+        warnings.warn(f"{cfg.dataset} with data_fraction={cfg.data_fraction} has only "
+                      f"{data.num_train} training samples; the Hessian batch uses all of them")
+    x, y = make_fixed_batch(data.x_train, data.y_train, n, seed=int(s.seed))
+    model = load_model(workdir, run_id, device=device, data=data)
+    return [measure(model, (x.to(device), y.to(device)), s, device)]
 
-    Datasets and fixed batches are built once per distinct training set, and only when
-    something must be computed.
-    """
-    store = Store(workdir)
+
+def _cached_records(workdir: str | os.PathLike, run_ids: Iterable[str], name: str,
+                    settings: HessianSettings | DensitySettings, device: str | torch.device,
+                    data_root: str | os.PathLike, desc: str, executor: str | Any,
+                    progress: bool, executor_options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{run_id: record}``: read from the store, or measured (one task per run) and saved."""
     run_ids = list(dict.fromkeys(run_ids))
-    records = {rid: store.load_metric(name, settings.key(rid)) for rid in run_ids}
-    todo = [rid for rid in run_ids if records[rid] is None]
-    print(f"{desc}: {len(run_ids) - len(todo)} cached, {len(todo)} to compute")
-    if not todo:
-        return records
-    dev = resolve_device(device)
-    batches: dict[tuple, tuple[Any, tuple[torch.Tensor, torch.Tensor]]] = {}
-    for rid in progress_bar(todo, desc=desc, unit="run"):
-        cfg = store.config(rid)
-        dkey = (cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed)
-        if dkey not in batches:
-            data = load_dataset(*dkey, data_root=data_root)
-            n = min(int(settings.num_samples), data.num_train)
-            if n < settings.num_samples:
-                warnings.warn(f"{cfg.dataset} with data_fraction={cfg.data_fraction} has only "
-                              f"{data.num_train} training samples; the Hessian batch uses "
-                              "all of them")
-            x, y = make_fixed_batch(data.x_train, data.y_train, n, seed=int(settings.seed))
-            batches[dkey] = (data, (x.to(dev), y.to(dev)))
-        data, batch = batches[dkey]
-        model = load_model(workdir, rid, device=dev, data=data)
-        record = measure(model, batch, settings, dev)
-        store.save_metric(name, settings.key(rid), record)
-        records[rid] = record
-    return records
+    kind = "hessian" if isinstance(settings, HessianSettings) else "density"
+    args = {"kind": kind, "settings": dataclasses.asdict(settings),
+            "data_root": str(Path(data_root).resolve())}
+    tasks = [Task(name, (settings.key(rid),), _measure_task, {**args, "run_id": rid}, label=rid)
+             for rid in run_ids]
+    results = run_tasks(tasks, workdir, executor=executor, device=str(device), desc=desc,
+                        progress=progress, **executor_options)
+    return {rid: recs[0] for rid, recs in zip(run_ids, results)}
 
 
 def hessian_table(workdir: str | os.PathLike, run_ids: Iterable[str], settings: HessianSettings,
-                  device: str | torch.device = "auto",
-                  data_root: str | os.PathLike = "data") -> pd.DataFrame:
+                  device: str | torch.device = "auto", data_root: str | os.PathLike = "data", *,
+                  executor: str | Any = "serial", progress: bool = True,
+                  **executor_options: Any) -> pd.DataFrame:
     """λmax and trace of every run, one row per run (in the order given).
 
     Columns: ``run_id``, ``lambda_max``, ``trace``, ``trace_stderr``, ``num_hvps_eig``,
@@ -262,9 +262,13 @@ def hessian_table(workdir: str | os.PathLike, run_ids: Iterable[str], settings: 
     ``trace_converged``, ``seconds_eig``, ``seconds_trace``, ``lambda_2`` ... ``lambda_k``
     when k > 1, and the settings (``k``, ``tol``, ``max_iter``, ``trace_method``,
     ``rel_tol``, ``max_probes``, ``hessian_seed``).
+
+    Each missing run is one task of :mod:`landscape_utils.tasks`, computed by ``executor``
+    (``serial``, ``process``, ``ray``; options as for the training grid) and saved in the
+    store the moment it is done, so an interrupted table resumes where it stopped.
     """
-    records = _cached_records(workdir, run_ids, HESSIAN_METRIC, settings, measure_hessian,
-                              device, data_root, "Hessian (λmax, trace)")
+    records = _cached_records(workdir, run_ids, HESSIAN_METRIC, settings, device, data_root,
+                              "Hessian (λmax, trace)", executor, progress, executor_options)
     rows = []
     for rid, rec in records.items():
         row = {"run_id": rid, **{k: v for k, v in rec.items() if k != "eigenvalues"}}
@@ -288,12 +292,13 @@ def hessian_table(workdir: str | os.PathLike, run_ids: Iterable[str], settings: 
 
 
 def density_table(workdir: str | os.PathLike, run_ids: Iterable[str], settings: DensitySettings,
-                  device: str | torch.device = "auto",
-                  data_root: str | os.PathLike = "data") -> pd.DataFrame:
+                  device: str | torch.device = "auto", data_root: str | os.PathLike = "data", *,
+                  executor: str | Any = "serial", progress: bool = True,
+                  **executor_options: Any) -> pd.DataFrame:
     """Spectral densities of the given runs, long form: ``run_id``, ``lam``, ``density``
-    (``settings.points`` rows per run)."""
-    records = _cached_records(workdir, run_ids, DENSITY_METRIC, settings, measure_density,
-                              device, data_root, "spectral density (SLQ)")
+    (``settings.points`` rows per run). Executor arguments as in :func:`hessian_table`."""
+    records = _cached_records(workdir, run_ids, DENSITY_METRIC, settings, device, data_root,
+                              "spectral density (SLQ)", executor, progress, executor_options)
     frames = [pd.DataFrame({"run_id": rid, "lam": rec["lam"], "density": rec["density"]})
               for rid, rec in records.items()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(

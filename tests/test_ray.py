@@ -55,3 +55,27 @@ def test_task_whose_worker_dies_is_retried(tmp_path, local_ray):
     ex = RayExecutor(max_retries=1)
     assert list(ex.map(die_once, [str(marker)])) == [1]
     assert marker.read_text() == "xx"  # two attempts
+
+
+def test_measurements_on_ray_match_serial(tmp_path, local_ray):
+    """Chapters 2 and 3's tasks (Hessian of a run, curve and CKA of a pair) on Ray."""
+    from landscape_utils.global_metrics import GlobalSettings, measure_pairs
+    from landscape_utils.local import HessianSettings, hessian_table
+
+    runs = run_grid(GRID, tmp_path / "w", device="cpu", progress=False)
+    pairs = [tuple(sorted(g.run_id)) for _, g in runs.groupby("width")]
+    hs = HessianSettings(num_samples=100, tol=1e-3, rel_tol=0.1, max_probes=20, sketch_size=5)
+    gs = GlobalSettings(curve_epochs=2, curve_batch_size=64, num_points=5, cka_samples=64, cka_batches=4)
+    import shutil
+
+    shutil.copytree(tmp_path / "w", tmp_path / "r")
+    a = hessian_table(tmp_path / "w", runs.run_id, hs, device="cpu", progress=False)
+    b = hessian_table(tmp_path / "r", runs.run_id, hs, device="cpu", progress=False, executor="ray")
+    assert b.lambda_max.to_numpy() == pytest.approx(a.lambda_max.to_numpy(), rel=1e-4)
+    assert b.trace.to_numpy() == pytest.approx(a.trace.to_numpy(), rel=1e-4)
+    ra, _ = measure_pairs(str(tmp_path / "w"), pairs, gs, device="cpu", progress=False)
+    rb, computed = measure_pairs(str(tmp_path / "r"), pairs, gs, device="cpu", progress=False, executor="ray")
+    assert computed == len(pairs)
+    for x, y in zip(ra, rb):
+        assert y["mc"] == pytest.approx(x["mc"], rel=1e-4, abs=1e-6)
+        assert y["cka"] == pytest.approx(x["cka"], rel=1e-4)
