@@ -1,45 +1,37 @@
-"""The phase explorer of chapter 4, and the tables behind it.
+"""Interactive views of the book's tables, and one rule for showing them.
+
+**Live in JupyterLab, static in the book.** :func:`live_or_static` is the one pattern every
+widget cell uses: in JupyterLab (a live kernel) it builds and shows the ipywidgets app; in
+the static HTML book it shows an altair equivalent and builds no ipywidget at all, so the
+executed notebook holds no widget views or widget state, and the page loads no widget
+JavaScript from anywhere. The book driver sets ``LANDSCAPE_BOOK=1`` while it executes the
+chapters (``LANDSCAPE_BOOK_STATIC=1`` forces the static view too; ``=0`` forces live).
 
 Three layers, each usable on its own:
 
-* **Reading.** :func:`load_book_tables` reads what chapters 1-3 leave under
-  ``{workdir}/tables`` and says, per missing file, which metrics are lost and which chapter
-  writes them; :func:`assemble_cells` joins the tables into one row per grid cell;
-  :func:`grid_base_config` recovers chapter 1's training setup from its table, so that new
-  sweeps train the same models; :func:`released_paths` reads the Bezier-curve profiles of
-  the authors' release (``curve_test.npz``), safely (no pickles).
 * **Pure chart builders** (:func:`map_chart`, :func:`curves_chart`, :func:`path_chart`,
-  :func:`density_chart`, :func:`info_chart`): a table in, an altair chart out. Given an
+  :func:`density_chart`, :func:`info_chart`): a table in, an altair chart out, sized to
+  the book's column and drawn in :mod:`landscape_utils.plotting`'s colours. Given an
   altair selection they filter by it, so the same builders serve both explorers.
-* **Two explorers.** :class:`PhaseExplorer` is an ipywidgets app for JupyterLab (pick a
-  metric, the axes and a cell; see the cell's learning curves, its error along the Bezier
-  curve and the line, and its Hessian spectral density). Its state lives in the widgets and
-  every view is a pure method of that state, so it is testable headless.
-  :func:`linked_explorer` is the static-HTML counterpart: one altair chart where a click on
-  the phase map (``alt.selection_point``) filters the detail charts; it needs no kernel
-  and no network.
+* **Static explorers**: :func:`linked_explorer` is one altair chart where a click on the
+  phase map (``alt.selection_point``) filters the detail charts; it needs no kernel and
+  no network.
+* **Live apps** (ipywidgets, JupyterLab only): :class:`PhaseExplorer` (pick a metric, the
+  axes and a cell; see the cell's learning curves, its error along the Bezier curve and
+  the line, and its smoothed Hessian spectral density) and :class:`LiveChart` (any chart
+  function driven by sliders, checkboxes and dropdowns described by :class:`Control`).
+  Their state lives in the widgets and every view is a pure method of that state, so they
+  are testable headless.
 
-Table contract (``{workdir}/tables``; chapter 4 reads, the others write):
-
-=====================  =========  ========================================================
-file                   chapter    columns
-=====================  =========  ========================================================
-``grid.csv``           1          run_id, every RunConfig field, status, train/test loss/acc
-``grid_axes.json``     1          load_axis, temperature_axis
-``local.csv``          2          run_id, lambda_max, trace, trace_stderr, ...
-``density.csv``        2          run_id, lam, density (one seed per cell)
-``global_cells.csv``   3          the two axis columns, mc, linear_mc, cka, l2 (+ ``_std``)
-``paths.csv``          3          the two axis columns, pair, path (bezier | linear), t,
-                                  train_err, train_loss, test_err (errors in percent)
-=====================  =========  ========================================================
+The tables themselves (which file, which chapter, which axis is hot) belong to
+:mod:`landscape_utils.tables`; the names below are re-exported from there for older code.
 """
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import altair as alt
 import numpy as np
@@ -47,7 +39,8 @@ import pandas as pd
 
 from . import plotting
 from .plotting import METRICS as STYLES
-from .taxonomy import METRICS as TAXONOMY_METRICS
+from .tables import (TABLES, BookTables, TableSpec, assemble_cells,  # noqa: F401 (re-exported)
+                     grid_base_config, load_book_tables)
 
 __all__ = [
     "TABLES",
@@ -64,7 +57,13 @@ __all__ = [
     "info_chart",
     "linked_explorer",
     "PhaseExplorer",
+    "Control",
+    "LiveChart",
+    "display_mode",
+    "live_or_static",
 ]
+
+INFO_WIDTH = 110  # px: the text panel beside the map (its metric names sit left of it)
 
 #: Metrics an explorer offers, in the order of the paper's figure.
 EXPLORER_METRICS: tuple[str, ...] = (
@@ -74,186 +73,51 @@ EXPLORER_METRICS: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------------------------
-# Reading the chapters' tables
+# Live in JupyterLab, static in the book
 # --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TableSpec:
-    """One table of the contract between chapters."""
+def display_mode(mode: str = "auto") -> str:
+    """``"live"`` or ``"static"``: how a widget cell shows itself.
 
-    file: str                   # file name under {workdir}/tables
-    chapter: str                # who writes it, for the "missing" message
-    provides: tuple[str, ...]   # what is lost without it (metric names or a phrase)
-    columns: tuple[str, ...]    # columns it must have (besides the axes, see ``axes``)
-    axes: bool = False          # keyed by the two axis columns (else by run_id)
-
-
-TABLES: dict[str, TableSpec] = {
-    "grid": TableSpec("grid.csv", "chapter 1 (01_training_grid)",
-                      ("train_loss", "train_acc", "test_loss", "test_acc"), ("run_id",)),
-    "local": TableSpec("local.csv", "chapter 2 (local metrics)", ("lambda_max", "trace"),
-                       ("run_id",)),
-    "density": TableSpec("density.csv", "chapter 2 (local metrics)",
-                         ("the Hessian spectral density",), ("run_id", "lam", "density")),
-    "global_cells": TableSpec("global_cells.csv", "chapter 3 (global metrics)",
-                              ("mc", "linear_mc", "cka", "l2"), (), axes=True),
-    "paths": TableSpec("paths.csv", "chapter 3 (global metrics)",
-                       ("the error along the Bezier curve and the line",),
-                       ("path", "t", "train_err"), axes=True),
-}
-
-
-@dataclass(frozen=True)
-class BookTables:
-    """The chapters' tables for one workdir; a table is None when it is not there yet."""
-
-    workdir: Path
-    load: str                           # load axis column, e.g. "width"
-    temperature: str                    # temperature axis column, e.g. "batch_size"
-    grid: pd.DataFrame | None = None    # one row per run (chapter 1)
-    local: pd.DataFrame | None = None   # one row per run (chapter 2)
-    density: pd.DataFrame | None = None  # long: run_id, lam, density (chapter 2)
-    global_cells: pd.DataFrame | None = None  # one row per cell (chapter 3)
-    paths: pd.DataFrame | None = None   # long: axes, pair, path, t, errors (chapter 3)
-    history: pd.DataFrame | None = None  # long: run_id, epoch, train_loss, ..., axes, seed
-    missing: tuple[str, ...] = field(default_factory=tuple)  # one line per missing piece
-
-    @property
-    def keys(self) -> list[str]:
-        return [self.load, self.temperature]
-
-
-def _read_csv(path: Path, spec: TableSpec, axes: Sequence[str]) -> tuple[pd.DataFrame | None, str]:
-    what = ", ".join(spec.provides)
-    if not path.exists():
-        return None, f"missing {what}: {path} not found; {spec.chapter} writes it"
+    ``mode="auto"`` is static when ``LANDSCAPE_BOOK_STATIC`` is ``"1"``, or when it is
+    unset and ``LANDSCAPE_BOOK`` is ``"1"`` (the book driver executing a chapter), or when
+    there is no IPython kernel (a script, a test); ``LANDSCAPE_BOOK_STATIC=0`` forces live
+    in a kernel. Otherwise live. ``"live"`` / ``"static"`` are returned as given.
+    """
+    if mode in ("live", "static"):
+        return mode
+    if mode != "auto":
+        raise ValueError(f"mode must be auto, live or static, got {mode!r}")
+    forced = os.environ.get("LANDSCAPE_BOOK_STATIC")
+    if forced == "1":
+        return "static"
+    if forced != "0" and os.environ.get("LANDSCAPE_BOOK") == "1":
+        return "static"
     try:
-        df = pd.read_csv(path)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        return None, f"missing {what}: {path} is unreadable ({type(err).__name__}); rerun {spec.chapter}"
-    need = list(spec.columns) + (list(axes) if spec.axes else [])
-    absent = [c for c in need if c not in df.columns]
-    if absent:
-        return None, (f"missing {what}: {path} lacks column(s) {', '.join(absent)} "
-                      f"(it has {', '.join(map(str, df.columns))}); rerun {spec.chapter}")
-    if df.empty:
-        return None, f"missing {what}: {path} has no rows; rerun {spec.chapter}"
-    return df, ""
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the notebook stack
+        return "static"
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return "static"
+    return "live"
 
 
-def load_book_tables(workdir: str | os.PathLike, load: str | None = None,
-                     temperature: str | None = None, history: bool = True) -> BookTables:
-    """Read every table of the contract (module docstring) that exists under ``workdir``.
+def live_or_static(static: Any, live: Callable[[], Any] | None, mode: str = "auto") -> Any:
+    """The object a widget cell ends with: ``live()`` (an ipywidgets app) in live mode,
+    else ``static`` (an altair chart, or None) (:func:`display_mode`). ``live`` is only
+    called in live mode, so the static book never creates a widget; with no ipywidgets
+    installed, the static view is shown::
 
-    The axes come from ``grid_axes.json`` when present, else from ``load``/``temperature``,
-    else ``("width", "batch_size")``. Nothing raises for a missing or malformed table: it is
-    left as None and :attr:`BookTables.missing` gets a line naming the metrics lost, the
-    file and the chapter that writes it. ``history`` also reads the per-epoch learning
-    curves of chapter 1's runs from the run store.
+        live_or_static(linked_explorer(cells, x, y, ...),
+                       lambda: PhaseExplorer.from_tables(tables, cells))
     """
-    workdir = Path(workdir)
-    tdir = workdir / "tables"
-    notes: list[str] = []
-    axes_file = tdir / "grid_axes.json"
-    if axes_file.exists():
-        try:
-            ax = pd.read_json(axes_file, typ="series")
-            load = load or str(ax["load_axis"])
-            temperature = temperature or str(ax["temperature_axis"])
-        except (ValueError, KeyError) as err:
-            notes.append(f"{axes_file} is unreadable ({err}); assuming the axes")
-    load = load or "width"
-    temperature = temperature or "batch_size"
-    frames: dict[str, pd.DataFrame | None] = {}
-    for name, spec in TABLES.items():
-        frames[name], note = _read_csv(tdir / spec.file, spec, (load, temperature))
-        if note:
-            notes.append(note)
-    grid = frames["grid"]
-    if grid is not None and not {load, temperature} <= set(grid.columns):
-        notes.append(f"{tdir / 'grid.csv'} has no columns {load!r} and {temperature!r}; "
-                     "rerun chapter 1")
-        grid = frames["grid"] = None
-    hist = None
-    if history and grid is not None:
-        hist = _history(workdir, grid, [load, temperature])
-        if hist is None:
-            notes.append(f"missing learning curves: no history.json under {workdir / 'runs'} "
-                         "for chapter 1's runs")
-    return BookTables(workdir, load, temperature, history=hist, missing=tuple(notes), **frames)
-
-
-def _history(workdir: Path, grid: pd.DataFrame, keys: list[str]) -> pd.DataFrame | None:
-    from .store import load_history
-
-    ids = [r for r in grid.run_id if (workdir / "runs" / str(r) / "history.json").exists()]
-    if not ids:
-        return None
-    hist = load_history(workdir, ids)
-    cols = ["run_id", *keys, *(["seed"] if "seed" in grid else [])]
-    return hist.merge(grid[cols], on="run_id", how="left")
-
-
-def _align_keys(df: pd.DataFrame, like: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Cast ``df``'s key columns to the dtypes of ``like`` (CSV round trips may differ)."""
-    df = df.copy()
-    for k in keys:
-        if k in df and k in like and df[k].dtype != like[k].dtype:
-            try:
-                df[k] = df[k].astype(like[k].dtype)
-            except (TypeError, ValueError):
-                pass
-    return df
-
-
-def assemble_cells(tables: BookTables,
-                   metrics: Sequence[str] = TAXONOMY_METRICS) -> pd.DataFrame:
-    """One row per grid cell with every metric available: chapter 1's losses and accuracies
-    and chapter 2's Hessian metrics averaged over seeds (:func:`taxonomy.cell_table`, with
-    ``_std`` columns), joined with chapter 3's per-cell global metrics.
-
-    Cells come from chapter 1's grid (or chapter 3's table when the grid is missing);
-    a metric whose table is missing is absent, and a cell the other tables do not cover
-    gets NaN. Returns an empty frame with the key columns when nothing is there.
-    """
-    from .taxonomy import cell_table
-
-    keys = tables.keys
-    cells = None
-    if tables.grid is not None:
-        runs = tables.grid
-        if tables.local is not None:
-            extra = [c for c in tables.local.columns if c == "run_id" or c not in runs.columns]
-            runs = runs.merge(tables.local[extra], on="run_id", how="left")
-        cells = cell_table(runs, *keys, metrics=metrics)
-    gc = tables.global_cells
-    if gc is not None:
-        gc = gc.drop(columns=[c for c in ("n_seeds", "n_diverged") if c in gc.columns])
-        if cells is None:
-            cells = gc.sort_values(keys).reset_index(drop=True)
-        else:
-            gc = _align_keys(gc, cells, keys)
-            gc = gc[[c for c in gc.columns if c in keys or c not in cells.columns]]
-            cells = cells.merge(gc, on=keys, how="left")
-    if cells is None:
-        return pd.DataFrame(columns=keys)
-    return cells
-
-
-def grid_base_config(grid: pd.DataFrame) -> dict[str, Any]:
-    """The RunConfig fields that all of ``grid``'s runs share (the training setup), as
-    plain Python values ready for :func:`runner.expand_grid`. Fields that vary (the axes,
-    the seed) are left out."""
-    from .runner import CONFIG_KEYS
-
-    base: dict[str, Any] = {}
-    for k in CONFIG_KEYS:
-        if k == "seed" or k not in grid.columns:
-            continue
-        vals = grid[k].dropna().unique()
-        if len(vals) == 1:
-            v = vals[0]
-            base[k] = v.item() if isinstance(v, np.generic) else v
-    return base
+    if live is None or display_mode(mode) == "static":
+        return static
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return static
+    return live()
 
 
 def released_paths(path: str | os.PathLike, paper_grid_only: bool = True,
@@ -299,74 +163,96 @@ def _filtered(chart: alt.Chart, selection: Any | None) -> alt.Chart:
     return chart.transform_filter(selection) if selection is not None else chart
 
 
-def map_chart(cells: pd.DataFrame, color: str, x: str, y: str, width: int = 260,
-              height: int = 200, title: str | None = None) -> alt.Chart:
+def map_chart(cells: pd.DataFrame, color: str, x: str, y: str, width: int | None = None,
+              height: int = 170, title: str | None = None) -> alt.Chart:
     """The phase-diagram panel of ``cells`` coloured by ``color``: a metric (plotting's
-    scale and scheme) or ``"phase"`` (plotting's phase colours)."""
+    scale and colours) or ``"phase"`` (plotting's phase colours, with ``p_phase`` as
+    opacity when present). Load on x, hottest temperature on top."""
     if color == "phase":
         return plotting.phase_map(cells, "phase", x, y, title=title or "phase",
                                   width=width, height=height)
     return plotting.phase_heatmap(cells, color, x, y, title=title, width=width, height=height)
 
 
-def curves_chart(history: pd.DataFrame, selection: Any | None = None, width: int = 230,
-                 height: int = 160, title: str = "learning curves") -> alt.Chart:
-    """Train loss per epoch (running, train mode), one line per seed.
+def curves_chart(history: pd.DataFrame, selection: Any | None = None, width: int | None = None,
+                 height: int = 150, title: str = "learning curves") -> alt.Chart:
+    """Train loss per epoch (running, train mode), one line per seed, with a legend.
 
     ``history``: long, with ``run_id``, ``epoch``, ``train_loss`` and optionally ``seed``.
     """
-    tips = [alt.Tooltip("epoch:Q"), alt.Tooltip("train_loss:Q", format=".3g")]
+    tips = [alt.Tooltip("epoch:Q"), alt.Tooltip("train_loss:Q", format=plotting.NUMBER_FORMAT)]
     enc: dict[str, Any] = {"detail": "run_id:N"} if "run_id" in history else {}
     if "seed" in history:
-        enc["color"] = alt.Color("seed:N", title="seed", scale=alt.Scale(scheme="dark2"))
+        enc["color"] = plotting.line_color("seed:N", "seed", scheme="dark2")
         tips.append(alt.Tooltip("seed:N"))
     data = history[history["train_loss"] > 0]  # log scale
-    chart = alt.Chart(data, title=title, width=width, height=height)
+    chart = alt.Chart(data, title=title, width=width or plotting.fit_width(2), height=height)
     return _filtered(chart, selection).mark_line(strokeWidth=1.5).encode(
         x=alt.X("epoch:Q"),
         y=alt.Y("train_loss:Q", scale=alt.Scale(type="log"), title="train loss"),
         tooltip=tips, **enc)
 
 
-def path_chart(paths: pd.DataFrame, selection: Any | None = None, width: int = 230,
-               height: int = 160, title: str = "error along the path") -> alt.Chart:
-    """0-1 error (percent) against t along the Bezier curve and the line: colour = path,
-    solid = train, dashed = test, one line per seed pair.
+def path_chart(paths: pd.DataFrame, selection: Any | None = None, width: int | None = None,
+               height: int = 150, title: str = "error along the path") -> alt.Chart:
+    """0-1 error (percent) against t along the Bezier curve and the line: colour and dash
+    = path kind (the book's :data:`plotting.PATH_COLORS`, with a legend), train error
+    drawn with points, test error without; one line per seed pair.
 
     ``paths``: long, with ``path``, ``t``, ``train_err`` and optionally ``test_err`` and
     ``pair``.
     """
     splits = [c for c in ("train_err", "test_err") if c in paths]
-    heading = alt.TitleParams(title, subtitle="solid: train, dashed: test" if len(splits) > 1
-                              else "train")
-    chart = _filtered(alt.Chart(paths, title=heading, width=width, height=height), selection)
-    enc: dict[str, Any] = {}
-    if "pair" in paths:
-        enc["detail"] = "pair:N"
-    return chart.transform_fold(splits, as_=["split", "error"]).mark_line(
-        point=True, strokeWidth=1.5).encode(
+    heading = alt.TitleParams(title, subtitle="with dots: train; plain: test"
+                              if len(splits) > 1 else "train")
+    kinds = [k for k in plotting.PATH_COLORS if k in set(paths["path"])] or ["bezier", "linear"]
+    detail = ["split:N"] + (["pair:N"] if "pair" in paths else [])
+    base = alt.Chart().encode(
         x=alt.X("t:Q", title="t (0 and 1 are the two seeds)"),
         y=alt.Y("error:Q", title="0-1 error (%)"),
-        color=alt.Color("path:N", title="path",
-                        scale=alt.Scale(domain=["bezier", "linear"], range=["#2ca02c", "#7f7f7f"])),
-        strokeDash=alt.StrokeDash("split:N", sort=["train_err", "test_err"], legend=None),
-        tooltip=[alt.Tooltip("path:N"), alt.Tooltip("split:N"), alt.Tooltip("t:Q"),
-                 alt.Tooltip("error:Q", format=".3g")],
-        **enc)
+        color=plotting.path_color("path", kinds),
+        strokeDash=plotting.path_dash("path", kinds),
+        detail=detail,
+        tooltip=[alt.Tooltip("path:N"), alt.Tooltip("split:N"), alt.Tooltip("t:Q", format=".2f"),
+                 alt.Tooltip("error:Q", format=plotting.NUMBER_FORMAT)])
+    dots = base.transform_filter("datum.split == 'train_err'").mark_point(filled=True, size=18)
+    chart = alt.layer(base.mark_line(strokeWidth=1.5), dots, data=paths, title=heading,
+                      width=width or plotting.fit_width(2), height=height)
+    return _filtered(chart, selection).transform_fold(splits, as_=["split", "error"])
 
 
-def density_chart(density: pd.DataFrame, selection: Any | None = None, width: int = 230,
-                  height: int = 160, title: str = "Hessian spectral density") -> alt.Chart:
-    """Smoothed spectral density (log scale) against the eigenvalue λ.
+def density_chart(density: pd.DataFrame, selection: Any | None = None, width: int | None = None,
+                  height: int = 150, title: str = "Hessian spectral density",
+                  floor: float = 1e-4) -> alt.Chart:
+    """A smoothed spectral density (:func:`plotting.smooth_density_table`): λ on a symlog
+    axis, density per unit of that axis on a log scale, floored at ``floor`` × the peak
+    so that empty stretches run along the floor rather than as straight jumps.
 
-    ``density``: long, with ``lam`` and ``density``; non-positive densities are dropped.
+    ``density``: long, with ``lam`` and ``density`` (already smoothed; see
+    :func:`smoothed_density`).
     """
-    data = density[density["density"] > 0]
-    chart = _filtered(alt.Chart(data, title=title, width=width, height=height), selection)
-    return chart.mark_line(strokeWidth=1.5, color="#9467bd").encode(
-        x=alt.X("lam:Q", title="eigenvalue λ"),
+    data = density
+    chart = _filtered(alt.Chart(data, title=title, width=width or plotting.fit_width(2),
+                                height=height), selection)
+    return chart.mark_line(strokeWidth=1.5, color="#6a3d9a", interpolate="monotone").encode(
+        x=alt.X("lam:Q", title="eigenvalue λ (symlog axis)",
+                scale=alt.Scale(type="symlog", constant=plotting.SYMLOG_CONSTANT)),
         y=alt.Y("density:Q", scale=alt.Scale(type="log"), title="density"),
-        tooltip=[alt.Tooltip("lam:Q", format=".3g"), alt.Tooltip("density:Q", format=".3g")])
+        tooltip=[alt.Tooltip("lam:Q", title="λ", format=plotting.NUMBER_FORMAT),
+                 alt.Tooltip("density:Q", format=plotting.NUMBER_FORMAT)])
+
+
+def smoothed_density(density: pd.DataFrame | None, by: Sequence[str], points: int = 80,
+                     floor: float = 1e-4) -> pd.DataFrame | None:
+    """One smoothed curve per group ``by`` (:func:`plotting.smooth_density_table` on a
+    symlog axis, ``points`` points each), floored at ``floor`` × its peak: what the
+    explorers draw. None when there is no density."""
+    if density is None or density.empty:
+        return None
+    sm = plotting.smooth_density_table(density, by=by, points=points)
+    peak = sm.groupby(list(by))["density"].transform("max")
+    sm["density"] = np.maximum(sm["density"], floor * peak)
+    return sm.drop(columns="u")
 
 
 def info_chart(cells: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str],
@@ -392,7 +278,7 @@ def info_chart(cells: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str],
         x=alt.value(4),
         y=alt.Y("metric:N", sort=metrics, title=None,
                 axis=alt.Axis(labelExpr=f"{labels}[datum.value]", ticks=False, domain=False,
-                              labelFontSize=12)),
+                              labelFontSize=12, labelLimit=150)),
         text=alt.Text("value:Q", format=".4g"))
     return alt.vconcat(header, body, spacing=4)
 
@@ -413,16 +299,6 @@ def _thin(df: pd.DataFrame | None, by: Sequence[str], order: str, max_points: in
     step = np.maximum(1, np.ceil(size / max_points)).astype(int)
     keep = (pos % step == 0) | (pos == size - 1)
     return df[keep]
-
-
-def _floor(density: pd.DataFrame | None, by: Sequence[str], rel: float = 1e-4
-           ) -> pd.DataFrame | None:
-    """Drop the points of each density below ``rel`` × its peak: a log axis cannot show
-    the empty stretches between the spectrum's peaks, and they would squash the rest."""
-    if density is None or density.empty:
-        return density
-    peak = density.groupby(list(by))["density"].transform("max")
-    return density[density["density"] >= rel * peak]
 
 
 def _slim(df: pd.DataFrame | None, cols: Sequence[str], digits: int = 4
@@ -473,7 +349,8 @@ def linked_explorer(cells: pd.DataFrame, x: str, y: str, color: str = "phase",
                     history: pd.DataFrame | None = None, paths: pd.DataFrame | None = None,
                     density: pd.DataFrame | None = None, runs: pd.DataFrame | None = None,
                     metrics: Sequence[str] = EXPLORER_METRICS, initial: dict | None = None,
-                    max_points: int = 80, panel_width: int = 230) -> alt.VConcatChart:
+                    max_points: int = 80, panel_width: int | None = None
+                    ) -> alt.VConcatChart:
     """A click-to-explore chart for the static book: the phase map (or a metric) with a
     point selection on its cells, a text panel with the selected cell's metrics, and the
     detail charts that exist (learning curves, path profiles, spectral density) filtered
@@ -486,9 +363,13 @@ def linked_explorer(cells: pd.DataFrame, x: str, y: str, color: str = "phase",
         history / paths / density: long tables keyed by the axes, or by ``run_id`` with
             ``runs`` (e.g. chapter 1's grid) giving each run's axes.
         initial: the cell selected at first (default :func:`default_cell`).
-        max_points: at most about this many points per line.
+        max_points: at most about this many points per line (and per smoothed spectrum).
+        panel_width: of each detail chart (two per row); default: two fill the column.
+
+    Every row fits :data:`plotting.COLUMN_WIDTH`.
     """
     keys = [x, y]
+    panel_width = panel_width or plotting.fit_width(2)
     present = [m for m in metrics if m in cells and cells[m].notna().any()]
     init = initial or default_cell(cells, keys)
     sel = alt.selection_point(name="cell", fields=keys, on="click", clear=False, toggle=False,
@@ -496,16 +377,17 @@ def linked_explorer(cells: pd.DataFrame, x: str, y: str, color: str = "phase",
     tips = [alt.Tooltip(f"{x}:O"), alt.Tooltip(f"{y}:O")]
     if "phase" in cells:
         tips.append(alt.Tooltip("phase:N"))
-    tips += [alt.Tooltip(f"{m}:Q", title=_label(m), format=".4g") for m in present]
-    cols = [*keys, *(["phase"] if "phase" in cells else []), *present]
+    tips += [alt.Tooltip(f"{m}:Q", title=_label(m), format=plotting.NUMBER_FORMAT)
+             for m in present]
+    cols = [*keys, *[c for c in ("phase", "p_phase") if c in cells], *present]
     cells = _slim(cells, cols)
-    heat = map_chart(cells, color, x, y, width=220, height=180,
+    heat = map_chart(cells, color, x, y, width=plotting.fit_width(2) - 40, height=180,
                      title=f"{_label(color) if color != 'phase' else 'phase'} (click a cell)"
                      ).add_params(sel).encode(
         stroke=alt.value("black"),
         strokeWidth=alt.when(sel).then(alt.value(3)).otherwise(alt.value(0)),
         tooltip=tips)
-    info = info_chart(cells, keys, present, selection=sel, width=120)
+    info = info_chart(cells, keys, present, selection=sel, width=INFO_WIDTH)
     details = []
     hist = _thin(_with_keys(history, runs, keys), ["run_id"], "epoch", max_points)
     if hist is not None:
@@ -517,7 +399,7 @@ def linked_explorer(cells: pd.DataFrame, x: str, y: str, color: str = "phase",
         by = [*keys, *[c for c in ("pair", "path") if c in paths]]
         slim = _slim(_thin(paths, by, "t", max_points), [*by, "t", "train_err", "test_err"])
         details.append(path_chart(slim, sel, width=panel_width))
-    dens = _thin(_floor(_with_keys(density, runs, keys), keys), [*keys], "lam", max_points)
+    dens = smoothed_density(_with_keys(density, runs, keys), keys, points=max_points)
     if dens is not None:
         details.append(density_chart(_slim(dens, [*keys, "lam", "density"]), sel,
                                      width=panel_width))
@@ -568,6 +450,7 @@ class PhaseExplorer:
         self.history = _with_keys(history, runs, self.keys)
         self.paths = paths if paths is not None and not paths.empty else None
         self.density = _with_keys(density, runs, self.keys)
+        self.smoothed = smoothed_density(self.density, self.keys)  # what the panel draws
         self.notes = list(notes)
         self.title = title
         self.metrics = [m for m in metrics if m in self.cells and self.cells[m].notna().any()]
@@ -684,9 +567,9 @@ class PhaseExplorer:
         base = map_chart(view, self.metric.value, x, y)
         s = self.selected()
         mark = pd.DataFrame([{x: s[x], y: s[y]}])
+        ex, ey = plotting.phase_axes(view, x, y)
         outline = alt.Chart(mark).mark_rect(fill=None, stroke="black", strokeWidth=3).encode(
-            x=alt.X(f"{x}:O", sort=sorted(view[x].unique())),
-            y=alt.Y(f"{y}:O", sort=sorted(view[y].unique())))
+            x=ex, y=ey)
         return alt.layer(base, outline)
 
     def curves_chart(self) -> alt.Chart | None:
@@ -698,14 +581,18 @@ class PhaseExplorer:
         return path_chart(d) if d is not None and len(d) else None
 
     def density_chart(self) -> alt.Chart | None:
-        d = _floor(self.cell_data(self.density), self.keys)
+        d = self.cell_data(self.smoothed)
         return density_chart(d) if d is not None and len(d) else None
 
-    def detail_chart(self) -> alt.HConcatChart | None:
-        """The selected cell's details side by side (those that have data)."""
+    def detail_chart(self) -> alt.ConcatChart | None:
+        """The selected cell's details (those that have data), two per row so that they
+        fit the column."""
         parts = [c for c in (self.curves_chart(), self.path_chart(), self.density_chart())
                  if c is not None]
-        return alt.hconcat(*parts).resolve_scale(color="independent") if parts else None
+        if not parts:
+            return None
+        return alt.concat(*parts, columns=2).resolve_scale(color="independent",
+                                                           strokeDash="independent")
 
     def detail_notes(self) -> list[str]:
         """Why a detail panel is absent, one line each."""
@@ -758,6 +645,119 @@ class PhaseExplorer:
                            + summary.to_html(float_format=lambda v: f"{v:.4g}", na_rep="")
                            + notes)
         self._show(self.detail_out, "detail", self.detail_chart())
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+# --------------------------------------------------------------------------------------
+# Any chart function, driven by controls (ipywidgets, JupyterLab only)
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Control:
+    """One control of a :class:`LiveChart`, described as data (no widget is built until
+    the chart is shown live)."""
+
+    kind: str                       # "slider" | "log_slider" | "int_slider" | "checkbox" | "dropdown"
+    value: Any                      # the initial value
+    min: float | None = None        # sliders: lowest value (a log slider: the value, not its log)
+    max: float | None = None        # sliders: highest value
+    step: float | None = None       # sliders: step (a log slider: in log10 units)
+    options: tuple = ()             # dropdown: the choices
+    description: str = ""           # label shown left of the control
+
+    KINDS = ("slider", "log_slider", "int_slider", "checkbox", "dropdown")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"control kind must be one of {self.KINDS}, got {self.kind!r}")
+        if self.kind.endswith("slider") and (self.min is None or self.max is None
+                                             or not self.min < self.max):
+            raise ValueError(f"a {self.kind} needs min < max, got {self.min!r}, {self.max!r}")
+        if self.kind == "log_slider" and not self.min > 0:
+            raise ValueError(f"a log_slider needs min > 0, got {self.min!r}")
+        if self.kind == "dropdown" and self.value not in self.options:
+            raise ValueError(f"dropdown value {self.value!r} is not among {self.options!r}")
+
+    def widget(self, name: str) -> Any:
+        """The ipywidgets control (created here, in live mode only)."""
+        import ipywidgets as W
+
+        desc = self.description or name
+        common = dict(description=desc, continuous_update=False,
+                      style={"description_width": "initial"})
+        if self.kind == "log_slider":
+            return W.FloatLogSlider(value=self.value, base=10, min=float(np.log10(self.min)),
+                                    max=float(np.log10(self.max)), step=self.step or 0.05,
+                                    **common)
+        if self.kind == "slider":
+            return W.FloatSlider(value=self.value, min=self.min, max=self.max,
+                                 step=self.step or (self.max - self.min) / 100, **common)
+        if self.kind == "int_slider":
+            return W.IntSlider(value=int(self.value), min=int(self.min), max=int(self.max),
+                               step=int(self.step or 1), **common)
+        if self.kind == "checkbox":
+            return W.Checkbox(value=bool(self.value), description=desc, indent=False)
+        return W.Dropdown(options=list(self.options), value=self.value, description=desc,
+                          style={"description_width": "initial"})
+
+
+class LiveChart:
+    """``make_chart(**values)`` redrawn whenever a control changes (JupyterLab).
+
+    ``controls`` maps each keyword of ``make_chart`` to a :class:`Control`. The widgets
+    are attributes of :attr:`controls_w` (by name); :meth:`values` is the current state,
+    :meth:`chart` the chart of that state, and each redraw is recorded in
+    :attr:`shown` ``["chart"]`` so a test can set a value and check the result headless::
+
+        live = LiveChart(explorer_chart, {"load": Control("log_slider", 1.0, 0.1, 10),
+                                          "anneal": Control("checkbox", False)})
+        live.controls_w["anneal"].value = True
+        live.shown["chart"]     # explorer_chart(load=1.0, anneal=True)
+
+    Build it only in live mode (:func:`live_or_static`); make it the last expression of
+    a cell.
+    """
+
+    def __init__(self, make_chart: Callable[..., Any], controls: Mapping[str, Control],
+                 title: str = ""):
+        import ipywidgets as W
+
+        if not controls:
+            raise ValueError("a LiveChart needs at least one control")
+        self.make_chart = make_chart
+        self.controls = dict(controls)
+        self.controls_w = {name: c.widget(name) for name, c in self.controls.items()}
+        self.out = W.Output()
+        self.shown: dict[str, Any] = {}
+        for w in self.controls_w.values():
+            w.observe(lambda _: self._render(), names="value")
+        rows = [W.HTML(f"<b>{title}</b>")] if title else []
+        self.widget = W.VBox(rows + [W.HBox(list(self.controls_w.values()),
+                                            layout=W.Layout(flex_flow="row wrap")), self.out])
+        self._render()
+
+    def values(self) -> dict[str, Any]:
+        """The controls' current values, by keyword."""
+        return {name: w.value for name, w in self.controls_w.items()}
+
+    def chart(self) -> Any:
+        return self.make_chart(**self.values())
+
+    def _render(self) -> None:
+        chart = self.chart()
+        self.shown["chart"] = chart
+        from IPython import get_ipython
+
+        if get_ipython() is None:  # headless (tests): record only
+            return
+        from IPython.display import display
+
+        with self.out:
+            self.out.clear_output(wait=True)
+            display(chart)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
