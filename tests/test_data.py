@@ -142,3 +142,18 @@ def test_batches_drop_the_last_incomplete_batch_and_cover_each_sample_once():
     assert len(set(seen.tolist())) == 9
     again = list(batches(x, y, 3, torch.Generator().manual_seed(0)))
     assert all(torch.equal(a[1], b[1]) for a, b in zip(got, again))
+
+
+def test_data_order_generator_is_per_seed_and_independent_of_the_global_stream():
+    from landscape_utils.data import data_order_generator
+
+    torch.manual_seed(0)
+    a = torch.randperm(50, generator=data_order_generator(3))
+    torch.manual_seed(1)  # the global stream (used for init) does not move the order
+    b = torch.randperm(50, generator=data_order_generator(3))
+    c = torch.randperm(50, generator=data_order_generator(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # the order of each epoch: successive permutations of one generator
+    g = data_order_generator(3)
+    first, second = torch.randperm(50, generator=g), torch.randperm(50, generator=g)
+    assert torch.equal(first, a) and not torch.equal(first, second)

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from landscape_utils.data import load_dataset
 from landscape_utils.population import train_population
 from landscape_utils.train import RunConfig, lr_factor, train_run
 
@@ -86,3 +87,28 @@ def test_population_members_equal_single_runs(blobs):
         assert pop[c]["metrics"]["test_loss"] == pytest.approx(alone["metrics"]["test_loss"], rel=1e-5)
     with pytest.raises(ValueError, match="differ only in seed"):
         list(train_population([cfg(seed=0), cfg(seed=1, width=8)], blobs))
+
+
+def test_load_data_is_the_runs_dataset():
+    c = RunConfig(dataset="digits", data_fraction=0.5, label_noise=0.2, data_seed=3)
+    d = c.load_data()
+    ref = load_dataset("digits", 0.5, 0.2, 3)
+    assert d.num_train == ref.num_train and d.x_train.device.type == "cpu"
+    assert torch.equal(d.x_train, ref.x_train) and torch.equal(d.y_train, ref.y_train)
+    other = RunConfig(dataset="digits", data_fraction=0.5, label_noise=0.2, data_seed=4).load_data()
+    assert not torch.equal(d.y_train, other.y_train)  # data_seed is used
+    with pytest.raises(FileNotFoundError, match="cifar-10-batches-py"):
+        RunConfig(dataset="cifar10", model="resnet18").load_data(data_root="/nonexistent")
+
+
+def test_train_and_population_do_not_import_each_other():
+    """The population trainer builds on train.py; train.py never imports it back."""
+    import ast
+    from pathlib import Path
+
+    import landscape_utils.train as train_module
+
+    tree = ast.parse(Path(train_module.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any("population" in m or m in ("runner", "store") for m in imported), imported
