@@ -277,13 +277,13 @@ def phase_summary(cells: pd.DataFrame, phases: pd.Series | Iterable[str],
     Columns: ``n_cells``, ``<target>_mean``, ``<target>_best`` and ``<m>_mean`` for m in
     train_loss, lambda_max, mc, cka when present. Index: phase.
     """
-    PHASES = list(labels)  # noqa: N806 (the labels this summary is over)
-    ph = pd.Series(pd.Categorical(list(phases), categories=list(PHASES)), index=cells.index)
+    order = list(labels)
+    ph = pd.Series(pd.Categorical(list(phases), categories=order), index=cells.index)
     cols = [target] + [m for m in ("train_loss", "lambda_max", "mc", "cka")
                        if m in cells.columns and m != target]
     data = cells[[c for c in cols if c in cells.columns]].apply(pd.to_numeric, errors="coerce")
     g = data.groupby(ph, observed=False)
-    out = pd.DataFrame({"n_cells": ph.value_counts(sort=False).reindex(list(PHASES))})
+    out = pd.DataFrame({"n_cells": ph.value_counts(sort=False).reindex(order)})
     if target in data.columns:
         out[f"{target}_mean"] = g[target].mean()
         out[f"{target}_best"] = g[target].max()

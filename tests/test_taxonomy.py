@@ -276,3 +276,159 @@ def test_contrast_loads_fallbacks():
     assert (out["poor"], out["good"]) == (8, 16)
     with pytest.raises(ValueError, match="no cell at batch_size"):
         contrast_loads(df, "width", "batch_size", 99)
+
+
+# --------------------------------------------------------------------------------------
+# mode_connectivity (its home is taxonomy; connectivity re-exports it)
+# --------------------------------------------------------------------------------------
+def test_mode_connectivity_lives_in_taxonomy():
+    from landscape_utils.taxonomy import mode_connectivity
+
+    assert mode_connectivity([1.0, 12.0, 30.0, 10.0, 2.0]) == (pytest.approx(-28.5), 2)
+    assert mode_connectivity([10.0, 4.0, 2.0, 10.0]) == (pytest.approx(8.0), 2)
+    with pytest.raises(ValueError, match="NaN"):
+        mode_connectivity([1.0, np.nan, 2.0])
+
+
+# --------------------------------------------------------------------------------------
+# classify_with_confidence on hand-made cells
+# --------------------------------------------------------------------------------------
+from landscape_utils.taxonomy import (CONFIDENCE_PHASES, UNDETERMINED,  # noqa: E402
+                                      classify_with_confidence)
+
+# (width, batch_size): (mc per pair, train loss per seed, cka per pair, lambda_max per seed)
+HAND = {
+    (4, 16): ((-3.4, 4.25, -3.75), (1.2, 1.3, 1.25), (0.3, 0.32, 0.31), (100., 110., 90.)),  # noise
+    (4, 64): ((-5.0, -6.0, -4.5), (1.2, 1.3, 1.25), (0.3, 0.32, 0.31), (100., 110., 90.)),   # I
+    (64, 16): ((3.0, 4.0, 2.5), (0.005, 0.006, 0.004), (0.5, 0.52, 0.5), (100., 90., 95.)),  # II, low loss
+    (16, 256): ((-3.0, -4.0, -3.5), (0.002, 0.003, 0.002), (0.5, 0.5, 0.52), (100., 95., 105.)),  # III, sharp
+    (64, 64): ((0.1, -0.2, 0.05), (0.001, 0.0012, 0.0011), (0.85, 0.86, 0.84), (5., 4., 6.)),  # IV-B
+    (64, 256): ((0.0, 0.1, -0.1), (0.001, 0.0012, 0.0011), (0.5, 0.52, 0.48), (5., 5.5, 4.5)),  # IV-A
+}
+
+
+def _hand_tables(hand=HAND):
+    pairs = pd.DataFrame([{"width": w, "batch_size": b, "pair": k, "mc": mc[k], "cka": cka[k]}
+                          for (w, b), (mc, _, cka, _) in hand.items() for k in range(3)])
+    runs = pd.DataFrame([{"width": w, "batch_size": b, "seed": s, "train_loss": tl[s],
+                          "lambda_max": lam[s], "status": "ok"}
+                         for (w, b), (_, tl, _, lam) in hand.items() for s in range(3)])
+    # a diverged run must be ignored
+    runs.loc[len(runs)] = {"width": 4, "batch_size": 64, "seed": 3, "train_loss": 1e6,
+                           "lambda_max": 1e9, "status": "diverged"}
+    cells = cell_table(runs, "width", "batch_size", metrics=("train_loss", "lambda_max"))
+    pc = pairs.groupby(["width", "batch_size"])[["mc", "cka"]].mean().reset_index()
+    return cells.merge(pc, on=["width", "batch_size"]), pairs, runs
+
+
+def test_confidence_hand_made_cells():
+    cells, pairs, runs = _hand_tables()
+    out = classify_with_confidence(cells, pairs, runs, n_resamples=4000)
+    assert out.index.equals(cells.index)
+    got = dict(zip(zip(cells.width, cells.batch_size), out.phase.astype(object)))
+    assert got == {(4, 16): UNDETERMINED, (4, 64): "I", (64, 16): "II", (16, 256): "III",
+                   (64, 64): "IV-B", (64, 256): "IV-A"}
+    assert tuple(out.phase.cat.categories) == CONFIDENCE_PHASES
+    assert out.attrs["iv_split"] and "IV split" in out.attrs["iv_reason"]
+    r = out.set_index(pd.MultiIndex.from_frame(cells[["width", "batch_size"]]))
+    # brute force for the noisy cell: train loss is always high, so p_I = P(mc draw < 0)
+    # with mc draw = mean + SE * T_2
+    mc = np.array(HAND[(4, 16)][0])
+    exact = stats.t.cdf(-mc.mean() / (mc.std(ddof=1) / np.sqrt(3)), df=2)
+    assert 0.55 < exact < 0.7
+    assert r.loc[(4, 16), "p_I"] == pytest.approx(exact, abs=0.03)
+    assert r.loc[(4, 16), "p_phase"] == pytest.approx(r.loc[(4, 16), "p_I"])
+    # (t with 2 df has heavy tails: a few draws of the train loss fall below the threshold)
+    assert r.loc[(4, 16), "p_I"] + r.loc[(4, 16), "p_II"] == pytest.approx(1.0, abs=2e-3)
+    assert "undetermined" in r.loc[(4, 16), "reason"]
+    for cell in [(4, 64), (64, 16), (16, 256), (64, 64), (64, 256)]:
+        assert r.loc[cell, "p_phase"] >= 0.95, cell
+    # probabilities of the phases sum to one
+    np.testing.assert_allclose(out[["p_I", "p_II", "p_III", "p_IV-A", "p_IV-B"]].sum(axis=1), 1.0)
+    np.testing.assert_allclose(out["p_IV"], out["p_IV-A"] + out["p_IV-B"])
+    # the local axis: threshold sqrt(median(I, II) * median(III, IV)) = sqrt(100 * 5)
+    assert out.attrs["hessian_threshold"] == pytest.approx(np.sqrt(97.5 * 5.0))
+    assert r.hessian_flag[r.hessian_flag].index.tolist() == [(16, 256)]   # sharp phase III
+    assert r.loss_flag[r.loss_flag].index.tolist() == [(64, 16)]          # II with a low loss
+    assert "Hessian large for III" in r.loc[(16, 256), "reason"]
+    assert "train loss low for II" in r.loc[(64, 16), "reason"]
+    assert not r.loc[(4, 16), "hessian_flag"]          # undetermined cells are not flagged
+    assert list(out.n_mc) == [3] * 6 and list(out.n_train_loss) == [3] * 6
+    # deterministic for a seed
+    again = classify_with_confidence(cells, pairs, runs, n_resamples=4000)
+    pd.testing.assert_frame_equal(out, again)
+    # a stated hessian_high replaces the ranking rule
+    fixed = classify_with_confidence(cells, pairs, runs, hessian_high=200.0)
+    assert fixed.attrs["hessian_threshold"] == 200.0
+    assert fixed.hessian_flag.sum() == 2                # I and II are "small" at 200
+
+
+def test_confidence_bootstrap_matches_enumeration():
+    cells, pairs, runs = _hand_tables()
+    out = classify_with_confidence(cells, pairs, runs, method="bootstrap", n_resamples=6000)
+    p_i = out.p_I[(cells.width == 4) & (cells.batch_size == 16)].item()
+    # 27 equally likely resamples of 3 pairs: mc mean < 0 unless +4.25 is drawn twice or more
+    assert p_i == pytest.approx(20 / 27, abs=0.03)
+    # with the ordinary bootstrap the noisy cell would pass a 0.7 level, with the t draws not
+    assert out.phase[(cells.width == 4) & (cells.batch_size == 16)].item() == "I"
+
+
+def test_confidence_iv_not_split_and_ambiguous_cells():
+    hand = {k: v for k, v in HAND.items() if k != (64, 256)}   # no IV-A cell left
+    cells, pairs, runs = _hand_tables(hand)
+    out = classify_with_confidence(cells, pairs, runs)
+    assert not out.attrs["iv_split"] and "IV not split" in out.attrs["iv_reason"]
+    iv = out[(cells.width == 64) & (cells.batch_size == 64)].iloc[0]
+    assert iv.phase == "IV" and iv.p_phase == pytest.approx(1.0, abs=0.02)
+    assert "IV not split" in iv.reason
+    # split grid, one cell whose CKA straddles cka_high: IV, not IV-A or IV-B
+    hand2 = dict(HAND)
+    hand2[(128, 64)] = ((0.0, 0.1, -0.1), (0.001, 0.001, 0.001), (0.62, 0.78, 0.70), (5., 5., 5.))
+    cells, pairs, runs = _hand_tables(hand2)
+    out = classify_with_confidence(cells, pairs, runs)
+    amb = out[(cells.width == 128)].iloc[0]
+    assert out.attrs["iv_split"] and amb.phase == "IV" and "IV-A/IV-B within" in amb.reason
+    assert 0.3 < amb["p_IV-B"] < 0.7
+
+
+def test_confidence_from_cells_only_holds_values():
+    cells = _one_per_phase().assign(width=[1, 2, 3, 4, 5], batch_size=16)
+    out = classify_with_confidence(cells)
+    assert list(out.phase.astype(object)) == list(classify(cells).astype(object))
+    assert (out.p_phase == 1.0).all()
+    assert out.reason.str.contains("spread unknown").all()
+    # a cell without mc gets no label
+    out2 = classify_with_confidence(cells.assign(mc=[np.nan, 3.0, -5.0, 0.2, 0.0]))
+    assert pd.isna(out2.phase.iloc[0]) and np.isnan(out2.p_phase.iloc[0])
+
+
+def test_confidence_bad_arguments():
+    cells, pairs, runs = _hand_tables()
+    with pytest.raises(ValueError, match="level"):
+        classify_with_confidence(cells, pairs, runs, level=0.4)
+    with pytest.raises(ValueError, match="method"):
+        classify_with_confidence(cells, pairs, runs, method="jackknife")
+    with pytest.raises(KeyError, match="lr"):
+        classify_with_confidence(cells, pairs, runs, temperature="lr")
+    with pytest.raises(KeyError, match="width"):
+        classify_with_confidence(cells, pairs.drop(columns="width"), runs)
+
+
+def test_confidence_on_the_authors_grid():
+    from landscape_utils.reference import (load_shipped_pairs, load_shipped_results)
+
+    cells = load_shipped_results(paper_grid_only=True)
+    out = classify_with_confidence(cells, load_shipped_pairs(paper_grid_only=True),
+                                   load_shipped_results(long=True, paper_grid_only=True))
+    ph = out.phase.astype(object)
+    best = (cells.width == 128) & (cells.batch_size == 44)
+    assert ph[best].item() == "IV-B"
+    assert ph[cells.test_acc.idxmax()] == "IV-B"
+    assert (ph[cells.width <= 2] == "I").all()
+    assert out.attrs["iv_split"]
+    # mc comes from one pair: it is held, and the cells say so
+    assert (out.n_mc == 1).all() and out.reason.str.contains("mc from 1 value").all()
+    # the confident map agrees with the rule on the means wherever it gives a phase
+    sure = ~ph.isin([UNDETERMINED, "IV"])
+    assert (ph[sure] == out.phase_of_means[sure].astype(object)).all()
+    assert sure.mean() > 0.95
