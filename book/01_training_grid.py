@@ -48,6 +48,7 @@ label_noise: float = 0.0          # fraction of training labels replaced by anot
 data_fraction: float = 0.25       # fraction of the training set used (a quarter of MNIST-1D fits in 100 epochs)
 early_stop: bool = False          # the paper's rule: |Δ train loss| < 1e-4 for 5 epochs
 optimizer: str = "sgd"            # sgd: SGD with momentum, the paper's optimizer
+precision: str = "fp32"           # training steps: fp32 | tf32 | bf16 (the last two on CUDA); metrics stay float32
 executor: str = "serial"          # serial | process | ray (see the README on GPU servers)
 workers: int = 2                  # process executor: worker processes; 0 means one per GPU slot, or per core
 workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU (each worker is pinned to one)
@@ -75,7 +76,8 @@ if num_threads > 0:  # tiny models train fastest on one thread of a shared machi
     torch.set_num_threads(num_threads)
 base = dict(dataset=dataset, model=model, width=width, depth=depth, batch_norm=batch_norm, optimizer=optimizer,
             lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, num_epochs=num_epochs,
-            schedule=schedule, label_noise=label_noise, data_fraction=data_fraction, early_stop=early_stop)
+            schedule=schedule, label_noise=label_noise, data_fraction=data_fraction, early_stop=early_stop,
+            precision=precision)
 axes = {load_axis: list(load_values), temperature_axis: list(temperature_values)}
 configs = expand_grid(base, axes, seeds=range(num_seeds))
 executor_options = dict(workers=workers, workers_per_gpu=workers_per_gpu, ray_address=ray_address,
