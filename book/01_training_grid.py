@@ -49,8 +49,9 @@ data_fraction: float = 0.25       # fraction of the training set used (a quarter
 early_stop: bool = False          # the paper's rule: |Δ train loss| < 1e-4 for 5 epochs
 optimizer: str = "sgd"            # sgd: SGD with momentum, the paper's optimizer
 precision: str = "fp32"           # training steps: fp32 | tf32 | bf16 (the last two on CUDA); metrics stay float32
-executor: str = "serial"          # serial | process | ray (see the README on GPU servers)
-workers: int = 2                  # process executor: worker processes; 0 means one per GPU slot, or per core
+fit_acc: float = 0.99             # train accuracy at which a model counts as fitting its training set
+executor: str = "process"         # serial | process | ray (see the README on GPU servers)
+workers: int = 0                  # process executor: worker processes; 0 means one per GPU slot, or per core
 workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU (each worker is pinned to one)
 ray_address: str = ""             # ray executor: empty starts a local Ray; "auto" joins this node's cluster; or host:port
 ray_num_gpus: float = 0.0         # ray executor: GPUs per task (one grid cell); a fraction shares a GPU, 0.5 runs two per GPU
@@ -59,31 +60,27 @@ max_retries: int = 3              # ray executor: retries of a task whose worker
 num_threads: int = 1              # torch CPU threads in this kernel (the serial executor); 0 keeps torch's default
 
 # %%
-from pathlib import Path
+from dataclasses import replace
 
 import altair as alt
-import pandas as pd
 import torch
 
 from landscape_utils import plotting
-from landscape_utils.runner import expand_grid, run_grid
+from landscape_utils.findings import majority_verdict, show_findings, spearman_verdict, write_findings
+from landscape_utils.runner import grid_from_params, run_grid
 from landscape_utils.store import load_history
+from landscape_utils.tables import axis_info, hot_order, load_order, write_grid, write_table
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 
 dev = resolve_device(device)
 if num_threads > 0:  # tiny models train fastest on one thread of a shared machine
     torch.set_num_threads(num_threads)
-base = dict(dataset=dataset, model=model, width=width, depth=depth, batch_norm=batch_norm, optimizer=optimizer,
-            lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, num_epochs=num_epochs,
-            schedule=schedule, label_noise=label_noise, data_fraction=data_fraction, early_stop=early_stop,
-            precision=precision)
-axes = {load_axis: list(load_values), temperature_axis: list(temperature_values)}
-configs = expand_grid(base, axes, seeds=range(num_seeds))
+configs = grid_from_params(globals())  # the same grid the book driver checks before it runs
 executor_options = dict(workers=workers, workers_per_gpu=workers_per_gpu, ray_address=ray_address,
                         ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
 print(f"{len(configs)} runs: {len(load_values)} {load_axis} x {len(temperature_values)} "
-      f"{temperature_axis} x {num_seeds} seeds, on {dev}")
+      f"{temperature_axis} x {num_seeds} seeds, on {dev}, executor {executor}")
 
 # %% [markdown]
 # ## Train (or resume)
@@ -91,10 +88,7 @@ print(f"{len(configs)} runs: {len(load_values)} {load_axis} x {len(temperature_v
 # %%
 results = run_grid(configs, workdir, device=str(dev), executor=executor, data_root=data_root,
                    download=download, **executor_options)
-tables = Path(workdir) / "tables"
-tables.mkdir(parents=True, exist_ok=True)
-results.to_csv(tables / "grid.csv", index=False)
-pd.Series({"load_axis": load_axis, "temperature_axis": temperature_axis}).to_json(tables / "grid_axes.json")
+write_grid(workdir, results, load_axis, temperature_axis)
 diverged = results[results.status == "diverged"]
 if len(diverged):
     print(f"{len(diverged)} run(s) diverged and are left out of the panels:")
@@ -106,41 +100,71 @@ print(f"training took {results.train_time_s.sum():.0f} s in total; "
 # ## Accuracy and loss over the grid
 #
 # Each panel is a phase diagram: load on x, temperature on y with the hottest setting on top.
-# Hover over a cell for the mean and the spread over seeds.
+# Hover over a cell for the mean and the spread over seeds. On every panel the darker end of
+# the colour scale is the worse one (lower accuracy, higher loss).
 
 # %%
 cells = cell_table(results, load_axis, temperature_axis,
                    metrics=("train_loss", "train_acc", "test_loss", "test_acc"))
-cells.to_csv(tables / "grid_cells.csv", index=False)
+write_table(workdir, "grid_cells", cells, axes=[load_axis, temperature_axis])
 plotting.phase_panels(cells, ["test_acc", "train_acc", "train_loss", "test_loss"],
-                      x=load_axis, y=temperature_axis, columns=2)
+                      x=load_axis, y=temperature_axis)
 
 # %%
-best = cells.test_acc.idxmax()
-print(f"test accuracy ranges from {cells.test_acc.min():.3f} to {cells.test_acc.max():.3f}; "
-      f"best at {load_axis}={cells.at[best, load_axis]}, {temperature_axis}={cells.at[best, temperature_axis]}")
+best = cells.loc[cells.test_acc.idxmax()]
+print(f"test accuracy over the cells: {cells.test_acc.min():.3f} to {cells.test_acc.max():.3f}")
+print(f"best cell: {load_axis} {best[load_axis]:g}, {temperature_axis} {best[temperature_axis]:g}, "
+      f"{best.test_acc:.3f} ± {best.test_acc_std:.3f} (sd over {best.n_seeds:.0f} seeds)")
 
 # %% [markdown]
 # ## Learning curves
 #
-# Training loss per epoch (running average in train mode), one line per seed, for every
-# cell. Columns are the load and rows the temperature, as in the panels above.
+# Training loss per epoch (running average in train mode), one panel per temperature
+# (hottest first) and one line per run, coloured by the load.
 
 # %%
 hist = load_history(workdir, results.run_id).merge(
     results[["run_id", load_axis, temperature_axis, "seed"]], on="run_id")
-alt.Chart(hist, width=130, height=90).mark_line(strokeWidth=1).encode(
+temps = hot_order(temperature_axis, temperature_values)
+panels = min(len(temps), 2)
+alt.Chart(hist, width=plotting.fit_width(panels), height=140).mark_line(
+    strokeWidth=1, opacity=0.8).encode(
     x=alt.X("epoch:Q"),
     y=alt.Y("train_loss:Q", scale=alt.Scale(type="log"), title="train loss"),
-    color=alt.Color("seed:N"),
+    color=plotting.line_color(f"{load_axis}:O", axis_info(load_axis).title,
+                              sort=load_order(load_axis, load_values), scheme="viridis"),
     detail="run_id:N",
-).facet(column=alt.Column(f"{load_axis}:O", sort=sorted(load_values)),
-        row=alt.Row(f"{temperature_axis}:O", sort=sorted(temperature_values)))
+).facet(facet=alt.Facet(f"{temperature_axis}:O", sort=temps, title=axis_info(temperature_axis).title),
+        columns=panels)
 
 # %% [markdown]
-# ## What to take from this chapter
+# ## What this grid shows
 #
-# Small models at any temperature cannot fit the training set: their train loss stays high.
-# Wide models fit it, and the temperature then decides *which* of the many zero-loss
-# solutions they land in. Whether those solutions differ in sharpness (chapter 2) and in how
-# they connect to each other (chapter 3) is what separates the phases (chapter 4).
+# Yang et al. place phase I at the small loads, where the model cannot fit the training set
+# at any temperature, and phases III and IV at the large loads, where it fits. These
+# findings test the fitting half of that picture on this build's grid: a cell *fits* when
+# its mean train accuracy over seeds reaches `fit_acc`. Whether the fitted solutions differ
+# in sharpness (chapter 2) and in how they connect to each other (chapter 3) is what
+# separates the phases (chapter 4).
+
+# %%
+by_load = load_order(load_axis, cells[load_axis])  # least capacity first
+findings = []
+for key, value, fits in (("widest_load_fits", by_load[-1], True),
+                         ("smallest_load_underfits", by_load[0], False)):
+    at = cells[cells[load_axis] == value].set_index(temperature_axis).loc[temps]
+    v = majority_verdict(list((at.train_acc >= fit_acc) == fits), threshold=0.999, min_n=1,
+                         what=f"{temperature_axis} values")
+    accs = "; ".join(f"{t:g}: {a:.3f} ± {s:.3f}"
+                     for t, a, s in zip(at.index, at.train_acc, at.train_acc_std.fillna(0)))
+    claim = (f"At the {'largest' if fits else 'smallest'} load ({load_axis} {value:g}) "
+             f"{'every' if fits else 'no'} temperature fits the training set "
+             f"(train accuracy {'≥' if fits else '<'} {fit_acc:g} in every cell)")
+    findings.append(replace(v.finding(key, claim), evidence=(
+        f"{v.evidence}; train accuracy ± sd over seeds by {temperature_axis}: {accs}")))
+findings.append(spearman_verdict(
+    cells[load_axis].map(by_load.index), cells.train_loss, expect="negative",
+    names=("load rank", "train loss")).finding(
+    "train_loss_falls_with_load", "The train loss falls as the load gives more capacity per sample"))
+write_findings(workdir, "01_training_grid", findings)
+show_findings(findings)
