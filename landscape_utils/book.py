@@ -1,33 +1,43 @@
 """The book driver: execute the chapters with papermill and render the HTML book.
 
     python -m landscape_utils.book --params params/default.yaml --out build/default [--chapters 01,03]
+    python -m landscape_utils.book --params params/default.yaml --plan
+    python -m landscape_utils.book --params params/default.yaml --export-chapter 01 > chapter01.yaml
 
 The params file is YAML with a ``shared`` section (keys given to every chapter that
 declares them) and one section per chapter, named by the chapter's file stem
 (e.g. ``01_training_grid``). Before anything runs, the driver rejects a missing
 file, malformed YAML, unknown sections, unknown keys (naming key and chapter) and
 values whose type does not match the chapter's annotation; then :func:`preflight`
-checks every run config chapter 1 would build, the dataset files and the executor.
+checks every chapter's values (counts, tolerances, lists, the device), every run
+config chapter 1 would build, the dataset files and the executor.
 Any of these exits with code 2 and a message; a chapter that fails while running
 exits with code 1 naming the chapter.
 
+While a chapter runs, the progress bars of the package (``utils.progress_bar``) reach
+the driver through the kernel's stderr and are relayed, throttled, as one line each:
+``[book] 01_training_grid | training 48 runs: 12/48 (25%), elapsed 02:10, left ~06:30``.
+
 Outputs under ``--out``: ``notebooks/<chapter>.ipynb`` (executed, also on failure,
-with the traceback) and ``html/index.html`` (Jupyter Book 1.x, execution off,
-charts and math rendered offline).
+with the traceback), ``book.log`` (what the driver printed) and ``html/index.html``
+(Jupyter Book 1.x, execution off, charts and math rendered offline, code folded).
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -54,6 +64,12 @@ def chapters(book_dir: Path = BOOK_DIR) -> list[Path]:
 
 def chapter_parameters(path: Path) -> dict[str, Parameter]:
     """The names, annotations and defaults of a chapter's ``parameters`` cell."""
+    path = Path(path)
+    return dict(_chapter_parameters(path, path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _chapter_parameters(path: Path, _mtime: int) -> dict[str, Parameter]:
     import jupytext
 
     nb = jupytext.read(path)
@@ -152,29 +168,163 @@ def _book_path(value: str) -> Path:
     return p if p.is_absolute() else (BOOK_DIR / p).resolve()
 
 
-def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "params") -> None:
+# ---- value checks of every chapter --------------------------------------------------
+# Integer keys named like a count must be >= 1 (``num_*``, ``*_epochs``, ``*_seeds``, ...),
+# except those below, where 0 has a meaning (0 threads: torch's default; 0 workers: one per
+# GPU slot or core; 0 retries).
+_COUNT = re.compile(r"^(num|max|n)_|_(epochs|seeds|samples|steps|runs|points|batches|realizations|size|"
+                    r"sweeps|resolution|pairs|probes|iter|solutions|directions|distances|at_once)$|^top_k$")
+_ZERO_OK = {"num_threads", "workers", "max_retries"}
+_POSITIVE = {"noise_width"}  # not named like a count, yet >= 1 (chapter 1 checks its own as run configs)
+# (low, high, low_open, high_open) for float keys; None = unbounded.
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "tol": (0, 1, True, True), "trace_rel_tol": (0, 1, True, True),
+    "low_loss_quantile": (0, 1, False, False), "noise_level": (0, 1, False, False),
+    "noise_data_fraction": (0, 1, True, False), "subspace_target_frac": (0, 1, True, False),
+    "sensitivity_rel": (0, 1, False, True), "cka_high": (0, 1, False, False),
+    "train_loss_high": (0, None, True, False), "mc_neg": (0, None, False, False),
+    "mc_pos": (0, None, False, False), "curve_lr": (0, None, True, False),
+    "simplex_lr": (0, None, True, False), "subspace_lr": (0, None, True, False),
+    "curve_weight_decay": (0, None, False, False), "simplex_weight_decay": (0, None, False, False),
+    "volume_weight": (0, None, False, False), "mixup_alpha": (0, None, True, False),
+    "max_distance": (0, None, True, False), "err_rise": (0, None, True, False),
+    "loss_rise": (0, None, True, False), "init_std": (0, None, True, False),
+    "roughness": (0, None, False, False), "noise_temperature": (0, None, True, False),
+    "sweep_temperature": (0, None, False, False),
+}
+# Lists a chapter cannot do without, and the rule for their items.
+_LISTS: dict[str, tuple[bool, str]] = {   # key: (must be non-empty, item rule)
+    "sweep_epochs": (True, "positive int"), "noise_widths": (True, "positive int"),
+    "noise_temperatures": (True, "positive"), "radii": (True, "positive"),
+    "subspace_dims": (True, "positive int"), "knob_lrs": (True, "positive"),
+    "knob_weight_decays": (False, "non-negative"), "anneal_loads": (True, "positive"),
+    "anneal_temperatures": (True, "positive"), "sweep_loads": (False, "positive"),
+}
+# Chapter 5's axes are numbers of its 1D model; chapter 1's are checked as run configs.
+_LISTS_BY_CHAPTER = {"05_rugged_convexity": {"load_values": (True, "positive"),
+                                             "temperature_values": (True, "positive")}}
+
+
+def _in_range(v: float, rule: tuple) -> bool:
+    lo, hi, lo_open, hi_open = rule
+    if lo is not None and (v <= lo if lo_open else v < lo):
+        return False
+    return not (hi is not None and (v >= hi if hi_open else v > hi))
+
+
+def _range_text(rule: tuple) -> str:
+    lo, hi, lo_open, hi_open = rule
+    if hi is None:
+        return "> 0" if lo_open else f">= {lo}"
+    return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+
+
+def check_values(stem: str, values: dict[str, Any]) -> None:
+    """Check the values of one chapter (its defaults merged with the params file).
+
+    Counts (integer keys named like ``num_*``, ``*_epochs``, ``*_seeds``, ...) must be
+    at least 1, tolerances and fractions must lie in their ranges, the lists a chapter
+    needs must be non-empty with valid items, and ``cka_samples`` must give at least 4
+    inputs per CKA batch. Raises ``ValueError`` naming the key and the value.
+    """
+    def bad(key: str, why: str) -> ValueError:
+        return ValueError(f"key {key!r} {why}, got {values[key]!r}")
+
+    for key, v in values.items():
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int) and key not in _ZERO_OK and v < 1:
+            if _COUNT.search(key):
+                raise bad(key, "is a count and must be >= 1")
+            if key in _POSITIVE:
+                raise bad(key, "must be >= 1")
+        if isinstance(v, int) and key in _ZERO_OK and v < 0:
+            raise bad(key, "must be >= 0")
+        if isinstance(v, (int, float)) and key in _RANGES and not _in_range(float(v), _RANGES[key]):
+            raise bad(key, f"must be {_range_text(_RANGES[key])}")
+        rules = {**_LISTS, **_LISTS_BY_CHAPTER.get(stem, {})}
+        if isinstance(v, list) and key in rules:
+            needed, item = rules[key]
+            if needed and not v:
+                raise bad(key, "must be a non-empty list")
+            for x in v:
+                ok = isinstance(x, (int, float)) and not isinstance(x, bool)
+                if ok and "int" in item:
+                    ok = isinstance(x, int) or float(x).is_integer()
+                if ok and item.startswith("positive"):
+                    ok = x > 0
+                if ok and item == "non-negative":
+                    ok = x >= 0
+                if not ok:
+                    raise bad(key, f"must hold {item} numbers only ({x!r} is not)")
+    if stem == "03_global_connectivity" and {"cka_samples", "cka_batches", "num_points"} <= set(values):
+        if values["num_points"] < 3:
+            raise bad("num_points", "must be >= 3 (the endpoints and one point between)")
+        if values["cka_samples"] < 4 * values["cka_batches"]:
+            raise bad("cka_samples", f"must be at least 4 x cka_batches={values['cka_batches']}")
+
+
+def check_device(value: Any) -> None:
+    """Refuse a device this machine does not have: ``cuda`` without CUDA, ``cuda:3`` with
+    fewer GPUs, ``mps`` without MPS, or a string torch cannot parse. ``auto`` always passes."""
+    import torch
+
+    if value == "auto":
+        return
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"key 'device' is not a torch device, got {value!r} ({err}); use auto, cpu, "
+                         "cuda or cuda:N") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"key 'device' is {value!r} but CUDA is not available on this machine "
+                             f"(torch {torch.__version__}, torch.cuda.is_available() is False); "
+                             "use device: auto or cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"key 'device' is {value!r} but this machine has {count} CUDA device(s) "
+                             f"(cuda:0 to cuda:{count - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"key 'device' is {value!r} but MPS is not available on this machine; use auto or cpu")
+
+
+def merged_values(stem: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A chapter's defaults (its parameters cell) overridden by the params file's values."""
+    merged = {k: p.default for k, p in chapter_parameters(BOOK_DIR / f"{stem}.py").items()}
+    merged.update(values)
+    return merged
+
+
+def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "params", data: bool = True) -> None:
     """Checks that need the package, run before any chapter (raise ``ParamsError``).
 
-    For chapter 1 every run config of its grid is built and checked (values, batch
+    Every chapter's device (:func:`check_device`) and values (:func:`check_values`). For chapter 1 every run config of its grid is built and checked (values, batch
     size against the training set, the dataset's files under ``data_root`` unless
     ``download``). For every chapter with an ``executor`` parameter the executor name
     and options are checked; when runs are still to train, a Ray executor also checks
     that Ray is installed and the cluster answers. Chapter defaults fill keys the
-    params file does not set.
+    params file does not set. ``data=False`` skips the dataset files (for ``--plan``,
+    which needs no data).
     """
     from .runner import check_configs, grid_from_params, make_executor
     from .store import Store
 
     for stem, values in params.items():
-        declared = chapter_parameters(BOOK_DIR / f"{stem}.py")
-        merged = {k: p.default for k, p in declared.items()}
-        merged.update(values)
+        merged = merged_values(stem, values)
         where = f"{path}: chapter {stem}"
+        try:
+            if "device" in merged:
+                check_device(merged["device"])
+            check_values(stem, merged)
+        except ValueError as err:
+            raise ParamsError(f"{where}: {err}") from err
         configs = None
         if stem == "01_training_grid":
             try:
                 configs = grid_from_params(merged)
-                check_configs(configs, _book_path(merged.get("data_root", "data")), merged.get("download", False))
+                check_configs(configs, _book_path(merged.get("data_root", "data")),
+                              merged.get("download", False) or not data)
             except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
                 raise ParamsError(f"{where}: {err}") from err
         if "executor" in merged:
@@ -202,19 +352,111 @@ def _select(spec: str | None) -> list[Path]:
 
 
 def _kernel_env(out: Path) -> dict[str, str]:
-    """A kernelspec for this interpreter, found first through JUPYTER_PATH."""
+    """A kernelspec for this interpreter, found first through JUPYTER_PATH.
+
+    The kernel starts through :func:`kernel_main`, which drops ipykernel's warning that
+    it runs over TCP without encryption (papermill's kernel is local, on 127.0.0.1, and
+    the warning would be printed once per chapter); every other message passes.
+    """
     kdir = out / "jupyter" / "kernels" / KERNEL
     kdir.mkdir(parents=True, exist_ok=True)
     (kdir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [sys.executable, "-c", "from landscape_utils.book import kernel_main; kernel_main()",
+                 "-f", "{connection_file}"],
         "display_name": "landscape-book", "language": "python"}))
     env = {"JUPYTER_PATH": str(out / "jupyter"), "LANDSCAPE_BOOK": "1", "LANDSCAPE_PROGRESS": "text",
            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
     return env
 
 
-def execute(chapter: Path, params: dict[str, Any], out: Path) -> Path:
-    """Execute one chapter; the output notebook is written even when it fails."""
+TCP_WARNING = "Kernel is running over TCP without encryption"
+
+
+class _DropTcpWarning:
+    """A logging filter that drops only ipykernel's TCP-without-encryption warning."""
+
+    def filter(self, record) -> bool:
+        return TCP_WARNING not in record.getMessage()
+
+
+def kernel_main() -> None:
+    """Start an IPython kernel (as ``python -m ipykernel_launcher`` does) without the TCP warning."""
+    if sys.path and sys.path[0] in ("", "."):
+        del sys.path[0]  # as ipykernel_launcher does: the kernel's cwd is added back by IPython
+    from ipykernel.kernelapp import IPKernelApp
+
+    app = IPKernelApp.instance()
+    app.log.addFilter(_DropTcpWarning())
+    app.initialize(sys.argv[1:])
+    app.log.addFilter(_DropTcpWarning())  # in case initialize() replaced the logger
+    app.start()
+
+
+# ---- progress ------------------------------------------------------------------------
+# One tqdm text update: "desc:  25%|██▌       | 12/48 [02:10<06:30, 3.6s/run]"
+_TQDM = re.compile(r"(?:^|[\r\n])(?P<desc>[^\r\n|]*?):?\s*(?P<pct>\d{1,3})%\|[^|\r\n]*\|\s*"
+                   r"(?P<n>\d+)/(?P<total>\d+)\s*\[(?P<elapsed>[\d:]+)<(?P<left>[\d:?]+)(?=[,\]])")
+
+
+class ProgressRelay(io.TextIOBase):
+    """Receives a chapter's kernel stderr (papermill's ``stderr_file``) and relays the
+    package's progress bars to the driver, one line per update and at most one per
+    ``interval`` seconds per bar (a bar's first and last update always pass).
+
+    Everything else the kernel writes to stderr stays in the executed notebook only.
+    """
+
+    def __init__(self, chapter: str, say: Callable[[str], None], interval: float = 10.0):
+        self.chapter, self.say, self.interval = chapter, say, interval
+        self._last: dict[str, tuple[float, int]] = {}  # desc -> (time shown, n shown)
+        self._tail = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        data = self._tail + text
+        # the last update may be cut in two by the stream: keep it for the next write (a
+        # complete one read twice is dropped as "nothing new")
+        cut = max(data.rfind("\r"), data.rfind("\n"))
+        self._tail = data[cut:][-500:] if cut >= 0 else data[-500:]
+        for m in _TQDM.finditer(data):
+            self._update(m.group("desc").strip(), int(m.group("n")), int(m.group("total")),
+                         m.group("elapsed"), m.group("left"))
+        return len(text)
+
+    def _update(self, desc: str, n: int, total: int, elapsed: str, left: str) -> None:
+        now = time.monotonic()
+        shown = self._last.get(desc)
+        final = n >= total
+        if shown is not None and (shown[1] == n or (not final and now - shown[0] < self.interval)):
+            return  # nothing new, or too soon
+        self._last[desc] = (now, n)
+        pct = f"{100 * n / total:.0f}%" if total else "?"
+        tail = "done" if final else f"left ~{left}"
+        self.say(f"[book] {self.chapter} | {desc or 'progress'}: {n}/{total} ({pct}), elapsed {elapsed}, {tail}")
+
+
+class _Log:
+    """Prints to the terminal and appends the same line to ``{out}/book.log``."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def __call__(self, line: str, err: bool = False) -> None:
+        print(line, file=sys.stderr if err else sys.stdout, flush=True)
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+
+def execute(chapter: Path, params: dict[str, Any], out: Path,
+            say: Callable[[str], None] | None = None) -> Path:
+    """Execute one chapter; the output notebook is written even when it fails.
+
+    The chapter's progress bars are relayed through ``say`` (default: print).
+    """
     import jupytext
     import papermill as pm
 
@@ -225,8 +467,9 @@ def execute(chapter: Path, params: dict[str, Any], out: Path) -> Path:
     nb = jupytext.read(chapter)
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "landscape-book", "language": "python"}
     jupytext.write(nb, src)
+    relay = ProgressRelay(chapter.stem, say or (lambda line: print(line, flush=True)))
     pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL, cwd=str(BOOK_DIR),
-                        progress_bar=False, log_output=False)
+                        progress_bar=False, log_output=False, stderr_file=relay)
     return dst
 
 
@@ -249,22 +492,193 @@ def _static_assets(static: Path) -> None:
                     ignore=shutil.ignore_patterns("sre", "*.map"))
 
 
-def build_html(out: Path, notebooks: list[Path], title: str = "landscape-book") -> Path:
-    """Render executed notebooks into ``out/html`` with Jupyter Book 1.x (execution off)."""
+# ---- the HTML book ---------------------------------------------------------------------
+BOOK_TITLE = "landscape-book"
+YEAR = 2026
+LANDING_TITLE = "Phases of learning in neural network loss landscapes"
+
+
+def _param_comments(source: str) -> dict[str, str]:
+    """The trailing ``# comment`` of each assignment in a parameters cell, by name."""
+    import tokenize
+
+    comments: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError):
+        return {}
+    out = {}
+    for node in ast.parse(source).body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and node.lineno in comments:
+            out[target.id] = comments[node.lineno]
+    return out
+
+
+def _literal_values(source: str) -> dict[str, Any]:
+    """Names and literal values assigned in a parameters cell (papermill's or the chapter's)."""
+    out = {}
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return out
+    for node in body:
+        target = node.target if isinstance(node, ast.AnnAssign) else (
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        if isinstance(target, ast.Name) and getattr(node, "value", None) is not None:
+            try:
+                out[target.id] = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+    return out
+
+
+def _shown_value(value: Any) -> str:
+    """A value as the reader should see it: paths inside the repository made relative to it."""
+    if isinstance(value, str) and os.path.isabs(value):
+        p = Path(value)
+        try:
+            return str(p.relative_to(REPO))
+        except ValueError:
+            return ".../" + "/".join(p.parts[-3:])
+    if isinstance(value, str):
+        return value if value else '""'
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def parameters_markdown(defaults_src: str, effective: dict[str, Any], params_file: str | None) -> str:
+    """The parameters of an executed chapter as a short markdown block: the values the params
+    file set, in one line, and every effective value with its comment in a folded table."""
+    comments = _param_comments(defaults_src)
+    defaults = _literal_values(defaults_src)
+    names = list(defaults) + [k for k in effective if k not in defaults]
+    values = {k: effective.get(k, defaults.get(k)) for k in names}
+    changed = [k for k in names if k in effective and effective[k] != defaults.get(k) and k != "workdir"]
+    src = f"`{params_file}`" if params_file else "the params file"
+    if changed:
+        head = (f"**Parameters.** Set by {src}: "
+                + "; ".join(f"`{k}` = {_shown_value(values[k])}" for k in changed) + ".")
+    else:
+        head = f"**Parameters.** This chapter ran with its defaults ({src} sets none of them)."
+    esc = lambda t: str(t).replace("|", "\\|")  # noqa: E731
+    rows = "\n".join(f"| `{k}` | `{esc(_shown_value(values[k]))}` | {esc(comments.get(k, ''))} |" for k in names)
+    table = f"| parameter | value | meaning |\n|---|---|---|\n{rows}"
+    return (f"{head}\n\n```{{admonition}} All {len(names)} parameters of this chapter\n:class: dropdown\n\n"
+            f"{table}\n```\n")
+
+
+def prepare_for_html(nb: Any, params_file: str | None = None, book_title: str = BOOK_TITLE) -> Any:
+    """Make an executed notebook read like an article (returns a new notebook).
+
+    Every code cell gets Jupyter Book's ``hide-input`` tag (a "show code" toggle); the
+    chapter's ``parameters`` cell becomes a markdown summary of the effective values
+    (:func:`parameters_markdown`) and papermill's ``injected-parameters`` cell, which
+    holds the build machine's paths, is dropped. A first heading equal to the book's
+    title becomes the chapter's name, so no page is titled "landscape-book — landscape-book".
+    The notebooks under ``notebooks/`` and the chapters are not touched.
+    """
+    import copy
+
+    import nbformat
+
+    nb = copy.deepcopy(nb)
+    tags = lambda c: c.setdefault("metadata", {}).setdefault("tags", [])  # noqa: E731
+    injected = [c for c in nb.cells if "injected-parameters" in tags(c)]
+    effective = dict(nb.metadata.get("papermill", {}).get("parameters") or {})
+    for c in injected:
+        effective.update(_literal_values(c.source))
+    cells = []
+    for c in nb.cells:
+        t = tags(c)
+        if "injected-parameters" in t:
+            continue
+        if c.cell_type == "code" and "parameters" in t:
+            cells.append(nbformat.v4.new_markdown_cell(parameters_markdown(c.source, effective, params_file)))
+            continue
+        if c.cell_type == "code" and not {"hide-input", "remove-input", "remove-cell", "hide-cell"} & set(t):
+            t.append("hide-input")
+        cells.append(c)
+    nb.cells = cells
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            m = re.match(r"\s*#\s+(.+)", c.source)
+            if m and m.group(1).strip() == book_title:
+                c.source = c.source.replace(m.group(0), "# Introduction", 1)
+            if m:
+                break
+    return nb
+
+
+def readme_chapters(readme: Path = REPO / "README.md") -> dict[str, str]:
+    """One-line summaries of the chapters, from the README's chapter table."""
+    out = {}
+    if readme.is_file():
+        for line in readme.read_text().splitlines():
+            m = re.match(r"\|\s*`(\d\d_\w+)`\s*\|\s*(.+?)\s*\|\s*$", line)
+            if m:
+                out[m.group(1)] = m.group(2)
+    return out
+
+
+def readme_intro(readme: Path = REPO / "README.md") -> str:
+    """The README's opening paragraphs (between the title and the first section)."""
+    if not readme.is_file():
+        return ""
+    text = readme.read_text().split("\n## ", 1)[0]
+    return text.split("\n", 1)[1].strip() if text.startswith("# ") and "\n" in text else ""
+
+
+def _chapter_title(nb: Any, stem: str) -> str:
+    for c in nb.cells:
+        m = re.match(r"\s*#\s+(.+)", c.source) if c.cell_type == "markdown" else None
+        if m:
+            return m.group(1).strip()
+    return stem
+
+
+def landing_page(chapters_nbs: dict[str, Any], params_file: str | None) -> str:
+    """The book's index page (MyST markdown): what the book is and its chapters."""
+    summaries = readme_chapters()
+    rows = "\n".join(f"| [{_chapter_title(nb, stem)}]({stem}.ipynb) | {summaries.get(stem, '')} |"
+                      for stem, nb in chapters_nbs.items())
+    built = f" It was built from `{params_file}`" if params_file else ""
+    return (f"# {LANDING_TITLE}\n\n{readme_intro()}\n\n"
+            "Each chapter is one experiment: its figures and tables come first and its code is folded "
+            "(\"Show code cell source\" opens it). The numbers in every page were computed when the "
+            f"book was built, with the parameters listed at the top of each chapter.{built}.\n\n"
+            f"| chapter | what it shows |\n|---|---|\n{rows}\n\n"
+            "The same chapters open as notebooks in JupyterLab (`make lab`) and run one by one with "
+            "papermill; the README says how.\n")
+
+
+def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
+               params_file: str | None = None) -> Path:
+    """Render executed notebooks into ``out/html`` with Jupyter Book 1.x (execution off).
+
+    The book opens on a landing page (``index``); each chapter is rewritten for reading
+    by :func:`prepare_for_html` (the executed notebooks themselves are not changed).
+    """
+    import nbformat
+
     jb = out / "jb"
     if jb.exists():
         shutil.rmtree(jb)
     jb.mkdir(parents=True)
-    for nb in notebooks:
-        shutil.copy(nb, jb / nb.name)
+    prepared = {}
+    for path in notebooks:
+        nb = prepare_for_html(nbformat.read(path, as_version=4), params_file, title)
+        nbformat.write(nb, jb / path.name)
+        prepared[path.stem] = nb
+    (jb / "index.md").write_text(landing_page(prepared, params_file))
     _static_assets(jb / "_offline")
     stems = [nb.stem for nb in notebooks]
-    toc = {"format": "jb-book", "root": stems[0]}
-    if len(stems) > 1:
-        toc["chapters"] = [{"file": s} for s in stems[1:]]
+    toc = {"format": "jb-book", "root": "index", "chapters": [{"file": s} for s in stems]}
     (jb / "_toc.yml").write_text(yaml.safe_dump(toc))
     config = {
-        "title": title, "author": "landscape-book", "only_build_toc_files": True,
+        "title": title, "author": f"the {title} authors", "copyright": str(YEAR), "only_build_toc_files": True,
         "execute": {"execute_notebooks": "off"},
         "html": {"use_repository_button": False, "use_issues_button": False, "use_edit_page_button": False,
                  "use_multitoc_numbering": False},
@@ -303,44 +717,76 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{' '.join(cmd[:3])} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
 
 
+def export_chapter(params_path: str | os.PathLike, spec: str) -> str:
+    """A flat papermill parameters YAML for one chapter: the ``shared`` keys it declares and
+    its own section, validated and pre-flighted like a driver run (``workdir`` absolute)."""
+    selected = _select(spec)
+    if len(selected) != 1:
+        raise ParamsError(f"--export-chapter takes one chapter, got {spec!r} "
+                          f"({', '.join(c.stem for c in selected)})")
+    params = load_params(params_path, selected)
+    preflight(params, params_path)
+    stem = selected[0].stem
+    head = (f"# papermill parameters of {stem}, from {params_path} (shared + {stem}),\n"
+            f"# written by: python -m landscape_utils.book --params {params_path} --export-chapter {spec}\n")
+    return head + yaml.safe_dump(params[stem], sort_keys=False, default_flow_style=None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m landscape_utils.book", description=__doc__.split("\n")[0])
     ap.add_argument("--params", required=True, help="params YAML, e.g. params/default.yaml")
-    ap.add_argument("--out", required=True, help="output folder, e.g. build/default")
+    ap.add_argument("--out", default=None, help="output folder, e.g. build/default (needed to run the book)")
     ap.add_argument("--chapters", default=None, help="comma-separated chapter prefixes, e.g. 01,03")
     ap.add_argument("--no-html", action="store_true", help="execute only; skip the HTML book")
+    ap.add_argument("--plan", action="store_true",
+                    help="print the tasks of every chapter, how many are stored, and an estimated cost; run nothing")
+    ap.add_argument("--export-chapter", metavar="NN", default=None,
+                    help="print one chapter's flat papermill parameters YAML (shared + its section)")
     args = ap.parse_args(argv)
     try:
+        if args.export_chapter:
+            sys.stdout.write(export_chapter(args.params, args.export_chapter))
+            return 0
         selected = _select(args.chapters)
         params = load_params(args.params, selected)
-        preflight(params, args.params)
+        preflight(params, args.params, data=not args.plan)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.plan:
+        from .plan import print_plan
+
+        print_plan(params, args.params)
+        return 0
+    if not args.out:
+        print("error: --out is needed to run the book (or pass --plan or --export-chapter)", file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
+    say = _Log(out / "book.log")
     os.environ.update(_kernel_env(out))
     done, failed = [], None
+    say(f"[book] {len(selected)} chapter(s) from {args.params} into {out}")
     for chap in selected:
         t0 = time.perf_counter()
-        print(f"[book] {chap.stem}: running", flush=True)
+        say(f"[book] {chap.stem}: running")
         try:
-            done.append(execute(chap, params[chap.stem], out))
+            done.append(execute(chap, params[chap.stem], out, say=say))
         except Exception as err:  # papermill has written the notebook with the traceback
             failed = chap.stem
-            print(f"[book] {chap.stem}: FAILED after {time.perf_counter() - t0:.0f} s: "
-                  f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}",
-                  file=sys.stderr, flush=True)
-            print(f"[book] the executed notebook with the traceback is {out / 'notebooks' / (chap.stem + '.ipynb')}",
-                  file=sys.stderr)
+            last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+            say(f"[book] {chap.stem}: FAILED after {time.perf_counter() - t0:.0f} s: {type(err).__name__}: {last}",
+                err=True)
+            say(f"[book] the executed notebook with the traceback is {out / 'notebooks' / (chap.stem + '.ipynb')}",
+                err=True)
             if (out / "notebooks" / f"{chap.stem}.ipynb").exists():
                 done.append(out / "notebooks" / f"{chap.stem}.ipynb")
             break
-        print(f"[book] {chap.stem}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        say(f"[book] {chap.stem}: done in {time.perf_counter() - t0:.0f} s")
     if done and not args.no_html:
-        index = build_html(out, done)
-        print(f"[book] HTML book: {index}")
+        index = build_html(out, done, params_file=str(args.params))
+        say(f"[book] HTML book: {index}")
     if failed:
-        print(f"error: chapter {failed} failed", file=sys.stderr)
+        say(f"error: chapter {failed} failed", err=True)
         return 1
     return 0
 
