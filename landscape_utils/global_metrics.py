@@ -22,6 +22,7 @@ chapter needs around them:
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,8 +38,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from .connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evaluate_path, fit_bezier,
-                           linear_path, path_result)
+                           linear_path, mli, path_result)
 from .data import batches, load_dataset
+from .findings import Finding, majority_verdict
 from .similarity import l2_distance, model_cka
 from .store import Store, load_model
 from .tasks import Task, run_tasks
@@ -253,8 +255,7 @@ def _pairs_task(*, workdir: str, device: torch.device, pairs: list[tuple[str, st
     s = GlobalSettings(**settings)
     store = Store(workdir)
     cfg = store.config(pairs[0][0])
-    data = load_dataset(cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed,
-                        data_root=data_root, device=device)
+    data = cfg.load_data(data_root=data_root, device=device)
     models = {rid: load_model(workdir, rid, device=device, data=data) for pair in pairs for rid in pair}
     model_pairs = [(models[a], models[b]) for a, b in pairs]
     t0 = time.perf_counter()
@@ -408,3 +409,101 @@ def example_cells(cells: pd.DataFrame, train_loss: pd.Series, low_loss_quantile:
             return poor, well
     return poor, poor  # unreachable: ok is not empty
 
+
+
+# --------------------------------------------------------------------------- MLI per run
+MLI_METRIC = "mli"                    # Store metric name of the MLI records
+
+
+@dataclass(frozen=True)
+class MLISettings:
+    """How the straight line from initialization to the solution is measured (the cache key)."""
+
+    num_points: int = 11              # evenly spaced α in [0, 1], endpoints included
+    eps: float = 1e-3                 # a rise of the train loss above eps counts as a bump
+    eval_batch_size: int = 1024       # evaluation only; does not change the numbers
+
+    def __post_init__(self):
+        if self.num_points < 3:
+            raise ValueError(f"num_points must be >= 3, got {self.num_points}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+
+    def key(self, run_id: str) -> dict[str, Any]:
+        return {"run_id": run_id, "num_points": self.num_points, "eps": self.eps}
+
+
+def _mli_task(*, workdir: str, device: torch.device, run_id: str, settings: dict[str, Any],
+              data_root: str) -> list[dict[str, Any]]:
+    """Task function: the MLI record of one run (its initial and final checkpoints)."""
+    s = MLISettings(**settings)
+    cfg = Store(workdir).config(run_id)
+    data = cfg.load_data(data_root=data_root, device=device)
+    init = load_model(workdir, run_id, which="init", device=device, data=data)
+    final = load_model(workdir, run_id, device=device, data=data)
+    res = mli(init, final, data.x_train, data.y_train, num_points=s.num_points, eps=s.eps,
+              batch_size=s.eval_batch_size, device=device)
+    loss = res.profile["train_loss"].to_numpy(dtype=float)
+    return [{"mli_monotonic": not res.non_monotonic, "mli_max_bump": float(res.delta),
+             "mli_num_bumps": len(res.bumps), "mli_init_loss": float(loss[0]),
+             "mli_final_loss": float(loss[-1]), "mli_alpha": res.profile["t"].astype(float).tolist(),
+             "mli_train_loss": loss.tolist()}]
+
+
+def mli_table(workdir: str | os.PathLike, run_ids: Sequence[str], settings: MLISettings = MLISettings(),
+              device: str | torch.device = "auto", data_root: str | os.PathLike = "data", *,
+              executor: str | Any = "serial", progress: bool = True, **executor_options: Any) -> pd.DataFrame:
+    """Monotonic linear interpolation from initialization to solution, one row per run.
+
+    Each run's train loss is evaluated along θ(α) = (1 − α)·θ_init + α·θ_final (BatchNorm
+    recalibrated at every α); see :func:`~landscape_utils.connectivity.mli`. One task per
+    run (:mod:`landscape_utils.tasks`), cached under :meth:`MLISettings.key`.
+
+    Returns:
+        Columns run_id, mli_monotonic (no bump above ``eps``), mli_max_bump (the largest
+        rise of the train loss along the line, nats), mli_num_bumps, mli_init_loss,
+        mli_final_loss, in the order of ``run_ids``.
+    """
+    run_ids = list(dict.fromkeys(run_ids))
+    args = {"settings": asdict(settings), "data_root": str(Path(data_root).resolve())}
+    tasks = [Task(MLI_METRIC, (settings.key(rid),), _mli_task, {**args, "run_id": rid}, label=rid)
+             for rid in run_ids]
+    results = run_tasks(tasks, workdir, executor=executor, device=str(device), desc="MLI (init -> solution)",
+                        progress=progress, **executor_options)
+    cols = ["mli_monotonic", "mli_max_bump", "mli_num_bumps", "mli_init_loss", "mli_final_loss"]
+    rows = [{"run_id": rid, **{c: recs[0][c] for c in cols}} for rid, recs in zip(run_ids, results)]
+    return pd.DataFrame(rows, columns=["run_id", *cols])
+
+
+# --------------------------------------------------------------------------- findings
+def small_load_poorly_connected(pairs: pd.DataFrame, load: str, temperature: str,
+                                k: float = 2.0) -> Finding:
+    """Finding ``small_load_poorly_connected``: at the smallest load, mc < 0 at most temperatures.
+
+    Each temperature of the smallest load is decided from its per-pair mc values: poorly
+    connected when mean + k·SE < 0, well connected when mean − k·SE > 0, undecided
+    otherwise (or with fewer than two pairs, unless all its pairs agree in sign and there
+    are at least two). The verdict is :func:`~landscape_utils.findings.majority_verdict`
+    over the temperatures.
+
+    Args:
+        pairs: one row per seed pair with the columns ``load``, ``temperature`` and ``mc``.
+    """
+    claim = "At the smallest load, mc < 0 (poorly connected) at most temperatures"
+    ok = pairs[np.isfinite(pd.to_numeric(pairs["mc"], errors="coerce"))]
+    if ok.empty:
+        return Finding("small_load_poorly_connected", claim, "inconclusive", "no finite mc", "0 pairs")
+    smallest = ok[load].min()
+    flags, parts = [], []
+    for tv, g in ok[ok[load] == smallest].groupby(temperature, sort=True):
+        v = g["mc"].to_numpy(dtype=float)
+        mean = float(v.mean())
+        se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("inf")
+        flag = True if mean + k * se < 0 else False if mean - k * se > 0 else None
+        flags.append(flag)
+        spread = f" ± {v.std(ddof=1):.2g}" if v.size > 1 else ""
+        parts.append(f"{temperature}={tv:g}: {mean:.3g}{spread} (n={v.size}, "
+                     f"{'<0' if flag else '>0' if flag is False else 'undecided'})")
+    v = majority_verdict(flags, what=f"temperatures at {load}={smallest:g}")
+    return Finding("small_load_poorly_connected", claim, v.verdict,
+                   f"{v.evidence}; mc per temperature: " + "; ".join(parts), v.n)

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import load_dataset
+from .findings import Finding, difference_verdict, majority_verdict
 from .hessian import make_fixed_batch, pyhessian_reference, spectral_density, top_eigenvalues, trace
 from .store import Store, load_model
 from .tasks import Task, run_tasks
@@ -208,8 +208,7 @@ def model_and_batch(workdir: str | os.PathLike, run_id: str, num_samples: int, s
     ``seed``: the same batch :func:`hessian_table` uses. Returns ``(model, (x, y))``.
     """
     cfg = Store(workdir).config(run_id)
-    data = load_dataset(cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed,
-                        data_root=data_root)
+    data = cfg.load_data(data_root=data_root)
     x, y = make_fixed_batch(data.x_train, data.y_train, min(int(num_samples), data.num_train),
                             seed=int(seed))
     dev = resolve_device(device)
@@ -224,8 +223,7 @@ def _measure_task(*, workdir: str, device: torch.device, run_id: str, kind: str,
     else:
         s, measure = DensitySettings(**settings), measure_density
     cfg = Store(workdir).config(run_id)
-    data = cfg.load_data(data_root=data_root) if hasattr(cfg, "load_data") else load_dataset(
-        cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed, data_root=data_root)
+    data = cfg.load_data(data_root=data_root)
     n = min(int(s.num_samples), data.num_train)
     if n < s.num_samples:
         warnings.warn(f"{cfg.dataset} with data_fraction={cfg.data_fraction} has only "
@@ -313,6 +311,44 @@ def one_seed_per_cell(runs: pd.DataFrame, keys: Iterable[str],
         return runs.copy()
     idx = runs.groupby(keys, dropna=False)[seed_col].idxmin()
     return runs.loc[idx.to_numpy()].sort_values(keys).reset_index(drop=True)
+
+
+def hot_is_sharper(runs: pd.DataFrame, load: str, temperature: str, hot_high: bool,
+                   metric: str = "lambda_max") -> Finding:
+    """Finding ``hot_is_sharper``: the direction of λmax along the temperature axis at fixed load.
+
+    At every load value, the per-seed ``metric`` of the hottest temperature is compared with
+    that of the coldest by :func:`~landscape_utils.findings.difference_verdict` (mean ± 2 SE):
+    sharper when hot (True), flatter when hot (False), or inside the seed spread (undecided).
+    The verdict is :func:`~landscape_utils.findings.majority_verdict` over the loads: it holds
+    when the hot end is sharper at most loads. (The paper's picture, where the noise of hot
+    SGD finds flatter minima, expects it to fail.)
+
+    Args:
+        runs: one row per run with the columns ``load``, ``temperature`` and ``metric``.
+        hot_high: True when larger values of ``temperature`` are hotter (lr, say), False
+            when smaller values are (batch size).
+    """
+    claim = (f"At fixed {load}, {metric} is larger at the hot end of {temperature} than at the cold "
+             "end (hot is sharper)")
+    ok = runs[np.isfinite(pd.to_numeric(runs[metric], errors="coerce"))]
+    temps = sorted(ok[temperature].unique())
+    if len(temps) < 2:
+        return Finding("hot_is_sharper", claim, "inconclusive",
+                       f"fewer than two {temperature} values with a finite {metric}", f"{len(ok)} runs")
+    flags, parts = [], []
+    for lv, g in ok.groupby(load, sort=True):
+        ts = sorted(g[temperature].unique())
+        if len(ts) < 2:
+            continue
+        hot, cold = (ts[-1], ts[0]) if hot_high else (ts[0], ts[-1])
+        v = difference_verdict(g.loc[g[temperature] == hot, metric], g.loc[g[temperature] == cold, metric],
+                               expect="greater", names=(f"hot {temperature}={hot:g}", f"cold {cold:g}"))
+        flags.append({"holds": True, "fails": False}.get(v.verdict))
+        parts.append(f"{load}={lv:g}: {v.evidence}")
+    v = majority_verdict(flags, what=f"{load} values")
+    return Finding("hot_is_sharper", claim, v.verdict, f"{v.evidence} sharper when hot. " + "; ".join(parts),
+                   f"{v.n}, seeds per end as listed")
 
 
 # ----------------------------------------------------------------- PyHessian side by side

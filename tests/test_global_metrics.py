@@ -250,3 +250,43 @@ def test_example_cells_pick_the_barrier_and_the_best_connected_low_loss_cell():
     one = pd.DataFrame({"mc": [-2.0]}, index=["x"])
     assert example_cells(one, pd.Series([0.1], index=["x"])) == ("x", "x")
     assert example_cells(pd.DataFrame({"mc": [np.nan]}), pd.Series([0.1])) == (None, None)
+
+
+# --------------------------------------------------------------------------- MLI and findings
+def test_mli_table_is_the_mli_of_each_stored_run(tmp_path):
+    from landscape_utils.connectivity import mli
+    from landscape_utils.global_metrics import MLISettings, mli_table
+    from landscape_utils.store import load_model
+
+    configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 2, "batch_size": 64},
+                          {"width": [8]}, seeds=range(2))
+    runs = run_grid(configs, tmp_path, device=CPU, progress=False)
+    s = MLISettings(num_points=5)
+    table = mli_table(tmp_path, runs.run_id, s, device=CPU, progress=False)
+    assert table.run_id.tolist() == runs.run_id.tolist()
+    cfg = Store(tmp_path).config(runs.run_id[0])
+    data = cfg.load_data()
+    ref = mli(load_model(tmp_path, runs.run_id[0], "init", data=data), load_model(tmp_path, runs.run_id[0], data=data),
+              data.x_train, data.y_train, num_points=5, eps=s.eps, device=CPU)
+    row = table.iloc[0]
+    assert row.mli_max_bump == pytest.approx(ref.delta, abs=1e-6)
+    assert bool(row.mli_monotonic) == (not ref.non_monotonic)
+    assert row.mli_init_loss == pytest.approx(float(ref.profile.train_loss.iloc[0]), rel=1e-6)
+    assert row.mli_final_loss == pytest.approx(runs.train_loss[0], rel=1e-3)  # the stored final loss
+
+
+def test_small_load_poorly_connected_decides_each_temperature_from_its_pairs():
+    from landscape_utils.global_metrics import small_load_poorly_connected
+
+    def pairs(values):
+        return pd.DataFrame([{"width": w, "batch_size": b, "mc": v} for (w, b), vs in values.items() for v in vs])
+
+    clear = pairs({(4, 16): [-3.0, -2.5, -3.2], (4, 64): [-1.0, -1.2, -0.9], (4, 256): [0.5, 0.4, 0.6],
+                   (16, 16): [5.0, 5.0, 5.0]})
+    f = small_load_poorly_connected(clear, "width", "batch_size")
+    assert f.verdict == "holds" and "2 of 3" in f.evidence
+    # mc values whose signs flip between pairs (the noise of issue 15) decide nothing.
+    noise = pairs({(4, 16): [-3.4, 4.25, -3.75], (4, 64): [-4.8, -3.1, 5.8], (4, 256): [0.5, 0.4, 0.6]})
+    assert small_load_poorly_connected(noise, "width", "batch_size").verdict == "inconclusive"
+    well = pairs({(4, 16): [1.0, 1.1, 0.9], (4, 64): [1.0, 1.2, 0.8], (4, 256): [0.5, 0.4, 0.6]})
+    assert small_load_poorly_connected(well, "width", "batch_size").verdict == "fails"
