@@ -73,7 +73,11 @@ workdir: str = "../build/work/lab"  # unused here
 # - **Divergence.** A non-finite epoch loss, or a non-finite final evaluation, stops the run
 #   and marks it `diverged`; its metrics are missing, not zero.
 # - **Final metrics**: train and test loss and accuracy in eval mode over the whole splits.
-# - **Seed populations.** Where the architecture allows (MLP and the small CNN), the seeds
+# - **Precision.** By default every step runs in float32. On a GPU a run may train with
+#   TensorFloat-32 matrix products or with the forward pass under bfloat16 autocast; the
+#   parameters, the optimizer state and the checkpoints stay float32, and the final
+#   evaluation and every later measurement run in float32.
+# - **Seed populations.** For the book's models (MLP, small CNN, ResNet18), the seeds
 #   of one cell are trained together as one stacked model whose loss is the sum of the
 #   members' losses. Because the members share no parameters and SGD, momentum and weight
 #   decay act elementwise, each member receives exactly its own update: the result equals
@@ -97,21 +101,28 @@ workdir: str = "../build/work/lab"  # unused here
 # (methods-axes)=
 # ## The load and temperature axes
 #
-# Each grid varies one **load-like** knob against one **temperature-like** knob.
+# Each grid varies one **load-like** knob against one **temperature-like** knob; the package
+# keeps one table of the known axes, with the kind of each and which end is which.
 #
-# - **Load** sets how much the network has to fit relative to what it can fit. The knobs are
-#   the width (hidden units or channels: the capacity), the fraction of the training set
-#   kept (a seeded random subset of $\mathrm{round}(f\,n)$ examples), and label noise: each
-#   training label is replaced, with probability $p$, by a class drawn uniformly among the
-#   *other* classes (test labels are never touched). The subset and the noise are seeded by
-#   the data seed, which all runs of a cell share, so the seeds of a cell see one training
-#   set.
-# - **Temperature** sets how noisy the optimizer is. The noise that SGD adds to the
-#   gradient flow grows with the learning rate and shrinks with the batch size (its scale is
-#   roughly $\eta / B$), so a **smaller batch** or a **larger learning rate** is **hotter**.
-# - **Phase diagrams** put the load on the x axis, one column per value in increasing
-#   order, and the temperature on the y axis, one row per value, oriented so that the
-#   hottest setting is at the top (for the batch size: the smallest batch on top).
+# - **Temperature** sets how noisy the optimizer is. The noise that SGD adds to the gradient
+#   flow grows with the learning rate and shrinks with the batch size (its scale goes roughly
+#   as $\eta / B$), so a **smaller batch** or a **larger learning rate** is **hotter**. A
+#   larger weight decay (stronger regularization) and a larger momentum (an effective step
+#   $\eta / (1 - \mu)$) count as hotter too, and in the one-dimensional model of
+#   {ref}`rugged convexity <methods-rugged>` the temperature is $T$ itself.
+# - **Load** sets how much the network has to fit relative to what it can fit, and a load
+#   axis is ordered by **capacity per sample**. A larger width (hidden units or channels) or
+#   depth gives more capacity. A smaller fraction of the training set (a seeded random subset
+#   of $\mathrm{round}(f\,n)$ examples) leaves fewer samples to fit, so more capacity per
+#   sample. Label noise removes capacity per sample: each training label is replaced, with
+#   probability $p$, by a class drawn uniformly among the *other* classes, and those labels
+#   can only be memorized (test labels are never touched). The subset and the noise are
+#   seeded by the data seed, which all runs of a cell share, so the seeds of a cell see one
+#   training set.
+# - **Phase diagrams** put the load on the x axis, one column per value, from the least
+#   capacity per sample on the left to the most on the right (so phase I, where it exists,
+#   sits on the left as in the paper's figure), and the temperature on the y axis, one row per
+#   value, hottest on top: the smallest batch, or the largest learning rate.
 
 # %% [markdown]
 # (methods-hessian)=
@@ -454,11 +465,12 @@ workdir: str = "../build/work/lab"  # unused here
 #
 # $$ \theta(\alpha) = (1 - \alpha)\, \theta_0 + \alpha\, \theta_T, \qquad \alpha \in [0, 1] $$
 #
-# (evenly spaced, default 21 points, BatchNorm recalibrated at every $\alpha$), a profile,
-# by default the training loss, $v_0, \dots, v_{m-1}$ is scanned for **bumps**. A bump opens at index $i$ where
-# the profile rises ($v_{i+1} > v_i$), lasts while the values stay at or above its base $v_i$,
-# and closes at the first index where the profile drops below $v_i$ (or stays open to the end).
-# Its height is the largest value inside it minus $v_i$. Per run,
+# (evenly spaced, endpoints included, default 11 points for the grid; BatchNorm recalibrated
+# at every $\alpha$), the training-loss profile $v_0, \dots, v_{m-1}$ is scanned for
+# **bumps**. A bump opens at index $i$ where the profile rises ($v_{i+1} > v_i$), lasts while
+# the values stay at or above its base $v_i$, and closes at the first index where the profile
+# drops below $v_i$ (or stays open to the end). Its height is the largest value inside it
+# minus $v_i$. Per run,
 #
 # $$ \Delta = \max_{\text{bumps}}\ \big(\text{height}\big) \quad (0 \text{ for a non-increasing profile}), $$
 #
@@ -520,19 +532,47 @@ workdir: str = "../build/work/lab"  # unused here
 #
 # A label computed from cell means can flip on noise: with a handful of seed pairs, one
 # outlying pair moves the mean mc across a threshold. The classifier therefore also works
-# from the **per-pair and per-seed values**. It resamples the seed pairs of a cell (and its
-# seeds, for the per-run metrics), applies the rule to each resample, and reports for every
-# cell the **fraction of resamples that land in each phase**, read as a probability. When the
-# most likely phase has a probability below a stated level, the cell is labelled
-# **`undetermined`** and drawn as such in the phase map, instead of being given a phase it
-# only holds by chance.
+# from the **per-pair** values (mc and CKA) and the **per-seed** values (the training loss,
+# and $\lambda_{\max}$ when $\lambda_{\text{large}}$ is used). For every cell and every such
+# metric with $n \ge 2$ values $x_1, \dots, x_n$ it draws $R$ resampled cell means (default
+# $R = 2000$), centred on the cell value $\bar x$:
 #
-# The **Hessian** enters as the paper's local axis: large in phases I and II, small in III
-# and IV, by a stated threshold or ranking rule on $\lambda_{\max}$. A cell whose training loss
-# or Hessian disagrees with the column of its phase in the table above is flagged. The IV-A /
-# IV-B split is only made where the CKA separates the well connected cells by more than their
-# seed spread; otherwise they are reported together as IV.
+# $$ \bar x^{(r)} = \bar x + \frac{s}{\sqrt n}\, T^{(r)}, \qquad T^{(r)} \sim t_{n-1}, \qquad
+#    s^2 = \frac{1}{n-1} \sum_{i=1}^n (x_i - \bar x)^2 , $$
 #
+# the sampling distribution of the mean of $n$ normal values whose spread is estimated from
+# the same $n$ values (a parametric bootstrap). With two to five seeds this is the honest
+# choice: the ordinary bootstrap of three values can take only ten distinct means and
+# understates the spread. Resampling the values with replacement is offered for grids with
+# many seeds. The metrics are drawn independently of each other; a metric with fewer than
+# two values in a cell (a single seed pair, for instance) is held at its cell value, and the
+# cell's note says so.
+#
+# Every draw is classified by {ref}`the phase rule <methods-phases>`, and the fraction of
+# draws that land in a phase is that phase's **probability** for the cell.
+#
+# - **Label.** The most likely phase, when its probability reaches a stated **level**
+#   (default 0.7); otherwise the cell is **`undetermined`**, and it is drawn as such in the
+#   phase map instead of being given a phase it only holds by chance.
+# - **IV-A and IV-B.** The split is made over the whole grid, and only where the CKA separates
+#   the well connected cells beyond the seed spread: when at least one cell is IV-A and at
+#   least one IV-B, each with probability at or above the level. Otherwise every well
+#   connected cell is reported as **IV**, with $p_{\text{IV}} = p_{\text{IV-A}} +
+#   p_{\text{IV-B}}$, and the reason is stated. A cell that is IV with enough probability but
+#   neither IV-A nor IV-B is also reported as IV.
+# - **The local axis.** The paper's table has the Hessian large in phases I and II and small
+#   in III and IV. A cell's $\lambda_{\max}$ counts as large above a threshold $h$, either
+#   given or set by a ranking rule: the geometric mean of the median $\lambda_{\max}$ of the
+#   cells labelled I or II and that of the cells labelled III or IV,
+#
+#   $$ h = \sqrt{\operatorname{med}_{\text{I, II}} \lambda_{\max} \cdot \operatorname{med}_{\text{III, IV}} \lambda_{\max}} . $$
+#
+#   The Hessian does not change a label; it **flags** a labelled cell whose $\lambda_{\max}$
+#   is on the other side of $h$ than its phase's row of the table, and likewise a cell whose
+#   training loss is on the wrong side of $\mathcal L_{\text{high}}$. Undetermined cells are
+#   not flagged.
+#
+
 # (methods-spearman)=
 # ### Correlation with test accuracy
 #
