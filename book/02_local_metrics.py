@@ -23,8 +23,8 @@
 # Large values mean a sharp minimum, small ones a flat minimum. The Hessian never exists
 # as a matrix here: everything is built from Hessian-vector products (HVPs), each costing
 # about two to three gradients. $\lambda_{\max}$ comes from Lanczos with full
-# reorthogonalization, which needs far fewer HVPs than the power iteration the authors
-# used, and returns the largest *algebraic* eigenvalue rather than the largest in
+# reorthogonalization, which converges in fewer HVPs than the power iteration the authors
+# used (the PyHessian comparison at the end measures both on one model), and returns the largest *algebraic* eigenvalue rather than the largest in
 # magnitude. The trace comes from Hutch++: a small sketch captures the top of the
 # spectrum exactly, and Rademacher probes ($\operatorname{tr} H \approx \mathbb{E}\,
 # v^\top H v$) estimate the rest; it stops when the standard error falls below a set
@@ -53,64 +53,71 @@ density_steps: int = 40             # Lanczos steps per SLQ run
 density_points: int = 200           # points per density curve kept in density.csv
 compare_pyhessian: bool = True      # also measure one model with PyHessian, as a reference
 compare_run_id: str = ""            # the model for that; empty picks the largest one
-num_threads: int = 1                # CPU threads for torch (0 keeps its default)
+executor: str = "process"           # serial | process | ray: one task per model (see the README on GPU servers)
+workers: int = 0                    # process executor: worker processes; 0 means one per GPU slot, or per core
+workers_per_gpu: int = 1            # process executor on GPUs: workers sharing one GPU (each worker is pinned to one)
+ray_address: str = ""               # ray executor: empty starts a local Ray; "auto" joins this node's cluster; or host:port
+ray_num_gpus: float = 0.0           # ray executor: GPUs per task (one model); a fraction shares a GPU
+ray_num_cpus: float = 1.0           # ray executor: CPUs per task
+max_retries: int = 3                # ray executor: retries of a task whose worker dies, or that hits an I/O error or CUDA OOM
+num_threads: int = 1                # torch CPU threads in this kernel (the serial executor); 0 keeps torch's default
 
 # %%
-from pathlib import Path
-
 import altair as alt
 import pandas as pd
 import torch
 
 from landscape_utils import plotting
+from landscape_utils.findings import show_findings, spearman_verdict, write_findings
 from landscape_utils.local import (DensitySettings, HessianSettings, density_table,
-                                   hessian_table, model_and_batch, one_seed_per_cell,
-                                   pyhessian_comparison)
+                                   hessian_table, hot_is_sharper, model_and_batch,
+                                   one_seed_per_cell, pyhessian_comparison)
+from landscape_utils.tables import read_grid, write_table
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 
 dev = resolve_device(device)
 if dev.type == "cpu" and num_threads > 0:  # at this size, more threads only add sync (and
     torch.set_num_threads(num_threads)      # stall badly on a busy machine)
-tables = Path(workdir) / "tables"
-grid = pd.read_csv(tables / "grid.csv")
-axes = pd.read_json(tables / "grid_axes.json", typ="series")
-load_axis, temperature_axis = str(axes["load_axis"]), str(axes["temperature_axis"])
+grid = read_grid(workdir)
+load_axis, temperature_axis = grid.keys
 settings = HessianSettings(num_samples=num_samples, k=top_k, tol=tol, max_iter=max_iter,
                            trace_method=trace_method, rel_tol=trace_rel_tol,
                            max_probes=max_probes, seed=hessian_seed)
 density_settings = DensitySettings(num_samples=num_samples, num_runs=density_runs,
                                    num_steps=density_steps, points=density_points,
                                    seed=hessian_seed)
-is_diverged = grid.status.eq("diverged")
-runs = grid[~is_diverged].reset_index(drop=True)
-for _, r in grid[is_diverged].iterrows():
-    print(f"skipping diverged run {r.run_id} ({load_axis}={r[load_axis]}, "
-          f"{temperature_axis}={r[temperature_axis]}, seed={r.seed}): its weights are not finite")
-print(f"{len(runs)} runs to measure on {dev}: {load_axis} x {temperature_axis}, "
-      f"{runs.seed.nunique()} seed(s) per cell; Hessian batch of {num_samples} training samples")
+tasks = dict(device=dev, data_root=data_root, executor=executor, workers=workers,
+             workers_per_gpu=workers_per_gpu, ray_address=ray_address, ray_num_gpus=ray_num_gpus,
+             ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+runs = grid.ok_runs
+diverged = grid.runs[grid.runs.status == "diverged"]
+if len(diverged):
+    print(f"{len(diverged)} diverged run(s) left out (their weights are not finite):")
+    print(diverged[["run_id", load_axis, temperature_axis, "seed"]].to_string(index=False))
+print(f"{len(runs)} runs to measure on {dev} ({executor} executor), {runs.seed.nunique()} seed(s) "
+      f"per cell;\nHessian batch of {num_samples} training samples")
 
 # %% [markdown]
 # ## λmax and trace of every model
 
 # %%
-local = hessian_table(workdir, runs.run_id, settings, device=dev, data_root=data_root)
-local.to_csv(tables / "local.csv", index=False)
-print(f"{local.num_hvps_eig.sum() + local.num_hvps_trace.sum():,} Hessian-vector products in "
-      f"all: {local.num_hvps_eig.median():.0f} per λmax and {local.num_hvps_trace.median():.0f} "
-      f"per trace (medians), {local.seconds_eig.sum() + local.seconds_trace.sum():.1f} s "
-      f"when first computed")
-print(f"λmax converged for {local.eig_converged.sum()}/{len(local)} models; the trace reached "
-      f"its {trace_rel_tol:.0%} relative standard error for "
-      f"{local.trace_converged.sum()}/{len(local)}")
+local = hessian_table(workdir, runs.run_id, settings, **tasks)
+write_table(workdir, "local", local)
+print(f"{local.num_hvps_eig.sum() + local.num_hvps_trace.sum():,} Hessian-vector products: "
+      f"{local.num_hvps_eig.median():.0f} per λmax, {local.num_hvps_trace.median():.0f} per trace "
+      f"(medians)")
+print(f"λmax converged for {local.eig_converged.sum()}/{len(local)} models; the trace reached its "
+      f"{trace_rel_tol:.0%} relative standard error for {local.trace_converged.sum()}/{len(local)}")
 
 # %% [markdown]
 # ## Sharpness over the grid
 #
 # Each panel is a phase diagram, as in chapter 1: load on x, temperature on y with the
-# hottest setting on top. The colours of $\lambda_{\max}$ and the trace are on a log scale;
-# hover over a cell for its mean, the spread over seeds and how many seeds it holds. Train
-# loss and test accuracy from chapter 1 sit beside them for reference.
+# hottest setting on top. The colours of $\lambda_{\max}$ and the trace are on a log scale,
+# darker where sharper, as the train loss is darker where higher; hover over a cell for its
+# mean, the spread over seeds and how many seeds it holds. Train loss and test accuracy from
+# chapter 1 sit beside them for reference.
 
 # %%
 per_run = runs[["run_id", load_axis, temperature_axis, "seed", "status", "train_loss",
@@ -119,53 +126,44 @@ per_run = runs[["run_id", load_axis, temperature_axis, "seed", "status", "train_
 cells = cell_table(per_run, load_axis, temperature_axis,
                    metrics=("lambda_max", "trace", "train_loss", "test_acc"))
 plotting.phase_panels(cells, ["lambda_max", "trace", "train_loss", "test_acc"],
-                      x=load_axis, y=temperature_axis, columns=2)
+                      x=load_axis, y=temperature_axis)
 
 # %%
-spread = (cells.lambda_max_std / cells.lambda_max).median()
-sharpest_cell = cells.loc[cells.lambda_max.idxmax()]
-flattest_cell = cells.loc[cells.lambda_max.idxmin()]
-print(f"λmax spans {cells.lambda_max.min():.3g} to {cells.lambda_max.max():.3g} over the cells "
-      f"(x{cells.lambda_max.max() / cells.lambda_max.min():.0f}); the trace spans "
-      f"{cells.trace.min():.3g} to {cells.trace.max():.3g}")
-print(f"sharpest cell: {load_axis}={sharpest_cell[load_axis]:g}, "
-      f"{temperature_axis}={sharpest_cell[temperature_axis]:g}; flattest: "
-      f"{load_axis}={flattest_cell[load_axis]:g}, "
-      f"{temperature_axis}={flattest_cell[temperature_axis]:g}")
-print(f"spread over seeds: the median cell's λmax std is {spread:.0%} of its mean")
+print(f"λmax over the cells: {cells.lambda_max.min():.3g} to {cells.lambda_max.max():.3g}; "
+      f"trace: {cells.trace.min():.3g} to {cells.trace.max():.3g}")
+print(f"seed spread: the median cell's λmax sd is {(cells.lambda_max_std / cells.lambda_max).median():.0%} "
+      f"of its mean")
 
 # %% [markdown]
-# The two measures of sharpness should broadly agree: one point per model, both axes on a
-# log scale.
+# The two measures of sharpness are expected to rise together: one point per model, both
+# axes on a log scale.
 
 # %%
 log = alt.Scale(type="log")
-alt.Chart(per_run, width=320, height=240,
+alt.Chart(per_run, width=plotting.fit_width(1), height=240,
           title="trace against λmax, one point per model").mark_point(
     filled=True, size=50, opacity=0.8).encode(
-    x=alt.X("lambda_max:Q", scale=log, title=plotting.METRICS["lambda_max"].label),
-    y=alt.Y("trace:Q", scale=log, title=plotting.METRICS["trace"].label),
-    color=alt.Color(f"{load_axis}:O", title=load_axis, scale=alt.Scale(scheme="viridis")),
-    shape=alt.Shape(f"{temperature_axis}:O", title=temperature_axis),
+    x=alt.X("lambda_max:Q", scale=log, title=plotting.style("lambda_max").label),
+    y=alt.Y("trace:Q", scale=log, title=plotting.style("trace").label),
+    color=plotting.line_color(f"{load_axis}:O", grid.load.title, sort=grid.load_values,
+                              scheme="viridis"),
+    shape=alt.Shape(f"{temperature_axis}:O", sort=grid.temperature_values,
+                    legend=plotting.categorical_legend(grid.temperature.title)),
     tooltip=["run_id:N", f"{load_axis}:O", f"{temperature_axis}:O", "seed:O",
              alt.Tooltip("lambda_max:Q", format=".4g"), alt.Tooltip("trace:Q", format=".4g"),
              alt.Tooltip("trace_stderr:Q", format=".3g")])
 
 # %% [markdown]
-# Which way does sharpness move over the grid? Spearman rank correlations over the cells
-# (+1: the two always rise together, -1: one always falls as the other rises):
-
-# %%
-cols = [load_axis, temperature_axis, "train_loss", "test_acc"]
-cells[["lambda_max", "trace", *cols]].corr(method="spearman").loc[["lambda_max", "trace"], cols].round(2)
-
-# %% [markdown]
-# Two things to keep in mind when reading these panels:
+# Two hypotheses from the literature, and a caveat, for reading these panels (the findings
+# at the end of the chapter test the first two on this grid):
 #
-# - **Temperature.** Noisier SGD (small batches, large learning rates) cannot stay in a
-#   minimum narrower than its noise, so among comparable models the hot settings should
-#   end flatter: λmax falling towards the top of the panels (the "large batches find sharp
-#   minima" effect).
+# - **Temperature** (Keskar et al. 2017; Jastrzebski et al. 2017). Noisier SGD (small
+#   batches, large learning rates) cannot stay in a minimum narrower than its noise, so
+#   among comparable models the hot settings are expected to end flatter: λmax lower
+#   towards the top of the panels.
+# - **Fitting** (Yang et al. 2021). Phases I and II, where the model has not fitted the
+#   training set, are sharp; phases III and IV, where it has, are flat. Across cells a
+#   higher train loss is then expected to go with a larger λmax.
 # - **The trace is a sum over all parameters.** It adds up P eigenvalues, so it grows with
 #   the width even at equal curvature per direction; $\lambda_{\max}$ has no such bias.
 #   When the load axis is the width, compare λmax across columns and the trace down
@@ -176,38 +174,31 @@ cells[["lambda_max", "trace", *cols]].corr(method="spearman").loc[["lambda_max",
 #
 # λmax and the trace are two numbers out of a whole spectrum. Stochastic Lanczos quadrature
 # estimates the spectral density of each Hessian: a few Lanczos runs from random start
-# vectors give quadrature nodes (eigenvalues of the small tridiagonal matrix) and weights,
-# smoothed with a narrow Gaussian. We compute it for one seed per cell (the lowest) and keep
-# it in `density.csv`; here are the sharpest and the flattest of those models.
+# vectors give quadrature nodes (eigenvalues of the small tridiagonal matrix) and weights.
+# We compute it for one seed per cell (the lowest) and keep it in `density.csv`. The chart
+# shows the sharpest and the flattest of those models, smoothed with a Gaussian kernel on
+# the symmetric-log λ axis it is drawn on (linear near zero, logarithmic beyond 1).
 
 # %%
-reps = one_seed_per_cell(runs, [load_axis, temperature_axis])
-density = density_table(workdir, reps.run_id, density_settings, device=dev, data_root=data_root)
-density.to_csv(tables / "density.csv", index=False)
-reps = reps.merge(local[["run_id", "lambda_max", "trace"]], on="run_id")
+reps = one_seed_per_cell(runs, grid.keys)
+density = density_table(workdir, reps.run_id, density_settings, **tasks)
+write_table(workdir, "density", density)
+reps = reps.merge(local[["run_id", "lambda_max"]], on="run_id")
 pair = pd.concat([reps.loc[[reps.lambda_max.idxmax()]].assign(which="sharpest"),
                   reps.loc[[reps.lambda_max.idxmin()]].assign(which="flattest")])
-pair["model"] = [f"{w}: {load_axis} {a}, {temperature_axis} {b}, λmax {lam:.3g}"
+pair["model"] = [f"{w}: {load_axis} {a:g}, {temperature_axis} {b:g}, λmax {lam:.3g}"
                  for w, a, b, lam in zip(pair.which, pair[load_axis], pair[temperature_axis],
                                          pair.lambda_max)]
 shown = density.merge(pair[["run_id", "model"]], on="run_id")
-floor = 1e-5 * shown.density.max()  # a log axis cannot show zero: the gaps sit at this floor
-shown["density"] = shown.density.clip(lower=floor)
-alt.Chart(shown, width=520, height=260,
-          title="Hessian spectral density (SLQ), sharpest and flattest model").mark_line(
-    strokeWidth=1.5, interpolate="step-after").encode(
-    x=alt.X("lam:Q", title="eigenvalue λ", scale=alt.Scale(type="symlog")),
-    y=alt.Y("density:Q", title="density", scale=alt.Scale(type="log")),
-    color=alt.Color("model:N", title=None,
-                    legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=0)),
-    tooltip=[alt.Tooltip("lam:Q", format=".4g"), alt.Tooltip("density:Q", format=".3g"), "model:N"])
+plotting.spectrum_chart(plotting.smooth_density_table(shown, by=["model"]), color="model",
+                        title="Hessian spectral density (SLQ), sharpest and flattest model")
 
 # %% [markdown]
-# Trained networks usually show the same shape: almost all the mass in a bulk near zero,
-# and a few outlier eigenvalues far to the right (the λ axis is symmetric-log, linear near
-# zero and logarithmic beyond 1, so both show). Sharpness is mostly about *where the
-# outliers are*, while the bulk looks alike. Mass below zero means the model sits near,
-# not exactly at, a minimum: there are still directions in which the loss goes down.
+# Studies of trained networks (Sagun et al. 2017; Ghorbani et al. 2019) report the same
+# shape again and again: almost all the mass in a bulk near zero and a few outlier
+# eigenvalues far to the right, with sharpness mostly a matter of *where the outliers are*.
+# Mass below zero means the model sits near, not exactly at, a minimum: there are still
+# directions in which the loss goes down.
 
 # %% [markdown]
 # ## A reference: PyHessian on the same model and batch
@@ -217,7 +208,7 @@ alt.Chart(shown, width=520, height=260,
 # Hutchinson (stopping when the running mean changes by less than $10^{-3}$ relatively).
 # Below, one model is measured both ways on the same batch. A tight Lanczos run
 # (relative tolerance $10^{-10}$) is the reference for both $\lambda_{\max}$ errors.
-# PyHessian reports no error bar for its trace; its standard error is estimated from the
+# PyHessian reports no error bar for its trace: its standard error is estimated from the
 # spread of single Hutchinson probes, which also tells how many probes plain Hutchinson
 # would need to match our standard error (last row). The last column is PyHessian divided
 # by ours: above 1 for HVPs and seconds means ours is cheaper. PyHessian's times leave out
@@ -233,10 +224,10 @@ if compare_pyhessian:
         model, batch = model_and_batch(workdir, compare_id, num_samples, hessian_seed,
                                        data_root=data_root, device=dev)
         side = pyhessian_comparison(model, batch, settings, device=dev)
-        print(f"run {compare_id}: {load_axis}={row[load_axis]}, {temperature_axis}="
-              f"{row[temperature_axis]}, seed={row.seed}; {side.attrs['num_params']:,} parameters, "
-              f"batch of {side.attrs['num_samples']}; tight Lanczos λmax: "
-              f"{side.attrs['lambda_max_tight']:.6g}")
+        print(f"run {compare_id}: {load_axis} {row[load_axis]:g}, {temperature_axis} "
+              f"{row[temperature_axis]:g}, seed {row.seed}")
+        print(f"{side.attrs['num_params']:,} parameters, batch of {side.attrs['num_samples']}; "
+              f"tight Lanczos λmax: {side.attrs['lambda_max_tight']:.6g}")
         display(side.style.format("{:.4g}"))  # noqa: F821 (IPython's display)
     except Exception as err:  # PyHessian is a reference only: report and go on
         print(f"PyHessian comparison skipped: {type(err).__name__}: {err}")
@@ -245,14 +236,13 @@ else:
 
 # %% [markdown]
 # Power iteration converges at a rate set by the gap between the top two eigenvalues, and
-# its stopping rule on the *change* of λ stops early when progress is slow, so it tends to
-# end a little below $\lambda_{\max}$. Lanczos builds a Krylov space and reaches a tighter
-# tolerance with fewer products. For the trace, PyHessian's rule on the change of the
-# running mean says nothing about the estimate's error, and it often stops after a handful
-# of probes. Ours stops on the standard error and reports it. Hutch++ takes the top of the
-# spectrum exactly, which pays off when a few outliers carry most of the Hessian's
-# Frobenius norm, and gains little when the bulk carries it: the last row shows which case
-# this model is in.
+# its stopping rule on the *change* of λ can stop early when progress is slow, ending below
+# $\lambda_{\max}$. Lanczos builds a Krylov space and reaches a tighter tolerance with fewer
+# products. For the trace, PyHessian's rule on the change of the running mean says nothing
+# about the estimate's error and can stop after a handful of probes. Ours stops on the
+# standard error and reports it. Hutch++ takes the top of the spectrum exactly, which pays
+# off when a few outliers carry most of the Hessian's Frobenius norm, and gains little when
+# the bulk carries it: the last row shows which case this model is in.
 
 # %% [markdown]
 # ## What the panels mean for the taxonomy
@@ -266,14 +256,29 @@ else:
 # - **Flat** (small $\lambda_{\max}$ and trace) goes with **phases III and IV**: the model
 #   fits the training set and SGD settled in a wide minimum.
 #
-# So read the λmax and trace panels against the train-loss panel and the correlations
-# above: where the train loss is high the minima should be sharp, and where the model fits
-# they should be flat. How cleanly that holds depends on the grid. A small or short-trained
-# grid may have no cell that truly fits its data, and then all of it sits on the sharp side.
+# How cleanly that holds depends on the grid: a small or short-trained grid may have no
+# cell that fits its data, and then all of it sits on the sharp side. Local sharpness alone
+# **cannot separate phase III from phase IV**. Both are flat locally; the difference is
+# *global*. In phase III the minima that different seeds find are separated by barriers:
+# flat but poorly connected, and training to zero loss there can hurt. In phase IV they are
+# joined by low-loss paths. Whether those paths exist is what chapter 3 measures.
 #
-# Local sharpness alone **cannot separate phase III from phase IV**. Both are flat
-# locally; the difference is *global*. In phase III the minima that different seeds find
-# are separated by barriers: flat but poorly connected, and training to zero loss there can
-# hurt. In phase IV they are joined by low-loss paths. Whether those paths exist is what
-# chapter 3 measures, with mode connectivity along fitted Bezier curves and the similarity
-# of the seeds' outputs.
+# ## What this grid shows
+#
+# Each row tests one of the hypotheses above on this build's models; a verdict is
+# *inconclusive* when the differences lie inside the seed spread or the grid has too few
+# cells to rank.
+
+# %%
+findings = [
+    hot_is_sharper(per_run, load_axis, temperature_axis, grid.temperature.hot_end == "large"),
+    spearman_verdict(cells.train_loss, cells.lambda_max, expect="positive",
+                     names=("train loss", "λmax")).finding(
+        "high_loss_is_sharp", "Across cells, a higher train loss goes with a larger λmax "
+        "(unfitted phases I and II are sharp, fitted III and IV flat)"),
+    spearman_verdict(per_run.lambda_max, per_run.trace, expect="positive",
+                     names=("λmax", "trace")).finding(
+        "trace_tracks_lambda_max", "Across models, the trace rises with λmax"),
+]
+write_findings(workdir, "02_local_metrics", findings)
+show_findings(findings)
