@@ -277,8 +277,17 @@ def knob_runs(workdir: str | Path, study: Study, base_rid: str,
         if rid:
             by_knob[knob].append((knob, value, rid))
     for knob, rows in by_knob.items():
-        out += [(knob, float(getattr(cfg, knob)), base_rid), *rows]
+        own = (knob, float(getattr(cfg, knob)), base_rid)
+        out += [own, *[r for r in rows if r[2] != base_rid]]  # an extra value equal to the base's is the base run
     return out
+
+
+def cells_table(study: Study, members: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """The two chosen cells: cell, the two axis values, mean train loss and the seeds used
+    (how they were chosen is ``study.source``)."""
+    return pd.DataFrame([{"cell": label, study.load_axis: c[0], study.temperature_axis: c[1],
+                          "train loss": float(study.train_loss[c]), "seeds": len(members.get(label, []))}
+                         for label, c in study.cells.items()])
 
 
 def run_metric(workdir: str | Path, study: Study, rid: str, name: str) -> float:
@@ -517,6 +526,17 @@ ALIGNMENT_COLUMNS = ("linear_before_mc", "linear_after_mc", "linear_before_loss_
                      "l2_before", "l2_after", "sweeps")
 
 
+#: Short column headings for the chapter's displayed tables (the tables keep the long names).
+SHORT_NAMES = {"linear_before_mc": "mc before", "linear_after_mc": "mc after",
+               "linear_before_loss_barrier": "barrier before", "linear_after_loss_barrier": "barrier after",
+               "l2_before": "L2 before", "l2_after": "L2 after", "member_acc": "member acc",
+               "ensemble_acc": "ensemble acc", "ensemble_gain": "gain", "midpoint_loss": "midpoint",
+               "tunnel_loss": "tunnel point", "line_worst": "line worst", "tunnel_path_worst": "tunnel path worst",
+               "escape_isotropic": "escape iso", "escape_filter": "escape filter", "train_loss": "train loss",
+               "train_err": "train err %", "success_rate": "success rate", "train_acc": "train acc",
+               "train_acc_std": "acc sd"}
+
+
 def alignment_table(items: Sequence[tuple[dict, dict]]) -> pd.DataFrame:
     """One row per aligned pair: cell, pair and :data:`ALIGNMENT_COLUMNS`."""
     rows = [{"cell": m["cell"], "pair": m["pair"], **{c: rec[c] for c in ALIGNMENT_COLUMNS}} for m, rec in items]
@@ -524,11 +544,12 @@ def alignment_table(items: Sequence[tuple[dict, dict]]) -> pd.DataFrame:
 
 
 def alignment_profiles(items: Sequence[tuple[dict, dict]]) -> pd.DataFrame:
-    """Long form of the straight-line profiles: cell, pair, alignment (before | after), t,
+    """Long form of the straight-line profiles: cell, pair, path ("linear" before weight
+    matching, "aligned" after: the path kinds of :data:`plotting.PATH_COLORS`), t,
     train_loss, train_err."""
-    frames = [pd.DataFrame(rec[f"linear_{when}_profile"]).assign(cell=m["cell"], pair=m["pair"], alignment=when)
-              for m, rec in items for when in ("before", "after")]
-    cols = ["cell", "pair", "alignment", "t", "train_loss", "train_err"]
+    frames = [pd.DataFrame(rec[f"linear_{when}_profile"]).assign(cell=m["cell"], pair=m["pair"], path=kind)
+              for m, rec in items for when, kind in (("before", "linear"), ("after", "aligned"))]
+    cols = ["cell", "pair", "path", "t", "train_loss", "train_err"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
 
@@ -752,41 +773,38 @@ def chapter_findings(alignment: pd.DataFrame, summary: pd.DataFrame, wedges: Wed
 HEX = "M0,-1L0.866,-0.5L0.866,0.5L0,1L-0.866,0.5L-0.866,-0.5Z"  # a hexagon tiles a triangular lattice
 
 
-def triangle_chart(grids: pd.DataFrame, resolution: int, side: int = 190):
-    """The train loss over each complex's barycentric grid: one hexagon per grid point,
-    rows = cells, columns = flat triangle | trained complex, one log colour scale per cell."""
+def triangle_chart(grids: pd.DataFrame, resolution: int, side: int = 200):
+    """The train loss over each complex's barycentric grid, one hexagon per grid point:
+    rows = cells, columns = flat triangle | trained complex, one log colour scale per row
+    (legend below, so a row is two panels wide)."""
     import altair as alt
 
-    from .plotting import METRICS
+    from .plotting import color_scale
 
-    style = METRICS["train_loss"]
     size = (2.0 / math.sqrt(3.0) * side / resolution * 1.08) ** 2
     rows = []
     for cell, df in grids.groupby("cell", sort=False):
-        domain = [float(df.train_loss.min()), float(df.train_loss.max())]
         panels = [alt.Chart(d, title=f"{cell}: {stage}", width=side, height=side * math.sqrt(3) / 2).mark_point(
             shape=HEX, filled=True, size=size, opacity=1.0).encode(
             x=alt.X("x:Q", axis=None, scale=alt.Scale(domain=[0, 1], nice=False)),
             y=alt.Y("y:Q", axis=None, scale=alt.Scale(domain=[0, math.sqrt(3) / 2], nice=False)),
-            color=alt.Color("train_loss:Q", title=style.label, legend=alt.Legend(format=".2g"),
-                            scale=alt.Scale(type="log", scheme=style.scheme, reverse=style.reverse, domain=domain)),
-            tooltip=[alt.Tooltip(c, format=".2f") for c in ("l1", "l2", "l3", "train_loss")]
-            + [alt.Tooltip("train_err", format=".1f")])
+            color=color_scale("train_loss"),
+            tooltip=[alt.Tooltip(c, format=".2f") for c in ("l1", "l2", "l3")]
+            + [alt.Tooltip("train_loss", format=".3f"), alt.Tooltip("train_err", format=".1f")])
             for stage, d in df.groupby("stage", sort=False)]
         rows.append(alt.hconcat(*panels))
     return alt.vconcat(*rows).resolve_scale(color="independent") if rows else None
 
 
 def surface_chart(surface: pd.DataFrame, width: int = 240):
-    """Each cell's 2D loss surface as a heat map (one log colour scale), with the solution
-    at (0, 0) and its seed partner at (1, 0) marked; cells side by side."""
+    """Each cell's 2D loss surface as a heat map (one log colour scale, legend below), with
+    the solution at (0, 0) and its seed partner at (1, 0) marked; cells side by side."""
     import altair as alt
 
-    from .plotting import METRICS
+    from .plotting import categorical_legend, color_scale
 
-    style = METRICS["train_loss"]
     df = surface.copy()
-    for col in ("alpha", "beta"):  # each cell of the map spans half a step either side of its point
+    for col in ("alpha", "beta"):  # each rectangle spans half a grid step either side of its point
         half = 0.5 * float(np.diff(np.sort(df[col].unique()))[0])
         df[f"{col}0"], df[f"{col}1"] = df[col] - half, df[col] + half
     marks = pd.DataFrame([{"cell": c, "alpha": a, "beta": 0.0, "point": p} for c in df.cell.unique()
@@ -794,16 +812,14 @@ def surface_chart(surface: pd.DataFrame, width: int = 240):
     panels = []
     for c in df.cell.unique():
         heat = alt.Chart(df[df.cell == c]).mark_rect().encode(
-            x=alt.X("alpha0:Q", title="α (toward the seed partner)", scale=alt.Scale(nice=False)),
-            x2="alpha1:Q",
+            x=alt.X("alpha0:Q", title="α (toward the seed partner)", scale=alt.Scale(nice=False)), x2="alpha1:Q",
             y=alt.Y("beta0:Q", title="β (filter-normalized)", scale=alt.Scale(nice=False)), y2="beta1:Q",
-            color=alt.Color("train_loss:Q", title=style.label, legend=alt.Legend(format=".2g"),
-                            scale=alt.Scale(type="log", scheme=style.scheme, reverse=style.reverse)),
+            color=color_scale("train_loss"),
             tooltip=[alt.Tooltip("alpha:Q", format=".2f"), alt.Tooltip("beta:Q", format=".2f"),
                      alt.Tooltip("train_loss:Q", format=".3f"), alt.Tooltip("train_err:Q", format=".1f")])
         points = alt.Chart(marks[marks.cell == c]).mark_point(filled=True, size=90, fill="white", stroke="black",
                                                                opacity=1.0).encode(
-            x="alpha:Q", y="beta:Q", shape=alt.Shape("point:N", title="marked", sort=["solution", "seed partner"]),
-            tooltip=["point:N"])
+            x="alpha:Q", y="beta:Q", tooltip=["point:N"],
+            shape=alt.Shape("point:N", sort=["solution", "seed partner"], legend=categorical_legend("marked")))
         panels.append(alt.layer(heat, points).properties(width=width, height=width, title=c))
-    return alt.hconcat(*panels).resolve_scale(color="shared") if panels else None
+    return alt.hconcat(*panels) if panels else None
