@@ -21,11 +21,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from .data import batches
-from .similarity import l2_distance, matching_parameters, model_cka
+from .params import Params, matching_parameters
+from .similarity import l2_distance, model_cka
 from .models import evaluate
 from .utils import resolve_device
 
-Params = dict[str, torch.Tensor]
 # A path through weight space: t in [0, 1] -> {parameter name: tensor}.
 PathFn = Callable[[float], Mapping[str, torch.Tensor]]
 PROFILE_COLUMNS = ("t", "train_loss", "train_err", "test_loss", "test_err")

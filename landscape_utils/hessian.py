@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .params import trainable_parameters
 from .utils import resolve_device
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
     "DensityResult",
     "PyHessianReference",
     "make_fixed_batch",
-    "trainable_parameters",
     "split_vector",
     "hessian_vector_product",
     "top_eigenvalues",
@@ -131,14 +131,9 @@ def _normalize_data(data: Any) -> tuple[bool, Iterable]:
 # ---------------------------------------------------------------- parameter vectors
 
 
-def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """The ``(name, parameter)`` pairs with ``requires_grad``, in flattening order."""
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-
-
 def split_vector(model: nn.Module, vec: torch.Tensor) -> dict[str, torch.Tensor]:
     """Cut a flat vector of shape (P,) into views shaped like the trainable parameters."""
-    named = trainable_parameters(model)
+    named = list(trainable_parameters(model).items())
     numels = [p.numel() for _, p in named]
     if vec.ndim != 1 or vec.numel() != sum(numels):
         raise ValueError(f"expected a vector of shape ({sum(numels)},), got {tuple(vec.shape)}")
@@ -192,7 +187,7 @@ class HessianOperator:
         self.method = hvp_method if hvp_method != "auto" else (
             "graph" if self.single_batch else "func")
 
-        named = trainable_parameters(model)
+        named = list(trainable_parameters(model).items())
         if not named:
             raise ValueError("the model has no trainable parameters (requires_grad=True)")
         self.names = tuple(n for n, _ in named)

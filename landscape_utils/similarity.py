@@ -26,13 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .params import matching_parameters
 from .utils import resolve_device
 
 KERNELS = ("linear", "rbf")
 REPRESENTATIONS = ("softmax", "logits")  # or the name of a submodule, read by a forward hook
-
-# Buffers of BatchNorm layers: never part of a parameter vector when a state dict is given.
-_BN_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 # --------------------------------------------------------------------------- Gram matrices
@@ -393,44 +391,7 @@ def model_cka(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor, represent
     return cka(torch.cat(ra), torch.cat(rb), kernel, debiased, sigma_frac)
 
 
-# --------------------------------------------------------------------------- parameter vectors, L2
-def trainable_parameters(obj: nn.Module | Mapping[str, torch.Tensor],
-                         names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """The parameter vector of a model, as a name -> tensor dict (tensors not copied).
-
-    A module contributes its parameters with ``requires_grad``. A state dict contributes
-    its floating-point entries except BatchNorm running statistics. ``names`` selects
-    (and orders) the entries; a missing name is a ``KeyError``.
-    """
-    if isinstance(obj, nn.Module):
-        params = {k: p for k, p in obj.named_parameters() if p.requires_grad}
-    else:
-        params = {k: v for k, v in obj.items()
-                  if torch.is_tensor(v) and v.is_floating_point() and not k.endswith(_BN_BUFFER_SUFFIXES)}
-    if names is not None:
-        missing = [k for k in names if k not in params]
-        if missing:
-            raise KeyError(f"parameters missing: {missing[:5]}")
-        params = {k: params[k] for k in names}
-    return params
-
-
-def matching_parameters(a: nn.Module | Mapping[str, torch.Tensor], b: nn.Module | Mapping[str, torch.Tensor]
-                        ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """:func:`trainable_parameters` of two models, checked to have equal names and shapes.
-
-    When one side is a module, its trainable parameter names select the other side's entries.
-    """
-    names = next((list(trainable_parameters(o)) for o in (a, b) if isinstance(o, nn.Module)), None)
-    pa, pb = trainable_parameters(a, names), trainable_parameters(b, names)
-    if pa.keys() != pb.keys():
-        raise ValueError(f"parameter names differ: {sorted(set(pa) ^ set(pb))[:5]}")
-    for k, va in pa.items():
-        if va.shape != pb[k].shape:
-            raise ValueError(f"shape mismatch for {k}: {tuple(va.shape)} vs {tuple(pb[k].shape)}")
-    return pa, pb
-
-
+# --------------------------------------------------------------------------- L2
 def l2_distance(model_a: nn.Module | Mapping[str, torch.Tensor],
                 model_b: nn.Module | Mapping[str, torch.Tensor]) -> float:
     """‖θ_a − θ_b‖₂ over all trainable parameters (see :func:`matching_parameters`), in float64."""

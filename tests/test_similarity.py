@@ -14,7 +14,8 @@ from torch import nn
 
 from landscape_utils.similarity import (MinibatchCKA, cka_from_grams, hsic, l2_distance, linear_cka,
                                         linear_gram, mixup_batches, model_cka, rbf_cka, rbf_gram,
-                                        representations, trainable_parameters)
+                                        representations)
+from landscape_utils.params import trainable_parameters
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
