@@ -759,6 +759,7 @@ def placement_verdict(one_d: dict[str, pd.DataFrame], network: pd.DataFrame,
         undecided).
     """
     counts = {s: int(ext.n_cells.get(phase, 0)) for s, ext in one_d.items()}
+    heats = {s: float(ext.heat_pos[phase]) for s, ext in one_d.items() if phase in ext.index}
     if not counts:
         raise ValueError("one_d is empty")
     state = max(counts, key=lambda s: (counts[s], -list(counts).index(s)))
@@ -772,8 +773,10 @@ def placement_verdict(one_d: dict[str, pd.DataFrame], network: pd.DataFrame,
     h1, hn = float(one_d[state].heat_pos[phase]), float(network.heat_pos[phase])
     delta = abs(h1 - hn)
     verdict = "holds" if delta <= tol else ("fails" if delta >= 2 * tol else "inconclusive")
-    evidence = (f"heat position of {phase} (0 coldest, 1 hottest): 1D {state} {h1:.2f}, "
-                f"networks {hn:.2f}; 1D cells per state: {where}")
+    evidence = (f"heat position of {phase} (0 coldest, 1 hottest): networks {hn:.2f}; 1D "
+                + ", ".join(f"{s} {h:.2f} ({counts[s]} cells)" for s, h in heats.items())
+                + f"; compared: {state}, difference {delta:.2f} (agree <= {tol:g}, "
+                f"disagree >= {2 * tol:g})")
     return {"verdict": verdict, "evidence": evidence, "n": n, "state": state, "delta": delta}
 
 
@@ -850,3 +853,259 @@ def annealing_verdicts(summary: pd.DataFrame, z: float = 2.0) -> dict[str, dict[
         gap = {"verdict": verdict, "n": n,
                "evidence": f"test/train ratio: poorly {fmt(poor.ratio)}; well {fmt(well.ratio)}"}
     return {"hurts": hurts, "gap": gap}
+
+
+# --------------------------------------------------------------------------------------
+# Charts of chapter 5 (altair and the book's plotting rules, imported when drawn)
+# --------------------------------------------------------------------------------------
+#: The 1D metric columns drawn as phase-diagram panels: column -> (the network metric whose
+#: colour rule it follows, its title in 1D units).
+PANELS_1D: dict[str, tuple[str, str]] = {
+    "train_loss": ("train_loss", "excess train loss"),
+    "test_loss": ("test_loss", "excess test loss"),
+    "mc": ("mc", "mc (loss units)"),
+    "cka": ("cka", "similarity exp(−d²/2ℓ²)"),
+    "curvature": ("lambda_max", "curvature L″ at the endpoint"),
+    "distance": ("l2", "distance |w₁ − w₂|"),
+}
+
+#: Colours of the explorers' curves and endpoint states.
+CURVE_COLORS = {"L": "#7f7f7f", "L_T": "#ff7f0e"}
+STATE_COLORS = {"stopped at T": "#1f77b4", "annealed": "#9467bd"}
+
+
+def landscape_chart(curves: pd.DataFrame):
+    """:func:`landscape_curves` as one panel per load (train solid, test dashed)."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    df = curves.assign(panel=[f"load {ld:.3g} (A = {a:.3g})"
+                              for ld, a in zip(curves.load, curves.amplitude)])
+    order = list(dict.fromkeys(df.sort_values("load").panel))
+    n = len(order)
+    return alt.Chart(df, width=plotting.fit_width(n), height=170).mark_line(
+        strokeWidth=1.4).encode(
+        x=alt.X("w:Q", title="w"), y=alt.Y("loss:Q", title="L(w)"),
+        color=plotting.line_color("landscape", title="realization", sort=["train", "test"]),
+        strokeDash=alt.StrokeDash("landscape:N", legend=None, sort=["train", "test"]),
+    ).facet(column=alt.Column("panel:N", title=None, sort=order))
+
+
+def effective_chart(curves: pd.DataFrame, minima: pd.DataFrame, title: str):
+    """:func:`effective_curves`: one line per temperature, its minimum as a dot."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    colour = alt.Color("T:O", title="temperature T", scale=alt.Scale(scheme="plasma"),
+                       legend=plotting.categorical_legend("temperature T"))
+    lines = alt.Chart(curves, width=plotting.fit_width(1), height=240, title=title).mark_line(
+        strokeWidth=1.3).encode(x=alt.X("w:Q"), y=alt.Y("loss:Q", title="L_T(w)"), color=colour)
+    return lines + alt.Chart(minima).mark_point(filled=True, size=50).encode(
+        x="w:Q", y="loss:Q", color=colour)
+
+
+def histogram_chart(hist: pd.DataFrame, density: pd.DataFrame, title: str):
+    """:func:`endpoint_histogram` as bars, the stationary density as a line, with a legend."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    names = ["endpoints (histogram)", "exp(−L/T)/Z"]
+    colour = alt.Color("what:N", title=None, legend=plotting.categorical_legend(),
+                       scale=alt.Scale(domain=names, range=["#9ecae1", "#000000"]))
+    bars = alt.Chart(hist.assign(what=names[0]), width=plotting.fit_width(1), height=190,
+                     title=title).mark_rect(opacity=0.8).encode(
+        x=alt.X("w0:Q", title="w"), x2="w1:Q", y=alt.Y("density:Q"), color=colour)
+    return bars + alt.Chart(density.assign(what=names[1])).mark_line().encode(
+        x="w:Q", y="density:Q", color=colour)
+
+
+def trajectory_chart(traj: pd.DataFrame, n_steps: int, anneal_steps: int, title: str):
+    """:func:`trajectory_table`: one line per run; the annealing steps shaded."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    shade = pd.DataFrame({"start": [n_steps], "end": [n_steps + anneal_steps]})
+    band = alt.Chart(shade, width=plotting.fit_width(1), height=200, title=title).mark_rect(
+        color="#eeeeee").encode(x=alt.X("start:Q", title="step"), x2="end:Q")
+    lines = alt.Chart(traj).mark_line(strokeWidth=1).encode(
+        x=alt.X("step:Q", title="step"), y=alt.Y("w:Q"),
+        color=plotting.line_color("run:N", title="run"))
+    return band + lines
+
+
+def phase_maps(states: dict[str, pd.DataFrame], height: int = 150):
+    """One :func:`landscape_utils.plotting.phase_map` per state of the 1D model, side by
+    side (load to the right, hottest on top), one shared legend below."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    w = plotting.fit_width(len(states))
+    return alt.hconcat(*[plotting.phase_map(df, x="load", y="temperature", title=name, width=w,
+                                            height=height) for name, df in states.items()])
+
+
+def metric_panels(table: pd.DataFrame, columns: int = 2, height: int = 130):
+    """The 1D metrics of :data:`PANELS_1D` as phase-diagram panels, each with its own colour
+    scale by the rule of the network metric it stands for, titled in 1D units."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    w = plotting.fit_width(columns)
+    panels = []
+    for col, (like, label) in PANELS_1D.items():
+        if col not in table:
+            continue
+        df = table[["load", "temperature", col]].copy()
+        if plotting.style(like).log:  # a log colour scale cannot show 0: floor it
+            df[col] = df[col].clip(lower=1e-6)
+        ex, ey = plotting.phase_axes(df, "load", "temperature")
+        panels.append(alt.Chart(df, title=label, width=w, height=height).mark_rect().encode(
+            x=ex, y=ey, color=plotting.color_scale(like, df[col], field=col, title=label),
+            tooltip=[alt.Tooltip("load:Q", format=".3g"),
+                     alt.Tooltip("temperature:Q", format=".3g"),
+                     alt.Tooltip(f"{col}:Q", title=label, format=".3g")]))
+    return alt.concat(*panels, columns=columns).resolve_scale(color="independent")
+
+
+def annealing_chart(deltas: pd.DataFrame):
+    """:func:`annealing_deltas`: Δ test against Δ train loss per landscape and temperature,
+    with the diagonal (test fell as much as train) and the zero line (test unchanged)."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    df = deltas.assign(load=[f"load {v:g}" for v in deltas.load])
+    lim = float(min(df.d_train.min(), df.d_test.min(), 0.0)) * 1.05
+    guide = pd.DataFrame({"x": [lim, 0.0], "y": [lim, 0.0]})
+    points = alt.Chart(df, width=plotting.fit_width(1, legend_right=True), height=300,
+                       title="annealing to T = 0: change in train and test loss").mark_point(
+        filled=True).encode(
+        x=alt.X("d_train:Q", title="Δ train loss (annealed − stopped at T)"),
+        y=alt.Y("d_test:Q", title="Δ test loss"),
+        color=alt.Color("load:N", title="load"),
+        shape=alt.Shape("temperature:O", title="T"),
+        tooltip=["load:N", "temperature:Q", "realization:Q",
+                 alt.Tooltip("d_train:Q", format=".3f"), alt.Tooltip("d_test:Q", format=".3f"),
+                 alt.Tooltip("mc_annealed:Q", format=".3f")])
+    diag = alt.Chart(guide).mark_line(color="gray").encode(x="x:Q", y="y:Q")
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[3, 3],
+                                                             color="gray").encode(y="y:Q")
+    return points + diag + zero
+
+
+
+def static_explorer(landscape: RuggedLandscape, loads, temperatures, points: pd.DataFrame,
+                    w, start: tuple[int, int] = (0, 0)):
+    """The explorer of the static book: two sliders pick a cell of the grid (by index), the
+    browser redraws L and the effective landscape L_T of that load and temperature from the
+    closed form (:func:`vega_loss_expression`) and overlays that cell's endpoints
+    (:func:`explorer_points`) at their train loss. No kernel, no network."""
+    import json
+
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    loads = [float(v) for v in loads]
+    temps = [float(v) for v in temperatures]
+    li = alt.param(name="li", value=int(start[0]), bind=alt.binding_range(
+        min=0, max=len(loads) - 1, step=1, name="load index "))
+    ti = alt.param(name="ti", value=int(start[1]), bind=alt.binding_range(
+        min=0, max=len(temps) - 1, step=1, name="temperature index "))
+    loads_js, temps_js = json.dumps(loads), json.dumps(temps)
+    amp = f"{landscape.roughness!r} * pow({loads_js}[li], {-landscape.load_exponent!r})"
+    width = plotting.fit_width(1, legend_right=True)
+    curve = (alt.Chart(pd.DataFrame({"w": np.asarray(w, dtype=np.float64)}), width=width,
+                       height=280)
+             .transform_calculate(A=amp, T=f"{temps_js}[ti]")
+             .transform_calculate(
+                 L=vega_loss_expression(landscape, amplitude="datum.A", temperature="0"),
+                 L_T=vega_loss_expression(landscape, amplitude="datum.A", temperature="datum.T"))
+             .transform_fold(["L", "L_T"], as_=["curve", "loss"]))
+    y = alt.Y("loss:Q", scale=alt.Scale(domain=[-1.5, 4.5], clamp=True), title="loss")
+    lines = curve.mark_line(strokeWidth=1.5, clip=True).encode(
+        x=alt.X("w:Q", scale=alt.Scale(domain=[float(np.min(w)), float(np.max(w))])), y=y,
+        color=alt.Color("curve:N", title="curve", scale=alt.Scale(
+            domain=list(CURVE_COLORS), range=list(CURVE_COLORS.values()))))
+    dots = alt.Chart(points).transform_filter("datum.li == li && datum.ti == ti").mark_point(
+        filled=True, size=45, opacity=0.7, clip=True).encode(
+        x="w:Q", y=y, color=alt.Color("state:N", title="endpoints", scale=alt.Scale(
+            domain=list(STATE_COLORS), range=list(STATE_COLORS.values()))))
+    label = (alt.Chart(pd.DataFrame({"x": [0]}))
+             .transform_calculate(text=f"'load ' + format({loads_js}[li], '.3g') + ',  T = ' + "
+                                       f"format({temps_js}[ti], '.3g')")
+             .mark_text(align="left", baseline="top", fontSize=13, x=5, y=5)
+             .encode(text="text:N"))
+    return alt.layer(lines, dots, label).add_params(li, ti).resolve_scale(color="independent")
+
+
+def live_chart(landscape: RuggedLandscape, load: float, temperature: float, anneal: bool,
+               *, n_runs: int = 64, n_steps: int = 1500, anneal_steps: int = 1500,
+               lr: float = 0.01, init_std: float = 2.0, seed: int = 0, w=None):
+    """The JupyterLab explorer's view: a fresh simulation of ``n_runs`` runs at (load,
+    temperature), annealed or not, drawn on L and L_T (for
+    :class:`landscape_utils.widgets.LiveChart`)."""
+    import altair as alt
+
+    from landscape_utils import plotting
+
+    w = np.linspace(-3.0, 3.0, 241) if w is None else np.asarray(w, dtype=np.float64)
+    run = simulate(landscape, load, temperature, n_runs, n_steps=n_steps,
+                   anneal_steps=anneal_steps if anneal else 0, lr=lr, init_std=init_std,
+                   seed=seed)
+    state = "annealed" if anneal else "stopped at T"
+    cur = pd.concat([pd.DataFrame({"w": w, "loss": landscape.loss(w, load, t), "curve": c})
+                     for c, t in (("L", 0.0), ("L_T", temperature))])
+    dot = pd.DataFrame({"w": run.endpoints, "loss": landscape.loss(run.endpoints, load),
+                        "state": state})
+    title = (f"load {load:.3g} (A = {float(landscape.amplitude(load)):.3g}), "
+             f"T = {temperature:.3g}" + (", annealed" if anneal else ""))
+    y = alt.Y("loss:Q", scale=alt.Scale(domain=[-1.5, 4.5], clamp=True))
+    lines = alt.Chart(cur, width=plotting.fit_width(1, legend_right=True), height=260,
+                      title=title).mark_line(clip=True).encode(
+        x="w:Q", y=y, color=alt.Color("curve:N", title="curve", scale=alt.Scale(
+            domain=list(CURVE_COLORS), range=list(CURVE_COLORS.values()))))
+    dots = alt.Chart(dot).mark_point(filled=True, size=45, clip=True).encode(
+        x="w:Q", y=y, color=alt.Color("state:N", title="endpoints", scale=alt.Scale(
+            domain=list(STATE_COLORS), range=list(STATE_COLORS.values()))))
+    return (lines + dots).resolve_scale(color="independent")
+
+
+def phase_ii_verdict(table: pd.DataFrame) -> dict[str, object]:
+    """Does annealing remove phase II (hot, unconverged endpoints) from the 1D diagram?
+
+    ``table``: :func:`phase_diagram` with ``anneal_steps > 0`` (rows with ``annealed``
+    False and True). holds: some cells are II when stopped at T and none once annealed;
+    fails: some annealed cells are still II; inconclusive: no II cell to begin with.
+    """
+    if "annealed" not in table or set(table.annealed) != {False, True}:
+        raise ValueError("phase_ii_verdict needs the stopped and the annealed state")
+    before = int((table[~table.annealed].phase == "II").sum())
+    after = int((table[table.annealed].phase == "II").sum())
+    n = f"{int((~table.annealed).sum())} cells per state"
+    evidence = f"phase-II cells: {before} stopped at T, {after} annealed"
+    verdict = "inconclusive" if before == 0 else ("holds" if after == 0 else "fails")
+    return {"verdict": verdict, "evidence": evidence, "n": n}
+
+
+def placement_table(extents: dict[str, pd.DataFrame], phase: str = "III") -> pd.DataFrame:
+    """Where ``phase`` lies in several grids, one row per grid (index: the keys of
+    ``extents``, each a :func:`phase_extent`): ``n_cells`` (0 when absent), ``load_pos`` and
+    ``heat_pos`` (NaN when absent)."""
+    rows = {}
+    for name, ext in extents.items():
+        if phase in ext.index:
+            rows[name] = {"n_cells": int(ext.n_cells[phase]),
+                          "load_pos": float(ext.load_pos[phase]),
+                          "heat_pos": float(ext.heat_pos[phase])}
+        else:
+            rows[name] = {"n_cells": 0, "load_pos": np.nan, "heat_pos": np.nan}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "grid"
+    return out

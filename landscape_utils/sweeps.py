@@ -93,9 +93,11 @@ def zero_loss_verdict(summary: pd.DataFrame, load: str, poor: Any, good: Any,
     d_good, s_good, _, _ = _drop(summary, load, good)
     n_seeds = int(summary[summary[load].isin([poor, good])].n.min())
     n = f"2 cells x {summary.num_epochs.nunique()} lengths x {n_seeds} seed(s)"
-    evidence = (f"{load} {poor} ({phases.get(poor)}): best {best_poor} epochs, drop to "
-                f"{last} epochs {d_poor:.3f} (seed spread {s_poor:.3f}); {load} {good} "
-                f"({phases.get(good)}): drop {d_good:.3f} (spread {s_good:.3f})")
+    where = (f"highest at the longest run ({last} epochs)" if best_poor == last else
+             f"highest after {best_poor} epochs, {d_poor:.3f} lower after {last}")
+    evidence = (f"{load} {poor} ({phases.get(poor)}): test accuracy {where} (seed spread "
+                f"{s_poor:.3f}); {load} {good} ({phases.get(good)}): drop {d_good:.3f} "
+                f"(spread {s_good:.3f})")
     if str(phases.get(poor)) not in POORLY_CONNECTED:
         return {"verdict": "inconclusive", "n": n,
                 "evidence": f"no poorly connected cell at this temperature; {evidence}"}
@@ -168,12 +170,16 @@ def double_descent_verdict(curve: pd.DataFrame, x: str) -> dict[str, object]:
 # Charts
 # --------------------------------------------------------------------------------------
 def epochs_chart(runs: pd.DataFrame, load: str, labels: Mapping[Any, str],
-                 width: int = 250, height: int = 200):
+                 width: int | None = None, height: int = 200):
     """Two panels: mean test accuracy against the train loss (falling to the right), and
     test accuracy against the number of epochs (seeds as points, the mean as a line). One
-    colour per load, named by ``labels`` (load value → legend text), legend below."""
+    colour per load, named by ``labels`` (load value → legend text), legend below; the two
+    panels fit the book's column (``width`` defaults to half of it)."""
     import altair as alt
 
+    from .plotting import fit_width
+
+    width = width or fit_width(2)
     ok = _ok(runs).assign(cell=lambda d: d[load].map(labels))
     mean = epochs_summary(ok, load).assign(cell=lambda d: d[load].map(labels))
     colour = alt.Color("cell:N", title=None, legend=alt.Legend(orient="bottom", columns=1))
@@ -186,21 +192,24 @@ def epochs_chart(runs: pd.DataFrame, load: str, labels: Mapping[Any, str],
                 title="train loss (falls to the right)"),
         y=y, color=colour, order="num_epochs:Q", tooltip=tips)
     xs = alt.X("num_epochs:Q", scale=alt.Scale(type="log", nice=False, padding=8), title="epochs")
-    seeds = alt.Chart(ok).mark_point(opacity=0.4).encode(x=xs, y=y, color=colour,
-                                                          tooltip=tips + ["seed:N"])
-    line = alt.Chart(mean).mark_line().encode(x=xs, y="test_acc:Q", color=colour)
+    seeds = alt.Chart(ok, width=width, height=height).mark_point(opacity=0.4).encode(
+        x=xs, y=y, color=colour, tooltip=tips + ["seed:N"])
+    line = alt.Chart(mean, width=width, height=height).mark_line().encode(
+        x=xs, y="test_acc:Q", color=colour)
     by_epochs = (seeds + line).properties(width=width, height=height,
                                           title="test accuracy against training length")
     return alt.hconcat(by_loss, by_epochs)
 
 
-def noise_chart(runs: pd.DataFrame, x: str, title: str, width: int = 250):
+def noise_chart(runs: pd.DataFrame, x: str, title: str, width: int | None = None):
     """Test error (top) and train error on the noisy labels (bottom) against ``x`` on a log
-    axis: each seed a point, the mean a line; a legend names the two errors."""
+    axis: each seed a point, the mean a line; a legend names the two errors. ``width``
+    defaults to two such charts side by side in the book's column."""
     import altair as alt
 
-    from .plotting import AXIS_LABELS
+    from .plotting import AXIS_LABELS, fit_width
 
+    width = width or fit_width(2)
     ok = _ok(runs).assign(**{"test error": lambda d: 1 - d.test_acc,
                              "train error (noisy labels)": lambda d: 1 - d.train_acc})
     long = ok.melt(id_vars=[x, "seed"], value_vars=["test error", "train error (noisy labels)"],
@@ -212,7 +221,7 @@ def noise_chart(runs: pd.DataFrame, x: str, title: str, width: int = 250):
                title=AXIS_LABELS.get(x, x))
 
     def panel(which: str, height: int, zero: bool):
-        base = alt.Chart(long[long.error == which]).encode(
+        base = alt.Chart(long[long.error == which], width=width, height=height).encode(
             x=xs, y=alt.Y("value:Q", title=which, scale=alt.Scale(zero=zero)), color=colour)
         pts = base.mark_point(opacity=0.5).encode(
             tooltip=[f"{x}:Q", "seed:N", alt.Tooltip("value:Q", format=".3f")])

@@ -412,3 +412,14 @@ def test_annealing_deltas_summary_and_verdicts_by_hand():
     s4 = s.assign(connected="well")
     assert rugged.annealing_verdicts(s4)["hurts"]["verdict"] == "inconclusive"
     assert rugged.annealing_verdicts(s4)["gap"]["verdict"] == "inconclusive"
+
+
+def test_phase_ii_verdict_by_hand():
+    t = pd.DataFrame({"annealed": [False, False, True, True], "phase": ["II", "I", "IV-B", "I"]})
+    assert rugged.phase_ii_verdict(t)["verdict"] == "holds"
+    t.loc[2, "phase"] = "II"
+    assert rugged.phase_ii_verdict(t)["verdict"] == "fails"
+    t.loc[0, "phase"] = "I"
+    assert rugged.phase_ii_verdict(t)["verdict"] == "inconclusive"
+    with pytest.raises(ValueError):
+        rugged.phase_ii_verdict(t[t.annealed])

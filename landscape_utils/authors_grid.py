@@ -1,0 +1,87 @@
+"""The authors' released grid (Yang et al. 2021: ResNet18 / CIFAR-10), classified with a
+confidence like ours, for chapters 4 and 5.
+
+:func:`load_authors_grid` reads the per-cell, per-run and per-pair tables shipped with the
+package (:mod:`landscape_utils.reference`), or the authors' ``results.tar.gz`` when a path
+is given, restricted to the paper's 13 batch sizes, and applies
+:func:`landscape_utils.taxonomy.classify_with_confidence` with the default thresholds
+(which were set on this grid). Nothing outside the package is needed by default.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import reference
+from .taxonomy import PhaseThresholds, classify_with_confidence
+
+__all__ = ["AuthorsGrid", "resolve_results_path", "load_authors_grid"]
+
+REPO = Path(__file__).resolve().parents[1]  # relative paths in params files start here
+LOAD, TEMPERATURE = "width", "batch_size"   # the authors' axes
+
+
+@dataclass(frozen=True)
+class AuthorsGrid:
+    """The authors' grid, one row per cell, with its phases."""
+
+    cells: pd.DataFrame   # width, batch_size, the metrics (+ _std, n_runs) and the columns of
+    #                       classify_with_confidence (phase, p_phase, p_I, ..., reason)
+    paths: pd.DataFrame   # the error along the authors' Bezier curve (paths.csv columns)
+    iv_split: bool        # whether the CKA separates IV-A from IV-B beyond the seed spread
+    iv_reason: str        # why (not), in words
+    source: str           # "the shipped table" or the tarball's path
+
+    @property
+    def keys(self) -> list[str]:
+        return [LOAD, TEMPERATURE]
+
+
+def resolve_results_path(paper_results: str | os.PathLike | None) -> Path | None:
+    """``paper_results`` as a path: None when empty; an absolute path as is; a relative one
+    against the current directory when it exists there, else against the repository root
+    (params files give paths relative to the root, the chapters run in ``book/``). Raises
+    ``FileNotFoundError`` naming the value when neither exists."""
+    if not paper_results:
+        return None
+    p = Path(paper_results)
+    for candidate in ([p] if p.is_absolute() else [p, REPO / p]):
+        if candidate.exists():
+            return candidate.resolve()
+    raise FileNotFoundError(f"paper_results: {paper_results} not found (relative paths are "
+                            f"read from the current directory or {REPO}); leave it empty to "
+                            "use the table shipped with the package")
+
+
+def load_authors_grid(paper_results: str | os.PathLike | None = None,
+                      thresholds: PhaseThresholds = PhaseThresholds(), level: float = 0.7,
+                      n_resamples: int = 2000, seed: int = 0) -> AuthorsGrid:
+    """The authors' grid with phases and their confidence.
+
+    Args:
+        paper_results: empty/None reads the shipped tables; else the authors'
+            ``results.tar.gz`` (or its unpacked folder), see :func:`resolve_results_path`.
+        thresholds, level, n_resamples, seed: as in
+            :func:`~landscape_utils.taxonomy.classify_with_confidence` (mc and CKA resampled
+            per pair of runs, the train loss per run).
+    """
+    path = resolve_results_path(paper_results)
+    if path is None:
+        cells = reference.load_shipped_results(paper_grid_only=True)
+        runs = reference.load_shipped_results(long=True, paper_grid_only=True)
+        pairs = reference.load_shipped_pairs(paper_grid_only=True)
+        paths = reference.load_shipped_paths(paper_grid_only=True)
+    else:
+        cells = reference.load_released_results(path, paper_grid_only=True)
+        runs = reference.load_released_results(path, long=True, paper_grid_only=True)
+        pairs = reference.released_pairs(path, paper_grid_only=True)
+        paths = reference.released_paths_table(path, paper_grid_only=True)
+    conf = classify_with_confidence(cells, pairs, runs, load=LOAD, temperature=TEMPERATURE,
+                                    thresholds=thresholds, level=level,
+                                    n_resamples=n_resamples, seed=seed)
+    return AuthorsGrid(cells.join(conf), paths, bool(conf.attrs["iv_split"]),
+                       str(conf.attrs["iv_reason"]),
+                       "the shipped table" if path is None else str(path))
