@@ -136,7 +136,8 @@ def _width(spec: dict, datasets: dict, top: bool = False) -> float:
         per = _width(inner, datasets)
         return pad + n * per + sp * (n - 1)
     if "layer" in spec:
-        widths = [_width(s, datasets) for s in spec["layer"]]
+        widths = [_width(s if "width" in s or "width" not in spec
+                         else {**s, "width": spec["width"]}, datasets) for s in spec["layer"]]
         base = max([_unit_width(spec)] + [w - AXIS_ALLOWANCE for w in widths]) \
             if "width" in spec else max(widths) - AXIS_ALLOWANCE
         legends = max([_legends_right(s.get("encoding", {})) for s in spec["layer"]]
@@ -211,6 +212,8 @@ METRICS: dict[str, MetricStyle] = {
     "cka": MetricStyle("CKA similarity", higher_is_worse=False),
     "l2": MetricStyle("L2 distance between seeds", log=True),
     "p_phase": MetricStyle("confidence in the phase", higher_is_worse=False),
+    "mli_max_bump": MetricStyle("MLI: largest rise of the train loss (nats)"),
+    "mli_non_monotonic": MetricStyle("MLI: fraction of seeds with a bump"),
 }
 
 PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#1f77b4",
@@ -534,7 +537,8 @@ def density_weights(lam: np.ndarray, density: np.ndarray) -> tuple[np.ndarray, n
 
 def smooth_density(nodes: np.ndarray, weights: np.ndarray, bandwidth: float | None = None,
                    points: int = 200, axis: str = "symlog",
-                   constant: float = SYMLOG_CONSTANT, pad: float = 3.0) -> pd.DataFrame:
+                   constant: float = SYMLOG_CONSTANT, pad: float = 3.0,
+                   u_range: tuple[float, float] | None = None) -> pd.DataFrame:
     """Gaussian kernel estimate of a spectral density from point masses, on the axis it is
     drawn on.
 
@@ -547,6 +551,7 @@ def smooth_density(nodes: np.ndarray, weights: np.ndarray, bandwidth: float | No
     Args:
         nodes, weights: (n,) each; weights >= 0, normalized here to sum to 1.
         bandwidth: h in units of u; default 2% of the span of the u_i (at least 0.02).
+        u_range: evaluate on [lo, hi] in u instead (several curves on one grid).
 
     Returns:
         ``points`` rows: ``lam`` (λ at each point), ``u`` and ``density`` (per unit u).
@@ -568,7 +573,9 @@ def smooth_density(nodes: np.ndarray, weights: np.ndarray, bandwidth: float | No
     h = float(bandwidth) if bandwidth is not None else max(0.02 * span, 0.02)
     if not h > 0:
         raise ValueError(f"bandwidth must be > 0, got {bandwidth!r}")
-    u = np.linspace(u_nodes.min() - pad * h, u_nodes.max() + pad * h, int(points))
+    lo, hi = u_range if u_range is not None else (u_nodes.min() - pad * h,
+                                                  u_nodes.max() + pad * h)
+    u = np.linspace(float(lo), float(hi), int(points))
     # (points, n) kernel matrix in chunks, so many nodes stay cheap in memory
     dens = np.zeros_like(u)
     for s in range(0, nodes.size, 4096):
@@ -580,23 +587,36 @@ def smooth_density(nodes: np.ndarray, weights: np.ndarray, bandwidth: float | No
 
 
 def smooth_density_table(density: pd.DataFrame, by: Sequence[str] = ("run_id",),
-                         **kwargs: Any) -> pd.DataFrame:
+                         bandwidth: float | None = None, points: int = 200,
+                         axis: str = "symlog", constant: float = SYMLOG_CONSTANT,
+                         pad: float = 3.0) -> pd.DataFrame:
     """:func:`smooth_density` of every curve of a long table (``lam``, ``density`` and the
-    ``by`` columns, like ``density.csv``), long form with the ``by`` columns first."""
+    ``by`` columns, like ``density.csv``), long form with the ``by`` columns first.
+
+    All curves share one bandwidth (default 2% of the span in u of all of them, at least
+    0.02) and one grid of ``points`` points, so that they compare point by point."""
     by = list(by)
     absent = [c for c in (*by, "lam", "density") if c not in density]
     if absent:
         raise KeyError(f"the density table lacks column(s) {absent}")
+    cols = [*by, "lam", "u", "density"]
+    if density.empty:
+        return pd.DataFrame(columns=cols)
+    lam_all = density["lam"].to_numpy(dtype=np.float64)
+    u_all = symlog(lam_all, constant) if axis == "symlog" else lam_all
+    span = float(u_all.max() - u_all.min())
+    h = float(bandwidth) if bandwidth is not None else max(0.02 * span, 0.02)
+    u_range = (float(u_all.min()) - pad * h, float(u_all.max()) + pad * h)
     frames = []
     for key, g in density.groupby(by, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         nodes, w = density_weights(g["lam"].to_numpy(), g["density"].to_numpy())
-        sm = smooth_density(nodes, w, **kwargs)
+        sm = smooth_density(nodes, w, bandwidth=h, points=points, axis=axis,
+                            constant=constant, u_range=u_range)
         for k, v in zip(by, key):
             sm.insert(0, k, v)
         frames.append(sm)
-    cols = [*by, "lam", "u", "density"]
-    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+    return pd.concat(frames, ignore_index=True)[cols]
 
 
 def spectrum_chart(smoothed: pd.DataFrame, color: str | None = None, title: str =
@@ -617,7 +637,8 @@ def spectrum_chart(smoothed: pd.DataFrame, color: str | None = None, title: str 
     xscale = alt.Scale(type="symlog", constant=constant) if axis == "symlog" else alt.Scale()
     enc: dict[str, Any] = {
         "x": alt.X("lam:Q", title="eigenvalue λ" + (" (symlog axis)" if axis == "symlog" else ""),
-                   scale=xscale),
+                   scale=xscale, axis=alt.Axis(labelOverlap=True, tickCount=8,
+                                               format=NUMBER_FORMAT)),
         "y": alt.Y("density:Q", title="density", scale=alt.Scale(type="log") if y_log
                    else alt.Scale()),
         "tooltip": [alt.Tooltip("lam:Q", title="λ", format=NUMBER_FORMAT),

@@ -54,7 +54,8 @@ file                   chapter  columns (besides the axis columns where "axes" i
 ``paths.csv``          3        axes; pair, path (bezier | linear), t, train_err,
                                 train_loss, test_err (errors in percent)
 ``phase_cells.csv``    4        axes; every metric of the cells, phase (+ p_phase if given)
-``findings.csv``       any      claim, verdict, ... (written by ``landscape_utils.findings``)
+``findings.csv``       any      chapter, key, claim, verdict, evidence, n, grid
+                                (written and read by ``landscape_utils.findings``)
 =====================  =======  ==============================================================
 
 :func:`write_table` checks a table's required columns before writing it;
@@ -255,8 +256,8 @@ TABLES: dict[str, TableSpec] = {
                        ("path", "t", "train_err"), axes=True),
     "phase_cells": TableSpec("phase_cells.csv", CH4, ("the phase of every cell",),
                              ("phase",), axes=True),
-    "findings": TableSpec("findings.csv", "the chapters' findings cells",
-                          ("the findings of the chapters",), ("claim", "verdict")),
+    "findings": TableSpec("findings.csv", "every chapter's findings cell",
+                          ("the findings of the chapters",), ("chapter", "claim", "verdict")),
 }
 
 #: What :func:`load_book_tables` reads (the explorers' inputs), in this order.
@@ -330,12 +331,12 @@ def read_table(workdir: str | os.PathLike, name: str) -> pd.DataFrame:
     return df
 
 
-def read_findings(workdir: str | os.PathLike) -> pd.DataFrame | None:
-    """``findings.csv`` if a chapter wrote it, else None (findings are optional)."""
-    try:
-        return read_table(workdir, "findings")
-    except FileNotFoundError:
-        return None
+def read_findings(workdir: str | os.PathLike) -> pd.DataFrame:
+    """``findings.csv`` as :func:`landscape_utils.findings.read_findings` reads it (columns
+    ``findings.FINDINGS_COLUMNS``; empty when no chapter wrote findings yet)."""
+    from .findings import read_findings as _read
+
+    return _read(workdir)
 
 
 # --------------------------------------------------------------------------------------

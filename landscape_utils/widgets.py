@@ -236,7 +236,8 @@ def density_chart(density: pd.DataFrame, selection: Any | None = None, width: in
                                 height=height), selection)
     return chart.mark_line(strokeWidth=1.5, color="#6a3d9a", interpolate="monotone").encode(
         x=alt.X("lam:Q", title="eigenvalue λ (symlog axis)",
-                scale=alt.Scale(type="symlog", constant=plotting.SYMLOG_CONSTANT)),
+                scale=alt.Scale(type="symlog", constant=plotting.SYMLOG_CONSTANT),
+                axis=alt.Axis(labelOverlap=True, tickCount=6, format=plotting.NUMBER_FORMAT)),
         y=alt.Y("density:Q", scale=alt.Scale(type="log"), title="density"),
         tooltip=[alt.Tooltip("lam:Q", title="λ", format=plotting.NUMBER_FORMAT),
                  alt.Tooltip("density:Q", format=plotting.NUMBER_FORMAT)])

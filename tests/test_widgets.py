@@ -325,3 +325,121 @@ def test_explorer_with_more_keys_averages_the_others():
         {4: 0.4, 8: 0.8})
     with pytest.raises(ValueError, match="at least two"):
         PhaseExplorer(cells, ["width"])
+
+
+# --------------------------------------------------------------------------------------
+# Live in JupyterLab, static in the book
+# --------------------------------------------------------------------------------------
+def test_display_mode_follows_the_environment(monkeypatch):
+    from landscape_utils.widgets import display_mode, live_or_static
+
+    monkeypatch.delenv("LANDSCAPE_BOOK_STATIC", raising=False)
+    monkeypatch.setenv("LANDSCAPE_BOOK", "1")
+    assert display_mode() == "static"
+    monkeypatch.setenv("LANDSCAPE_BOOK_STATIC", "1")
+    monkeypatch.delenv("LANDSCAPE_BOOK")
+    assert display_mode() == "static"
+    monkeypatch.setenv("LANDSCAPE_BOOK_STATIC", "0")
+    assert display_mode() == "static"  # no kernel here (pytest): nothing live to show
+    assert display_mode("live") == "live"
+    with pytest.raises(ValueError, match="mode must be"):
+        display_mode("html")
+
+    def boom():
+        raise AssertionError("the live view must not be built in static mode")
+
+    assert live_or_static("static chart", boom) == "static chart"
+    assert live_or_static("static chart", lambda: "live app", mode="live") == "live app"
+
+
+def _run_notebook(source: str, env: dict[str, str], monkeypatch) -> dict:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nbclient.NotebookClient(nb, timeout=180, kernel_name="python3").execute()
+    return nb
+
+
+WIDGET_CELL = """
+import altair as alt, pandas as pd
+from landscape_utils.widgets import Control, LiveChart, live_or_static
+
+def make(a):
+    return alt.Chart(pd.DataFrame({"x": [a]})).mark_point().encode(x="x:Q")
+
+live_or_static(make(1.0), lambda: LiveChart(make, {"a": Control("slider", 1.0, 0.0, 2.0)}))
+"""
+
+
+def test_static_book_notebook_holds_no_widget_but_jupyterlab_gets_one(monkeypatch):
+    """Executed as the book driver does (LANDSCAPE_BOOK=1), the saved notebook has the
+    altair chart and no widget view or widget state (so the page loads no widget
+    JavaScript); forced live, the same cell makes a widget (the check can fail)."""
+    widget_mime = "application/vnd.jupyter.widget-view+json"
+    monkeypatch.delenv("LANDSCAPE_BOOK_STATIC", raising=False)
+    static = _run_notebook(WIDGET_CELL, {"LANDSCAPE_BOOK": "1"}, monkeypatch)
+    outputs = static.cells[0].outputs
+    assert outputs and not any(widget_mime in o.get("data", {}) for o in outputs)
+    assert any("text/html" in o.get("data", {}) or "application/vnd.vegalite.v5+json"
+               in o.get("data", {}) or any(k.startswith("application/vnd.vegalite")
+                                           for k in o.get("data", {})) for o in outputs)
+    assert "widgets" not in static.metadata
+    live = _run_notebook(WIDGET_CELL, {"LANDSCAPE_BOOK": "0", "LANDSCAPE_BOOK_STATIC": "0"},
+                         monkeypatch)
+    assert any(widget_mime in o.get("data", {}) for o in live.cells[0].outputs)
+
+
+def test_live_chart_redraws_on_every_control_headless():
+    from landscape_utils.widgets import Control, LiveChart
+
+    calls = []
+
+    def make(load, T, anneal):
+        calls.append((load, T, anneal))
+        return {"load": load, "T": T, "anneal": anneal}
+
+    live = LiveChart(make, {"load": Control("log_slider", 1.0, 0.1, 10.0),
+                            "T": Control("slider", 0.5, 0.0, 1.0),
+                            "anneal": Control("checkbox", False, description="anneal")})
+    assert live.shown["chart"] == {"load": 1.0, "T": 0.5, "anneal": False}
+    live.controls_w["anneal"].value = True
+    assert live.shown["chart"]["anneal"] is True
+    live.controls_w["load"].value = 10.0
+    assert live.shown["chart"]["load"] == pytest.approx(10.0) and len(calls) == 3
+    with pytest.raises(ValueError, match="min < max"):
+        Control("slider", 1.0, 2.0, 1.0)
+    with pytest.raises(ValueError, match="min > 0"):
+        Control("log_slider", 1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="not among"):
+        Control("dropdown", "c", options=("a", "b"))
+    with pytest.raises(ValueError, match="kind"):
+        Control("knob", 1)
+
+
+def _rendered_width(chart) -> int:
+    import re
+
+    vlc = pytest.importorskip("vl_convert")
+    svg = vlc.vegalite_to_svg(chart.to_dict())
+    return int(re.search(r'<svg[^>]*\swidth="(\d+)"', svg).group(1))
+
+
+def test_explorers_fit_the_column_and_draw_a_smoothed_spectrum(workdir):
+    from landscape_utils.plotting import COLUMN_WIDTH, symlog
+
+    tables, cells = _cells_with_phase(workdir)
+    cells["p_phase"] = 0.8
+    linked = linked_explorer(cells, "width", "batch_size", history=tables.history,
+                             paths=tables.paths, density=tables.density, runs=tables.grid)
+    assert _rendered_width(linked) <= COLUMN_WIDTH
+    ex = PhaseExplorer.from_tables(tables, cells)
+    assert _rendered_width(ex.detail_chart()) <= COLUMN_WIDTH
+    assert _rendered_width(ex.map_chart()) <= COLUMN_WIDTH
+    # the spectrum: evenly spaced on the symlog axis, every point kept (floored, not dropped)
+    spec = ex.density_chart().to_dict()
+    rows = pd.DataFrame(list(spec["datasets"].values())[0])
+    steps = np.diff(symlog(rows.lam.to_numpy()))
+    np.testing.assert_allclose(steps, steps[0], rtol=1e-6)
+    assert spec["encoding"]["x"]["scale"]["type"] == "symlog"
