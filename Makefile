@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/default.yaml
 OUT ?= build/default
 
-.PHONY: book test lab venv chromium smoke bench clean
+.PHONY: book test lab venv chromium smoke bench doctor clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# What this machine offers the book (versions, GPUs, executors, kernel) and whether PARAMS can run here.
+doctor: $(STAMP)
+	$(PY) -m landscape_utils.doctor --params $(PARAMS)
 
 clean:
 	rm -rf build

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from landscape_utils.data import Dataset, load_dataset
-from landscape_utils.population import supports_population
-from landscape_utils.train import RunConfig, train_population
+from landscape_utils.population import supports_population, train_population
+from landscape_utils.train import RunConfig
 
 from . import Row, interleaved
 
@@ -15,51 +17,75 @@ def _subset(data: Dataset, n: int) -> Dataset:
                    y_train_clean=data.y_train_clean[:n])
 
 
+def cifar_shaped(n_train: int, n_test: int, k: int = 10, seed: int = 0) -> Dataset:
+    """Random CIFAR-10-shaped data: (n, 3, 32, 32) inputs, k classes (class templates plus
+    noise). Speed does not depend on the pixel values, and nothing is read from disk."""
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(k, 3, 32, 32, generator=g)
+
+    def draw(n):
+        y = torch.randint(0, k, (n,), generator=g)
+        return centers[y] + torch.randn(n, 3, 32, 32, generator=g), y
+
+    (x_tr, y_tr), (x_te, y_te) = draw(n_train), draw(n_test)
+    return Dataset(x_tr, y_tr, x_te, y_te, y_tr.clone(), k, "cifar-shaped", 0.0)
+
+
 def cases(quick: bool) -> list[tuple[str, int, int, bool]]:
     """(model, S, width, batch_norm) to measure."""
     if quick:
-        return [("mlp", 2, 16, False), ("cnn", 2, 4, False)]
+        return [("mlp", 2, 16, False), ("cnn", 2, 4, False), ("resnet18", 2, 1, True)]
     out = [("mlp", S, w, False) for S in (2, 5, 10) for w in (16, 64, 256)]
     out += [("mlp", 5, 64, True)]
     out += [("cnn", S, w, False) for S in (2, 5, 10) for w in (8, 32)]
+    out += [("resnet18", 5, w, True) for w in (1, 2, 4, 8)]  # the paper's model, small widths
     return out
 
 
-def run(quick: bool = False, repeats: int = 3) -> list[Row]:
-    """MNIST-1D, batch 32, SGD with momentum; full: 2 epochs of 4000 samples (250 steps
-    per model, as in ALGORITHMS.md §7); quick: 1 epoch of 256 samples.
+def _compare(configs: list[RunConfig], data: Dataset, repeats: int) -> dict[str, float]:
+    """Median seconds to train ``configs`` (one cell) sequentially and as one population."""
+    warm = [replace(c, num_epochs=1) for c in configs[:2]]
 
-    Both contenders are the grid runner's entry point ``train.train_population``: with
-    ``vectorize=True`` (its default, the stacked population trainer) and with
+    def sequential():
+        for _ in train_population(configs, data, vectorize=False):
+            pass
+
+    def vectorized():
+        for _ in train_population(configs, data):
+            pass
+
+    # warm-up: one short run of each kind (allocator, kernels, lazy imports)
+    list(train_population(warm, data, vectorize=False))
+    list(train_population(warm, data))
+    return interleaved({"sequential": sequential, "vectorized": vectorized}, repeats, warmup=0)
+
+
+def run(quick: bool = False, repeats: int = 3) -> list[Row]:
+    """MLP and CNN: MNIST-1D, batch 32, SGD with momentum; full: 2 epochs of 4000 samples
+    (250 steps per model); quick: 1 epoch of 256 samples. ResNet18 (BatchNorm, the paper's
+    model): CIFAR-shaped random data, batch 32; full: 1 epoch of 256 samples (8 steps per
+    model) and a test set of 256; quick: 64 and 32 samples.
+
+    Both contenders are the grid runner's entry point ``population.train_population``:
+    with ``vectorize=True`` (its default, the stacked population trainer) and with
     ``vectorize=False`` (one ``train_run`` per seed). Each timing covers training and the
     final evaluation of every member, i.e. everything the runner waits for."""
-    data = load_dataset("mnist1d")
+    mnist = load_dataset("mnist1d")
+    images = cifar_shaped(256, 256)
     num_epochs = 2
     if quick:
-        data, num_epochs, repeats = _subset(data, 256), 1, 1
+        mnist, images, num_epochs, repeats = _subset(mnist, 256), cifar_shaped(64, 32), 1, 1
     rows = []
     for model, S, width, bn in cases(quick):
+        data, epochs = (images, 1) if model == "resnet18" else (mnist, num_epochs)
         configs = [RunConfig(model=model, width=width, batch_norm=bn, batch_size=32,
-                             num_epochs=num_epochs, seed=s) for s in range(S)]
+                             num_epochs=epochs, seed=s) for s in range(S)]
         assert supports_population(configs[0])
-        warm = [replace(c, num_epochs=1) for c in configs[:2]]
-
-        def sequential():
-            for _ in train_population(configs, data, vectorize=False):
-                pass
-
-        def vectorized():
-            for _ in train_population(configs, data):
-                pass
-
-        # warm-up: one short run of each kind (allocator, kernels, lazy imports)
-        list(train_population(warm, data, vectorize=False))
-        list(train_population(warm, data))
-        t = interleaved({"sequential": sequential, "vectorized": vectorized}, repeats, warmup=0)
-        case = f"{model}{'+bn' if bn else ''} S={S} width={width}"
+        t = _compare(configs, data, repeats)
+        case = f"{model}{'+bn' if bn and model != 'resnet18' else ''} S={S} width={width}"
         rows.append(Row("population", case, t["sequential"] / t["vectorized"],
                         "models/s, vectorized population vs sequential train_run",
                         {"vectorized_models_per_s": S / t["vectorized"],
                          "sequential_models_per_s": S / t["sequential"],
-                         "steps_per_model": num_epochs * (data.num_train // 32)}))
+                         "steps_per_model": epochs * (data.num_train // 32)}))
     return rows

@@ -1,12 +1,13 @@
-"""Small shared helpers: device resolution, seeding and atomic writes."""
+"""Small shared helpers: device resolution, full-precision scope, seeding and atomic writes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -19,6 +20,36 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """IEEE float32 inside the block, whatever the caller set: autocast off (CPU and CUDA),
+    and no TensorFloat-32 in CUDA matmuls or cuDNN convolutions (torch's default lets cuDNN
+    use TF32 on Ampere and newer GPUs). The previous settings come back on exit.
+
+    For measurements that must not depend on how a model was trained or on process-wide
+    settings (Hessians, curves, CKA, evaluations).
+    """
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    new_api = hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.autocast("cpu", enabled=False))
+        if torch.cuda.is_available():
+            stack.enter_context(torch.autocast("cuda", enabled=False))
+        if new_api:
+            before = (matmul.fp32_precision, conv.fp32_precision)
+            matmul.fp32_precision = conv.fp32_precision = "ieee"
+        else:  # torch before the fp32_precision settings
+            before = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+            matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            if new_api:
+                matmul.fp32_precision, conv.fp32_precision = before
+            else:
+                matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def seed_everything(seed: int) -> torch.Generator:

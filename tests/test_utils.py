@@ -46,3 +46,22 @@ def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_full_precision_undoes_autocast_and_tf32_inside_and_restores_after():
+    from landscape_utils.utils import full_precision
+
+    m, c = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (m.fp32_precision, c.fp32_precision)
+    a = torch.randn(4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (a @ a).dtype == torch.bfloat16
+        with full_precision():
+            assert (a @ a).dtype == torch.float32
+            assert (m.fp32_precision, c.fp32_precision) == ("ieee", "ieee")
+        assert (a @ a).dtype == torch.bfloat16  # the caller's scope is back
+    assert (m.fp32_precision, c.fp32_precision) == before
+    with pytest.raises(KeyError):
+        with full_precision():
+            raise KeyError("x")
+    assert (m.fp32_precision, c.fp32_precision) == before
