@@ -707,11 +707,17 @@ workdir: str = "../build/work/lab"  # unused here
 # - **Random cuts at several radii**: from centres $r\,\theta$ on the ray through the solution,
 #   the loss along $r\theta + \delta u$ for isotropic Gaussian directions $u$ of unit norm over
 #   all trainable parameters; the same directions are used at every radius.
-# - **Escape distance**: along a cut with increasing distances $\delta_0 < \delta_1 < \dots$, the
-#   first $\delta$ at which the loss reaches a threshold, interpolated linearly between the two
-#   grid points around the crossing; 0 if the cut starts above it, and infinite (censored) if it
-#   never reaches it within the measured range. The wedge picture predicts that the escape
-#   distance grows with the radius.
+# - **Escape distance**: along a cut with increasing distances $\delta_0 = 0 < \delta_1 < \dots$,
+#   the first $\delta$ at which the training error (or loss) reaches its value at the centre
+#   of the cut plus a stated rise, interpolated linearly between the two grid points around
+#   the crossing; infinite (censored) if the cut never reaches it within the measured range.
+#   The wedge picture predicts that the escape distance grows with the radius.
+# - **Reach of a solution**: the mean escape distance from the solution itself, along
+#   isotropic directions (in parameter units) and along filter-normalized directions
+#   ({ref}`filter normalization <methods-filter-norm>`, in units of each filter's own norm),
+#   compared across runs that differ in one knob (load, temperature, learning rate, weight
+#   decay). Fort and Jastrzebski predict that these knobs change how far a solution reaches in
+#   similar ways.
 #
 # BatchNorm is recalibrated at every point of every cut.
 #
@@ -775,13 +781,19 @@ workdir: str = "../build/work/lab"  # unused here
 # $$ d_{k,i} \leftarrow \frac{d_{k,i}}{\lVert d_{k,i} \rVert}\, \lVert \theta_{k,i} \rVert . $$
 #
 # Tensors of one dimension or less (biases, BatchNorm scales and shifts) get a zero direction.
-# The **2D loss surface** around a solution $\theta$ uses two independent filter-normalized
-# directions $d_1, d_2$:
+# A **2D loss surface** is the training loss on a plane through a solution $\theta$,
 #
-# $$ \mathcal L(\alpha, \beta) = \mathcal L\big(\theta + \alpha\, d_1 + \beta\, d_2\big) $$
+# $$ \mathcal L(\alpha, \beta) = \mathcal L\big(\theta + \alpha\, d_1 + \beta\, d_2\big) , $$
 #
-# on a grid of $(\alpha, \beta)$, with BatchNorm recalibrated at every grid point. The 1D cut
-# $\theta + \alpha d$ is the same with one direction.
+# on a grid of $(\alpha, \beta)$, with BatchNorm recalibrated at every grid point; the 1D cut
+# $\theta + \alpha d$ is the same with one direction. Li et al. take two independent
+# filter-normalized directions. To show a solution together with its seed partner
+# $\theta_b$, the book's plane instead contains both:
+#
+# $$ d_1 = \theta_b - \theta, \qquad d_2 = d - \frac{\langle d, d_1 \rangle}{\langle d_1, d_1 \rangle}\, d_1 , $$
+#
+# with $d$ a filter-normalized direction at $\theta$, so that $(0, 0)$ is the solution,
+# $(1, 0)$ its partner, and the two axes are orthogonal.
 
 # %% [markdown]
 # (methods-references)=
