@@ -2,11 +2,12 @@
 
 A *cell* is one point of a load × temperature grid (e.g. width × batch size); it holds
 several runs (seeds). :func:`cell_table` averages per-run rows into cells,
-:func:`classify` assigns each cell one of the phases of ALGORITHMS.md §3,
+:func:`classify` assigns each cell one of the paper's phases,
 :func:`sensitivity` shows how much the phase map moves when each threshold moves, and
 :func:`phase_summary` / :func:`spearman_table` summarize the result.
 
-The rule (ALGORITHMS.md §3; the paper draws its boundaries by eye and states no numbers):
+The rule (Methods appendix, ``methods-phases``; the paper draws its boundaries by eye
+and states no numbers):
 
 * mc clearly below 0 (``mc < -mc_neg``) and high train loss (``> train_loss_high``) → **I**
 * mc clearly below 0 otherwise → **III**
@@ -19,6 +20,11 @@ The rule (ALGORITHMS.md §3; the paper draws its boundaries by eye and states no
 ``mc`` is the paper's mode-connectivity metric in percentage points of *train 0-1 error*
 (:func:`mode_connectivity`; it lives here, away from torch, because it is the taxonomy's
 global axis and only needs numpy; ``landscape_utils.connectivity`` re-exports it).
+
+:func:`classify_with_confidence` applies the same rule to resampled per-pair and per-seed
+values and gives each cell a probability per phase, ``undetermined`` below a level, the
+IV-A/IV-B split only where CKA separates the cells beyond the seed spread, and flags from
+the local axis (Hessian, train loss); Methods appendix, ``methods-phase-confidence``.
 """
 from __future__ import annotations
 
