@@ -35,6 +35,14 @@
 # Each number is averaged over up to `max_pairs` seed pairs of the cell (the authors used a
 # single pair), and the spread over pairs is kept. Every pair is cached in the store under
 # both run ids and all the settings below, so a rerun only computes what is missing.
+#
+# A fourth measurement looks at each run on its own: **monotonic linear interpolation**
+# (MLI; Goodfellow et al. 2015, Lucas et al. 2021). The train loss is evaluated along the
+# straight line $(1-\alpha)\,\theta_0 + \alpha\,\theta_T$ from the run's initialization to
+# its solution (BatchNorm recalibrated at every $\alpha$); a *bump* is a rise of the loss
+# along the line by more than `mli_eps`, and we record the largest rise. Lucas et al. report
+# that SGD-trained networks usually interpolate monotonically; a bump means the solution
+# lies beyond a ridge, seen from where training started.
 
 # %% tags=["parameters"]
 device: str = "auto"              # "auto": CUDA when present, else CPU
@@ -53,41 +61,51 @@ seed: int = 0                     # pair choice, fitting order and mixup draws
 low_loss_quantile: float = 0.5    # the well-connected example is picked among cells this low in train loss
 curves_at_once: int = 16          # curves of one architecture fitted together in one vmapped model
 data_root: str = "../data"        # where torchvision datasets live (cifar/svhn only)
-num_threads: int = 1              # torch CPU threads; tiny MLPs run fastest on 1, 0 keeps torch's default
+mli_points: int = 11              # MLI: evenly spaced α in [0, 1] on the line init -> solution
+mli_eps: float = 1e-3             # MLI: a rise of the train loss above this (nats) counts as a bump
+executor: str = "process"         # serial | process | ray: a task is a group of curves, or one MLI line
+workers: int = 0                  # process executor: worker processes; 0 means one per GPU slot, or per core
+workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU (each worker is pinned to one)
+ray_address: str = ""             # ray executor: empty starts a local Ray; "auto" joins this node's cluster; or host:port
+ray_num_gpus: float = 0.0         # ray executor: GPUs per task; a fraction shares a GPU
+ray_num_cpus: float = 1.0         # ray executor: CPUs per task
+max_retries: int = 3              # ray executor: retries of a task whose worker dies, or that hits an I/O error or CUDA OOM
+num_threads: int = 1              # torch CPU threads in this kernel (the serial executor); 0 keeps torch's default
 
 # %%
-import time
-from pathlib import Path
-
 import altair as alt
 import pandas as pd
 import torch
 
 from landscape_utils import plotting
 from landscape_utils.connectivity import select_pairs
-from landscape_utils.global_metrics import (GlobalSettings, example_cells, measure_pairs, paths_table,
+from landscape_utils.findings import difference_verdict, majority_verdict, show_findings, write_findings
+from landscape_utils.global_metrics import (GlobalSettings, MLISettings, example_cells, measure_pairs,
+                                            mli_table, paths_table, small_load_poorly_connected,
                                             summarize_pairs, usable_runs)
+from landscape_utils.tables import read_grid, write_table
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 
 dev = resolve_device(device)
 if num_threads > 0:
     torch.set_num_threads(num_threads)
-tables = Path(workdir) / "tables"
-axes = pd.read_json(tables / "grid_axes.json", typ="series")
-load_axis, temperature_axis = axes["load_axis"], axes["temperature_axis"]
-grid = pd.read_csv(tables / "grid.csv")
+grid = read_grid(workdir)
+load_axis, temperature_axis = grid.keys
 settings = GlobalSettings(curve_epochs=curve_epochs, curve_lr=curve_lr, curve_batch_size=curve_batch_size,
                           curve_weight_decay=curve_weight_decay, num_points=num_points, cka_samples=cka_samples,
                           cka_batches=cka_batches, cka_representation=cka_representation,
                           mixup_alpha=mixup_alpha, seed=seed)
-runs_by_cell, skipped = usable_runs(grid, load_axis, temperature_axis)
+tasks = dict(device=dev, data_root=data_root, executor=executor, workers=workers,
+             workers_per_gpu=workers_per_gpu, ray_address=ray_address, ray_num_gpus=ray_num_gpus,
+             ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+runs_by_cell, skipped = usable_runs(grid.runs, load_axis, temperature_axis)
 pairs_by_cell = {cell: [(ids[i], ids[j]) for i, j in select_pairs(len(ids), max_pairs, seed)]
                  for cell, ids in runs_by_cell.items() if len(ids) >= 2}
 print(f"{len(runs_by_cell)} cells of {load_axis} x {temperature_axis}, "
-      f"{sum(map(len, pairs_by_cell.values()))} seed pairs, on {dev}")
-print(f"curve: {curve_epochs} epochs, batch {curve_batch_size}, lr {curve_lr}; {num_points} points on each path; "
-      f"CKA on {cka_samples} mixup inputs in {cka_batches} batches of {settings.cka_batch_size}")
+      f"{sum(map(len, pairs_by_cell.values()))} seed pairs, on {dev} ({executor} executor)")
+print(f"curve: {curve_epochs} epochs, batch {curve_batch_size}, lr {curve_lr}; {num_points} points per path")
+print(f"CKA on {cka_samples} mixup inputs in {cka_batches} batches of {settings.cka_batch_size}")
 if len(skipped):
     print(f"{len(skipped)} run(s) left out (diverged or non-finite loss):")
     print(skipped[["run_id", load_axis, temperature_axis, "seed", "status"]].to_string(index=False))
@@ -99,61 +117,47 @@ if too_few:
 # ## Fit the curves and measure every pair (or read them from the store)
 
 # %%
-t0 = time.perf_counter()
-seed_of = grid.set_index("run_id")["seed"]
+seed_of = grid.runs.set_index("run_id")["seed"]
 flat = [(cell, k, a, b) for cell, prs in pairs_by_cell.items() for k, (a, b) in enumerate(prs)]
-# curves of runs that share the data and architecture are fitted together; each finished pair is
-# stored at once, so an interrupted chapter resumes with the pairs it had done
-records, num_computed = measure_pairs(workdir, [(a, b) for _, _, a, b in flat], settings, device=dev,
-                                      curves_at_once=curves_at_once, data_root=data_root)
-pair_rows, path_records = [], []
-for ((lv, tv), k, run_a, run_b), rec in zip(flat, records):
-    ids = {load_axis: lv, temperature_axis: tv, "pair": k}
-    pair_rows.append({**ids, "run_id_a": run_a, "run_id_b": run_b, "seed_a": seed_of[run_a],
-                      "seed_b": seed_of[run_b], **{m: rec[m] for m in ("mc", "linear_mc", "cka", "l2")},
-                      "t_star": rec["t_star"], "linear_t_star": rec["linear_t_star"]})
-    path_records.append((ids, rec))
-pairs = pd.DataFrame(pair_rows, columns=[load_axis, temperature_axis, "pair", "run_id_a", "run_id_b", "seed_a",
-                                         "seed_b", "mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star"])
+# curves of runs that share the data and architecture are fitted together, in tasks; each
+# finished pair is stored at once, so an interrupted chapter resumes with the pairs it had done
+records, num_computed = measure_pairs(workdir, [(a, b) for _, _, a, b in flat], settings,
+                                      curves_at_once=curves_at_once, **tasks)
+ids = [{load_axis: lv, temperature_axis: tv, "pair": k} for (lv, tv), k, _, _ in flat]
+pairs = pd.DataFrame([{**i, "run_id_a": a, "run_id_b": b, "seed_a": seed_of[a], "seed_b": seed_of[b],
+                       **{m: rec[m] for m in ("mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star")}}
+                      for i, (_, _, a, b), rec in zip(ids, flat, records)],
+                     columns=[load_axis, temperature_axis, "pair", "run_id_a", "run_id_b", "seed_a",
+                              "seed_b", "mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star"])
 cells = summarize_pairs(pairs, list(runs_by_cell), load_axis, temperature_axis)
-paths = paths_table(path_records, load_axis, temperature_axis)
-tables.mkdir(parents=True, exist_ok=True)
-pairs.to_csv(tables / "global_pairs.csv", index=False)
-cells.to_csv(tables / "global_cells.csv", index=False)
-paths.to_csv(tables / "paths.csv", index=False)
-print(f"{num_computed} pair(s) computed, {len(pairs) - num_computed} read from the store, "
-      f"in {time.perf_counter() - t0:.0f} s")
+paths = paths_table(list(zip(ids, records)), load_axis, temperature_axis)
+for name, table in (("global_pairs", pairs), ("global_cells", cells), ("paths", paths)):
+    write_table(workdir, name, table)
+print(f"{num_computed} pair(s) computed, {len(pairs) - num_computed} read from the store")
 
 # %% [markdown]
 # ## The global metrics over the grid
 #
 # Hover over a cell for the mean and the spread over pairs. The mc panels use a diverging
-# scale centred on 0: red is a barrier, white is well connected, blue is a path that beats
-# its endpoints.
+# scale centred on 0 and symmetric about it: red is a barrier, white is well connected,
+# blue is a path that beats its endpoints.
 
 # %%
-if cells[["mc", "linear_mc", "cka", "l2"]].notna().any().any():
-    panels = plotting.phase_panels(cells, ["mc", "linear_mc", "cka", "l2"], x=load_axis, y=temperature_axis,
-                                   columns=2)
-else:
-    panels = None
-    print("no cell has two usable seeds: nothing to draw")
-panels
-
-# %%
-print(cells.round(3).to_string(index=False))
+shown = [m for m in ("mc", "linear_mc", "cka", "l2") if cells[m].notna().any()]
+(plotting.phase_panels(cells, shown, x=load_axis, y=temperature_axis) if shown
+ else print("no cell has two usable seeds: nothing to draw"))
 
 # %% [markdown]
 # ## How to read mc
 #
 # - **mc < 0: a barrier.** Even the best curve the fit found rises above the endpoints'
-#   error: the two seeds sit in different basins, *poorly connected*. This marks phases I
-#   (not fitted) and III (fitted, yet the solutions are isolated).
+#   error: the two seeds sit in different basins, *poorly connected*. In the paper this
+#   marks phases I (not fitted) and III (fitted, yet the solutions are isolated).
 # - **mc ≈ 0: well connected.** A curve along which the training error stays at the
 #   endpoints' level exists: the seeds lie in one connected low-loss region (phase IV).
 # - **mc > 0: the endpoints have not converged.** The curve goes *below* its endpoints,
-#   so both seeds could still have gone lower (phase II). This shows up where training
-#   stops early or the temperature is so high that SGD keeps rattling around the minimum.
+#   so both seeds could still have gone lower (phase II). The paper expects this where
+#   training stops early or the temperature is so high that SGD keeps rattling around.
 #
 # mc is in percentage points of training error, so a cell whose models fit the training set
 # perfectly can only have mc ≤ 0, and an underfit cell can swing either way.
@@ -161,87 +165,96 @@ print(cells.round(3).to_string(index=False))
 # **The straight line versus the curve.** The linear barrier uses the same formula on a path
 # nobody optimized. The Bezier fit starts from that very line (a bend at the midpoint makes
 # the quadratic curve a straight line) and only lowers the loss along it, so the curve is
-# usually better connected, its mc closer to 0 than the linear barrier. The *gap* between the two is the part of the barrier that is
-# only an artefact of straight-line interpolation (often a permutation of hidden units
-# between seeds), which one bend of a fitted curve removes. When even the curve keeps a
-# barrier, the seeds are separated by more than a symmetry.
+# expected to be at least as well connected as the line: points on or above the diagonal
+# below. The *gap* between the two is the part of the barrier that is only an artefact of
+# straight-line interpolation (often a permutation of hidden units between seeds), which
+# one bend of a fitted curve removes. When even the curve keeps a barrier, the seeds are
+# separated by more than a symmetry.
 
 # %%
 both = pairs.dropna(subset=["mc", "linear_mc"])
-lo = float(min(both.mc.min(), both.linear_mc.min(), 0.0)) if len(both) else -1.0
-hi = float(max(both.mc.max(), both.linear_mc.max(), 0.0)) if len(both) else 1.0
+lo, hi = min(both.mc.min(), both.linear_mc.min(), 0.0), max(both.mc.max(), both.linear_mc.max(), 0.0)
 diagonal = alt.Chart(pd.DataFrame({"v": [lo, hi]})).mark_line(color="gray", strokeDash=[4, 4]).encode(
     x="v:Q", y="v:Q")
-scatter = alt.Chart(both, title="every seed pair: above the diagonal the curve beats the line").mark_point(
-    filled=True, size=60).encode(
-    x=alt.X("linear_mc:Q", title=plotting.METRICS["linear_mc"].label),
-    y=alt.Y("mc:Q", title=plotting.METRICS["mc"].label),
-    color=alt.Color(f"{load_axis}:O", title=plotting.AXIS_LABELS.get(load_axis, load_axis)),
-    shape=alt.Shape(f"{temperature_axis}:O", title=plotting.AXIS_LABELS.get(temperature_axis, temperature_axis)),
+scatter = alt.Chart(both).mark_point(filled=True, size=60).encode(
+    x=alt.X("linear_mc:Q", title=plotting.style("linear_mc").label),
+    y=alt.Y("mc:Q", title=plotting.style("mc").label),
+    color=plotting.line_color(f"{load_axis}:O", grid.load.title, sort=grid.load_values, scheme="viridis"),
+    shape=alt.Shape(f"{temperature_axis}:O", sort=grid.temperature_values,
+                    legend=plotting.categorical_legend(grid.temperature.title)),
     tooltip=[f"{load_axis}:O", f"{temperature_axis}:O", "seed_a:Q", "seed_b:Q",
              alt.Tooltip("mc:Q", format=".2f"), alt.Tooltip("linear_mc:Q", format=".2f"),
              alt.Tooltip("cka:Q", format=".3f")])
-diagonal + scatter
-
-# %%
-if len(both):
-    gap = both.mc - both.linear_mc
-    print(f"Bezier mc from {both.mc.min():.2f} to {both.mc.max():.2f}; linear barrier from "
-          f"{both.linear_mc.min():.2f} to {both.linear_mc.max():.2f} (percentage points of train error)")
-    print(f"the curve is at least as well connected as the line in {(gap >= -1e-9).mean():.0%} of the pairs; "
-          f"median gain {gap.median():.2f} points")
+(diagonal + scatter).properties(width=plotting.fit_width(1), height=260, title=alt.TitleParams(
+    "every seed pair: curve against line", subtitle="dashed: the diagonal, where the curve does no better"))
 
 # %% [markdown]
 # ## Along the paths: a poorly and a well connected cell
 #
 # The training error along the fitted curve and along the straight line, one line per
 # seed pair, for the cell with the most negative mc and for the cell with mc closest to 0
-# among the cells with a low training loss.
+# among the cells with a low training loss. If the barrier of the first cell is real, its
+# curve keeps a bump above the endpoints' error; in a well connected cell the curve runs
+# at the endpoints' error, whatever the line does.
 
 # %%
-train_loss = cell_table(grid, load_axis, temperature_axis, metrics=("train_loss",)).set_index(
-    [load_axis, temperature_axis])["train_loss"]
-indexed = cells.set_index([load_axis, temperature_axis])
+indexed = cells.set_index(grid.keys)
+train_loss = cell_table(grid.runs, load_axis, temperature_axis, metrics=("train_loss",)).set_index(
+    grid.keys)["train_loss"]
 poor, well = example_cells(indexed, train_loss.reindex(indexed.index), low_loss_quantile)
-examples = []
-for label, cell in (("poorly connected", poor), ("well connected", well)):
-    if cell is None:
-        continue
-    sel = paths[(paths[load_axis] == cell[0]) & (paths[temperature_axis] == cell[1])].copy()
-    sel["example"] = (f"{label}: {load_axis} {cell[0]}, {temperature_axis} {cell[1]}, "
-                      f"mc {indexed.loc[cell, 'mc']:.2f}")
-    examples.append(sel)
+examples = [paths[(paths[load_axis] == c[0]) & (paths[temperature_axis] == c[1])].assign(
+    example=f"{label}: {load_axis} {c[0]:g}, {temperature_axis} {c[1]:g}, mc {indexed.loc[c, 'mc']:.2f}")
+    for label, c in (("poorly connected", poor), ("well connected", well)) if c is not None]
 if examples:
-    ex = pd.concat(examples, ignore_index=True)
-    ex["line"] = ex["path"] + " " + ex["pair"].astype(str)
-    chart = alt.Chart(ex, width=300, height=220).mark_line(point=True).encode(
+    ex = pd.concat(examples, ignore_index=True).assign(line=lambda d: d.path + " " + d.pair.astype(str))
+    chart = alt.Chart(ex, width=plotting.fit_width(2), height=200).mark_line(point=True).encode(
         x=alt.X("t:Q", title="t along the path"),
         y=alt.Y("train_err:Q", title="train error (%)"),
-        color=alt.Color("path:N", title="path", scale=alt.Scale(domain=["bezier", "linear"],
-                                                               range=["#1f77b4", "#7f7f7f"])),
-        strokeDash=alt.StrokeDash("path:N", legend=None, scale=alt.Scale(domain=["bezier", "linear"],
-                                                                         range=[[1, 0], [5, 3]])),
-        detail="line:N",
+        color=plotting.path_color(), strokeDash=plotting.path_dash(), detail="line:N",
         tooltip=["path:N", "pair:Q", alt.Tooltip("t:Q", format=".2f"), alt.Tooltip("train_err:Q", format=".2f"),
                  alt.Tooltip("train_loss:Q", format=".3f"), alt.Tooltip("test_err:Q", format=".2f")],
-    ).facet(column=alt.Column("example:N", title=None)).resolve_scale(y="independent")
+    ).facet(column=alt.Column("example:N", title=None, header=alt.Header(labelLimit=0))).resolve_scale(
+        y="independent")
 else:
-    chart = None
-    print("no cell has an mc: nothing to show")
+    chart = print("no cell has an mc: nothing to show")
 chart
 
 # %% [markdown]
-# In the poorly connected cell the straight line climbs far above the endpoints, and the
-# fitted curve, although it removes much of that rise, still keeps a bump: the barrier is
-# real. In the well connected cell the line may still bulge a little, but the curve runs
-# flat at the endpoints' error.
+# ## From initialization to solution (MLI)
 #
-# ## What to take from this chapter
+# Every usable run's train loss along the straight line from its initialization to its
+# solution. Left: the largest rise of the loss along the line, averaged over seeds (0 when
+# the loss falls all the way); right: the fraction of seeds whose line has a bump.
+
+# %%
+mli = mli_table(workdir, [r for ids in runs_by_cell.values() for r in ids],
+                MLISettings(num_points=mli_points, eps=mli_eps), **tasks)
+mli_runs = grid.runs.merge(mli.assign(mli_non_monotonic=~mli.mli_monotonic.astype(bool)), on="run_id")
+mli_cells = cell_table(mli_runs.astype({"mli_non_monotonic": float}), load_axis, temperature_axis,
+                       metrics=("mli_max_bump", "mli_non_monotonic"))
+plotting.phase_panels(mli_cells, ["mli_max_bump", "mli_non_monotonic"], x=load_axis, y=temperature_axis)
+
+# %% [markdown]
+# ## What this grid shows
 #
-# mc separates the grid into poorly connected cells (a barrier even along the best curve)
-# and well connected ones. Together with the training loss from chapter 1 and the
-# sharpness from chapter 2 this is what the taxonomy of chapter 4 reads: a barrier with a
+# mc separates poorly connected cells (a barrier even along the best curve) from well
+# connected ones. Together with the training loss of chapter 1 and the sharpness of
+# chapter 2 this is what the taxonomy of chapter 4 reads: in the paper, a barrier with a
 # high loss is phase I, a barrier with a low loss phase III, mc > 0 phase II, and the
-# well-connected cells are phase IV, split by CKA into IV-A and IV-B. The tables
-# `global_cells.csv`, `global_pairs.csv` and `paths.csv` in `workdir/tables` hold
-# everything shown here.
+# well-connected cells are phase IV, split by CKA into IV-A and IV-B. The findings below
+# test the paper's placement of the poorly connected cells, the curve against the line,
+# and the MLI property, on this build's grid. The tables `global_cells.csv`,
+# `global_pairs.csv` and `paths.csv` in `workdir/tables` hold everything shown here.
+
+# %%
+gap = difference_verdict(both.mc - both.linear_mc, 0.0, expect="greater", names=("mc − linear barrier", "0"))
+findings = [
+    small_load_poorly_connected(pairs, load_axis, temperature_axis),
+    gap.finding("curve_beats_line", "The fitted Bezier curve is better connected than the straight "
+                "line (mc above the linear barrier, per seed pair)"),
+    majority_verdict(list(mli.mli_monotonic.astype(bool)), what="runs").finding(
+        "mli_monotonic", f"Most runs' train loss falls monotonically along the line from "
+        f"initialization to solution (no rise above {mli_eps:g} nats)"),
+]
+write_findings(workdir, "03_global_connectivity", findings)
+show_findings(findings)

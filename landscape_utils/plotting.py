@@ -182,6 +182,7 @@ class MetricStyle:
     higher_is_worse: bool = True  # sequential: which end is drawn dark red
     diverging: bool = False      # centre the colour scale on 0, symmetric domain
     fmt: str = NUMBER_FORMAT     # legend and tooltip number format
+    domain: tuple[float, float] | None = None  # fixed colour domain, e.g. (0, 1) for a fraction
 
     @property
     def scheme(self) -> str:
@@ -213,7 +214,7 @@ METRICS: dict[str, MetricStyle] = {
     "l2": MetricStyle("L2 distance between seeds", log=True),
     "p_phase": MetricStyle("confidence in the phase", higher_is_worse=False),
     "mli_max_bump": MetricStyle("MLI: largest rise of the train loss (nats)"),
-    "mli_non_monotonic": MetricStyle("MLI: fraction of seeds with a bump"),
+    "mli_non_monotonic": MetricStyle("MLI: fraction of seeds with a bump", domain=(0.0, 1.0)),
 }
 
 PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#1f77b4",
@@ -276,6 +277,8 @@ def color_scale(metric: str, values: Iterable[float] | None = None, field: str |
     scale: dict[str, Any] = {"scheme": st.scheme, "reverse": st.reverse}
     if st.log:
         scale["type"] = "log"
+    if st.domain is not None:
+        scale["domain"] = list(st.domain)
     if st.diverging:
         scale["domainMid"] = 0
         if values is not None:
