@@ -5,9 +5,9 @@
 #       extension: .py
 #       format_name: percent
 #   kernelspec:
-#     display_name: landscape-book
+#     display_name: landscape-book (.venv)
 #     language: python
-#     name: python3
+#     name: landscape-book
 # ---
 
 # %% [markdown]
