@@ -41,22 +41,24 @@ diagram); :func:`load_order` sorts a load axis's values from the least to the mo
 
 The tables
 ----------
-=====================  =======  ==============================================================
-file                   chapter  columns (besides the axis columns where "axes" is marked)
-=====================  =======  ==============================================================
-``grid.csv``           1        run_id, every RunConfig field, status, train/test loss/acc
-``grid_axes.json``     1        load_axis, temperature_axis, and each axis's description
-``grid_cells.csv``     1        axes; train/test loss/acc means and ``_std``, n_seeds
-``local.csv``          2        run_id, lambda_max, trace, trace_stderr, ...
-``density.csv``        2        run_id, lam, density (one seed per cell)
-``global_pairs.csv``   3        axes; pair, run_id_a, run_id_b, mc, linear_mc, cka, l2, ...
-``global_cells.csv``   3        axes; mc, linear_mc, cka, l2 (+ ``_std``), n_pairs
-``paths.csv``          3        axes; pair, path (bezier | linear), t, train_err,
-                                train_loss, test_err (errors in percent)
-``phase_cells.csv``    4        axes; every metric of the cells, phase (+ p_phase if given)
-``findings.csv``       any      chapter, key, claim, verdict, evidence, n, grid
-                                (written and read by ``landscape_utils.findings``)
-=====================  =======  ==============================================================
+==========================  =======  ==============================================================
+file                        chapter  columns (besides the axis columns where "axes" is marked)
+==========================  =======  ==============================================================
+``grid.csv``                1        run_id, every RunConfig field, seed, status, losses, accuracies
+``grid_axes.json``          1        load_axis, temperature_axis, and each axis's description
+``grid_cells.csv``          1        axes; train/test loss/acc means and ``_std``, n_seeds
+``local.csv``               2        run_id, lambda_max, trace, trace_stderr, ...
+``density.csv``             2        run_id, lam, density (one seed per cell)
+``global_pairs.csv``        3        axes; pair, run_id_a, run_id_b, mc, linear_mc, cka, l2, ...
+``global_cells.csv``        3        axes; mc, linear_mc, cka, l2 (+ ``_std``), n_pairs
+``paths.csv``               3        axes; pair, path (bezier | linear), t, train_err, train_loss,
+                                     test_err (errors in percent)
+``phase_cells.csv``         4        axes; every metric of the cells, phase (+ p_phase if given)
+``rugged_phase_cells.csv``  5        load, temperature (the 1D model's own axes), annealed,
+                                     the 1D metrics, phase
+``findings.csv``            any      chapter, key, claim, verdict, evidence, n, grid (written and
+                                     read by ``landscape_utils.findings``)
+==========================  =======  ==============================================================
 
 :func:`write_table` checks a table's required columns before writing it;
 :func:`read_table` reads one and, when it is missing, raises a ``FileNotFoundError`` that
@@ -256,6 +258,9 @@ TABLES: dict[str, TableSpec] = {
                        ("path", "t", "train_err"), axes=True),
     "phase_cells": TableSpec("phase_cells.csv", CH4, ("the phase of every cell",),
                              ("phase",), axes=True),
+    "rugged_phase_cells": TableSpec("rugged_phase_cells.csv", "chapter 5 (05_rugged_convexity)",
+                                    ("the 1D model's phase diagram",),
+                                    ("load", "temperature", "annealed", "phase")),
     "findings": TableSpec("findings.csv", "every chapter's findings cell",
                           ("the findings of the chapters",), ("chapter", "claim", "verdict")),
 }
@@ -504,7 +509,8 @@ def _read_lenient(path: Path, spec: TableSpec, axes: Sequence[str]
     try:
         df = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
-        return None, f"missing {what}: {path} is unreadable ({type(err).__name__}); rerun {spec.chapter}"
+        return None, (f"missing {what}: {path} is unreadable ({type(err).__name__}); "
+                      f"rerun {spec.chapter}")
     need = list(spec.columns) + (list(axes) if spec.axes else [])
     absent = [c for c in need if c not in df.columns]
     if absent:

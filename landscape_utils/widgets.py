@@ -661,7 +661,7 @@ class Control:
     """One control of a :class:`LiveChart`, described as data (no widget is built until
     the chart is shown live)."""
 
-    kind: str                       # "slider" | "log_slider" | "int_slider" | "checkbox" | "dropdown"
+    kind: str                       # slider | log_slider | int_slider | checkbox | dropdown
     value: Any                      # the initial value
     min: float | None = None        # sliders: lowest value (a log slider: the value, not its log)
     max: float | None = None        # sliders: highest value
