@@ -355,8 +355,9 @@ workdir: str = "../build/work/lab"  # unused here
 # accumulated batch by batch in float64 with the pairwise update of Chan, Golub and LeVeque.
 # These equal the statistics of one pass over all $N$ values, unlike a cumulative average of
 # per-batch statistics, which misses the spread between batch means. The network is then
-# evaluated in eval mode. This is done at **every** evaluated $t$ of every path in the book;
-# a network without BatchNorm is evaluated as it is.
+# evaluated in eval mode. This is done at **every** evaluated $t$ of every path in the book,
+# the endpoints included, so that all points of a path are measured alike; a network without
+# BatchNorm is evaluated as it is.
 
 # %% [markdown]
 # (methods-cka)=
@@ -392,13 +393,13 @@ workdir: str = "../build/work/lab"  # unused here
 #    + \frac{\mathbf 1^\top \tilde K \mathbf 1\ \mathbf 1^\top \tilde L \mathbf 1}{(n - 1)(n - 2)}
 #    - \frac{2}{n - 2}\, \mathbf 1^\top \tilde K \tilde L \mathbf 1 \Big] . $$
 #
-# It is unbiased for the population HSIC. The estimator does not change when a Gram matrix
-# is shifted by row and column constants, so the package double-centres first, which avoids
-# cancellation between large terms. The debiased cross term can be negative (unrelated
+# It is unbiased for the population HSIC. The estimator does not change when every entry
+# $K_{ij}$ is shifted by $f(i) + f(j) + c$, so the package double-centres the Gram matrices
+# first, which avoids cancellation between large terms. The debiased cross term can be negative (unrelated
 # representations scatter around 0 on both sides).
 #
-# **Minibatch CKA** (Nguyen, Raghu and Kornblith 2021) sums the debiased HSIC terms over
-# batches $b$ before normalizing:
+# **Minibatch CKA** (Nguyen, Raghu and Kornblith 2021) sums the HSIC terms (by default the
+# debiased ones) over batches $b$ before normalizing:
 #
 # $$ \mathrm{CKA}_{\text{mb}} = \frac{\sum_b \mathrm{HSIC}_1(K_b, L_b)}{\sqrt{\sum_b \mathrm{HSIC}_1(K_b, K_b)\ \sum_b \mathrm{HSIC}_1(L_b, L_b)}} . $$
 #
@@ -407,8 +408,8 @@ workdir: str = "../build/work/lab"  # unused here
 # constant representation), CKA is reported as missing rather than as a ratio of noise.
 #
 # **What the book compares.** For each seed pair, the two networks' **softmax outputs**
-# (eval mode) on the same **mixup** inputs ({ref}`mixup inputs <methods-mixup>`): by default 1280 inputs in
-# 10 batches, concatenated, with the biased linear CKA over all of them. Yang et al.
+# (eval mode) on the same **mixup** inputs ({ref}`mixup inputs <methods-mixup>`): by default
+# 1280 inputs in 10 batches, concatenated, with the biased linear CKA over all of them. Yang et al.
 # compared the softmax outputs of different seeds in the same way.
 #
 # (methods-mixup)=
