@@ -37,7 +37,12 @@ from .taxonomy import PhaseThresholds, UNDETERMINED
 __all__ = [
     "VERDICTS",
     "FINDINGS_COLUMNS",
+    "THIS_BUILD",
+    "AUTHORS_GRID",
+    "GLOBAL_METRICS",
+    "LOCAL_METRICS",
     "Finding",
+    "FindingsTable",
     "Verdict",
     "findings_frame",
     "write_findings",
