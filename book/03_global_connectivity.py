@@ -111,7 +111,7 @@ if len(skipped):
     print(skipped[["run_id", load_axis, temperature_axis, "seed", "status"]].to_string(index=False))
 too_few = [cell for cell, ids in runs_by_cell.items() if len(ids) < 2]
 if too_few:
-    print(f"{len(too_few)} cell(s) with fewer than 2 usable seeds get NaN: {too_few}")
+    print(f"{len(too_few)} cell(s) with fewer than 2 usable seeds get NaN, e.g. {too_few[0]}")
 
 # %% [markdown]
 # ## Fit the curves and measure every pair (or read them from the store)
@@ -144,8 +144,9 @@ print(f"{num_computed} pair(s) computed, {len(pairs) - num_computed} read from t
 
 # %%
 shown = [m for m in ("mc", "linear_mc", "cka", "l2") if cells[m].notna().any()]
-(plotting.phase_panels(cells, shown, x=load_axis, y=temperature_axis) if shown
- else print("no cell has two usable seeds: nothing to draw"))
+if not shown:
+    print("no cell has two usable seeds: nothing to draw")
+plotting.phase_panels(cells, shown, x=load_axis, y=temperature_axis) if shown else None
 
 # %% [markdown]
 # ## How to read mc
@@ -189,13 +190,14 @@ scatter = alt.Chart(both).mark_point(filled=True, size=60).encode(
     "every seed pair: curve against line", subtitle="dashed: the diagonal, where the curve does no better"))
 
 # %% [markdown]
-# ## Along the paths: a poorly and a well connected cell
+# ## Along the paths: the lowest mc and the mc nearest 0
 #
 # The training error along the fitted curve and along the straight line, one line per
-# seed pair, for the cell with the most negative mc and for the cell with mc closest to 0
-# among the cells with a low training loss. If the barrier of the first cell is real, its
-# curve keeps a bump above the endpoints' error; in a well connected cell the curve runs
-# at the endpoints' error, whatever the line does.
+# seed pair, for the cell with the most negative mc (the candidate for a poorly connected
+# cell) and for the cell with mc closest to 0 among the cells with a low training loss (the
+# candidate for a well connected one). Where a barrier is real, the curve keeps a bump above
+# the endpoints' error; in a well connected cell the curve runs at the endpoints' error,
+# whatever the line does. The panel titles give each cell's mc.
 
 # %%
 indexed = cells.set_index(grid.keys)
@@ -204,9 +206,11 @@ train_loss = cell_table(grid.runs, load_axis, temperature_axis, metrics=("train_
 poor, well = example_cells(indexed, train_loss.reindex(indexed.index), low_loss_quantile)
 examples = [paths[(paths[load_axis] == c[0]) & (paths[temperature_axis] == c[1])].assign(
     example=f"{label}: {load_axis} {c[0]:g}, {temperature_axis} {c[1]:g}, mc {indexed.loc[c, 'mc']:.2f}")
-    for label, c in (("poorly connected", poor), ("well connected", well)) if c is not None]
+    for label, c in (("lowest mc", poor), ("mc nearest 0, low loss", well)) if c is not None]
+chart = None
 if examples:
-    ex = pd.concat(examples, ignore_index=True).assign(line=lambda d: d.path + " " + d.pair.astype(str))
+    ex = pd.concat(examples, ignore_index=True)
+    ex["line"] = ex.path + " " + ex.pair.astype(str)
     chart = alt.Chart(ex, width=plotting.fit_width(2), height=200).mark_line(point=True).encode(
         x=alt.X("t:Q", title="t along the path"),
         y=alt.Y("train_err:Q", title="train error (%)"),
@@ -216,7 +220,7 @@ if examples:
     ).facet(column=alt.Column("example:N", title=None, header=alt.Header(labelLimit=0))).resolve_scale(
         y="independent")
 else:
-    chart = print("no cell has an mc: nothing to show")
+    print("no cell has an mc: nothing to show")
 chart
 
 # %% [markdown]
