@@ -444,13 +444,9 @@ def train_cell_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                 store.clean_partial(rid)
                 mine.append(c)
         if mine:
-            from .data import load_dataset
-
             mine.sort(key=configs.index)
-            c0 = mine[0]
-            data = load_dataset(c0.dataset, c0.data_fraction, c0.label_noise, c0.data_seed,
-                                data_root=task.get("data_root", "data"), download=task.get("download", False),
-                                device=device)
+            data = mine[0].load_data(data_root=task.get("data_root", "data"),
+                                     download=task.get("download", False), device=device)
             for cfg, result in train_population(mine, data, device):
                 store.save_run(cfg, result)
                 out[cfg] = {"run_id": run_id(cfg), "status": result["metrics"]["status"]}

@@ -259,14 +259,13 @@ def load_model(workdir: str | os.PathLike, rid: str, which: str = "final",
     ``data`` (a ``data.Dataset``) gives the input shape and classes; without it the
     dataset is loaded from its config.
     """
-    from .data import load_dataset
     from .models import build_model
     from .utils import resolve_device
 
     store = Store(workdir)
     cfg = store.config(rid)
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_fraction, cfg.label_noise, cfg.data_seed)
+        data = cfg.load_data()
     model = build_model(cfg.model, cfg.width, data.in_shape, data.num_classes,
                         batch_norm=cfg.batch_norm, depth=cfg.depth)
     model.load_state_dict(store.state_dict(rid, which))
