@@ -406,7 +406,8 @@ def linked_explorer(cells: pd.DataFrame, x: str, y: str, color: str = "phase",
                                      width=panel_width))
     rows = [alt.hconcat(heat, info)]
     for i in range(0, len(details), 2):  # two per row: the book's pages are narrow
-        rows.append(alt.hconcat(*details[i:i + 2]).resolve_scale(color="independent"))
+        rows.append(alt.hconcat(*details[i:i + 2]).resolve_scale(color="independent",
+                                                                  strokeDash="independent"))
     return alt.vconcat(*rows).resolve_scale(color="independent", strokeDash="independent")
 
 

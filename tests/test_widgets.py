@@ -18,6 +18,7 @@ from landscape_utils.widgets import (
     assemble_cells,
     grid_base_config,
     linked_explorer,
+    path_chart,
     load_book_tables,
     released_paths,
 )
@@ -443,3 +444,13 @@ def test_explorers_fit_the_column_and_draw_a_smoothed_spectrum(workdir):
     steps = np.diff(symlog(rows.lam.to_numpy()))
     np.testing.assert_allclose(steps, steps[0], rtol=1e-6)
     assert spec["encoding"]["x"]["scale"]["type"] == "symlog"
+
+
+def test_path_legend_is_one_legend_of_dashed_coloured_lines(workdir):
+    vlc = pytest.importorskip("vl_convert")
+    tables, cells = _cells_with_phase(workdir)
+    for chart in (linked_explorer(cells, "width", "batch_size", paths=tables.paths),
+                  path_chart(tables.paths[tables.paths.width == 4])):
+        svg = vlc.vegalite_to_svg(chart.to_dict())
+        assert svg.count(">path</text>") == 1  # colour and dash merged into one legend
+        assert ">straight line</text>" in svg and ">Bezier curve</text>" in svg
