@@ -260,7 +260,7 @@ def test_process_executor_gives_the_serial_records(store_dir, tmp_path):
     other = tmp_path / "copy"
     shutil.copytree(store_dir, other)
     serial = run_tasks(tasks, store_dir, executor="serial", device="cpu", progress=False)
-    process = run_tasks(tasks, other, executor="process", device="cpu", progress=False, workers=2)
+    process = run_tasks(tasks, other, executor="process", device="cpu", progress=False, workers=1)
     _close(serial, process)
     # the second call reads every record back from the store
     again = run_tasks(tasks, other, executor="serial", device="cpu", progress=False)
