@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             if not new:
                 print("[bench] chapters: skipped (quick mode never builds the book; "
                       "pass --book-log PATH)", flush=True)
+        elif group == "end_to_end":
+            from . import end_to_end
+            new = end_to_end.run(args.quick)
         else:
             from . import scaling
             new = scaling.run(args.quick, args.repeats or (1 if args.quick else 3))

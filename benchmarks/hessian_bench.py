@@ -38,8 +38,8 @@ CE = nn.CrossEntropyLoss()
 @functools.lru_cache(maxsize=4)
 def trained_model(width: int = 256, epochs: int = 3, num_samples: int = 1000,
                   train_samples: int | None = None):
-    """An MNIST-1D MLP 40→width→width→10 (width 256 is ALGORITHMS.md §7's, 79k
-    parameters) trained ``epochs`` epochs (batch 64, SGD, lr 0.05), in eval mode, and a
+    """An MNIST-1D MLP 40→width→width→10 (width 256: 79k
+    parameters, the model of the Hessian rows of benchmarks/RESULTS.md) trained ``epochs`` epochs (batch 64, SGD, lr 0.05), in eval mode, and a
     fixed batch of ``num_samples`` training samples: (model, (x (N, 40), y (N,)))."""
     data = load_dataset("mnist1d")
     if train_samples is not None:

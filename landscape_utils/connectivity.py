@@ -1,7 +1,9 @@
 """Mode connectivity: Bezier curves between trained models, path evaluation with
 BatchNorm recalibration, the paper's mc metric, linear barriers and MLI.
 
-See ALGORITHMS.md §2 (mode connectivity) and §6 (MLI).
+Defined in the Methods appendix (book/07_methods.py), sections "Mode connectivity"
+(methods-mc), "Bezier curves" (methods-bezier), "BatchNorm recalibration" (methods-bn) and
+"Monotonic linear interpolation" (methods-mli).
 """
 from __future__ import annotations
 
@@ -144,7 +146,7 @@ def fit_bezier(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y_
                num_epochs: int = 50, lr: float = 0.01, batch_size: int = 128, weight_decay: float = 5e-4,
                momentum: float = 0.9, seed: int = 0, num_bends: int = 1,
                device: str | torch.device = "auto", progress: bool = False) -> BezierCurve:
-    """Fit the bend(s) of a Bezier curve between two trained models (ALGORITHMS.md §2).
+    """Fit the bend(s) of a Bezier curve between two trained models (Methods appendix, methods-bezier).
 
     Each minibatch (shuffled, the last incomplete one dropped) draws one t ~ U(0, 1) and
     takes an SGD step on CE(f(x; φ(t))) + ½·weight_decay·‖φ(t)‖² with respect to the

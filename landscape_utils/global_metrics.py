@@ -2,7 +2,8 @@
 the seed pairs of every grid cell, cached per pair and per settings in the store.
 
 The metrics themselves live in :mod:`landscape_utils.connectivity` and
-:mod:`landscape_utils.similarity` (ALGORITHMS.md §2). This module adds what the
+:mod:`landscape_utils.similarity` (Methods appendix: methods-mc, methods-cka,
+methods-l2; how pairs become cells: methods-pairs). This module adds what the
 chapter needs around them:
 
 - :class:`GlobalSettings`: every setting that changes a pair's numbers; with the two run

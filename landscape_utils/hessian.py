@@ -1,6 +1,7 @@
 """Hessian of the training loss: products, top eigenvalues, trace and spectral density.
 
-Everything here is measured the way ALGORITHMS.md §2 asks:
+Everything here is measured as the Methods appendix defines it (book/07_methods.py:
+methods-hessian, methods-lanczos, methods-trace, methods-slq):
 
 * over the model's *trainable* parameters (``requires_grad=True``), flattened in
   ``model.named_parameters()`` order into one vector of length ``P``;
@@ -31,7 +32,7 @@ Two ways to form Hessian-vector products (``hvp_method``):
 
 Several vectors at once go through ``vmap`` (``is_grads_batched`` for ``"graph"``);
 where that fails the operator falls back to a loop. On a CPU batching is usually
-*slower* (ALGORITHMS.md §7), so the default block size is 1 there and 8 on CUDA.
+*slower* (measured: benchmarks/RESULTS.md), so the default block size is 1 there and 8 on CUDA.
 
 PyHessian is only used by the optional :func:`pyhessian_reference` (imported lazily),
 for side-by-side comparisons.

@@ -3,7 +3,8 @@
 CKA (centred kernel alignment, Kornblith et al. 2019) in its linear and RBF forms,
 biased or debiased (Song et al. 2012's unbiased HSIC estimator), a minibatch
 accumulator (Nguyen et al. 2021), mixup inputs as in Yang et al. 2021, and the L2
-distance between parameter vectors. See ALGORITHMS.md §2 (CKA, L2).
+distance between parameter vectors. See the Methods
+appendix (book/07_methods.py): methods-cka, methods-mixup, methods-l2.
 
 All CKA arithmetic is done in float64. Shapes: ``X`` is num_examples × num_features
 (any trailing shape is flattened), a Gram matrix ``K`` is num_examples × num_examples.
