@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/default.yaml
 OUT ?= build/default
 
-.PHONY: book test lab venv chromium smoke bench doctor clean
+.PHONY: book test lab kernel venv chromium smoke bench doctor clean
 
 venv: $(STAMP)
 
@@ -35,14 +35,20 @@ chromium:
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
-# JupyterLab on book/: the project's kernel registered in the venv, and .py chapters
-# opening as notebooks by default (jupytext's viewer, set in the venv's lab settings).
-lab: $(STAMP)
-	$(PY) -m ipykernel install --sys-prefix --name landscape-book --display-name "landscape-book (.venv)"
+# JupyterLab on book/: the project's kernel registered in the venv (`landscape-book`, the
+# kernel the chapters' headers name), and .py chapters opening as notebooks by default
+# (jupytext's viewer, set in the venv's lab settings). As root, Jupyter needs --allow-root.
+# Extra server options go in LAB_ARGS, e.g. make lab LAB_ARGS="--no-browser --port=8899".
+LAB_ARGS ?=
+kernel: $(STAMP)
+	$(PY) -m ipykernel install --sys-prefix --name landscape-book --display-name "landscape-book (.venv)" >/dev/null
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 	  > $(VENV)/share/jupyter/lab/settings/overrides.json
-	cd book && ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=.
+
+lab: kernel
+	cd book && exec ../$(VENV)/bin/jupyter lab --ServerApp.root_dir=. \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
