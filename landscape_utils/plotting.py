@@ -22,7 +22,8 @@ The rules every chart follows
   the axis (:func:`landscape_utils.tables.hot_order`, :func:`~landscape_utils.tables.load_order`).
 * **Charts fit the column.** The content column of the HTML book is :data:`COLUMN_WIDTH`
   pixels wide at a 1280 px window; :func:`fit_width` gives the width of each of n panels
-  side by side, and :func:`estimated_width` checks a composed chart's spec against it.
+  side by side, :func:`estimated_width` checks a composed chart's spec against it and
+  :func:`rendered_width` measures the chart as Vega draws it.
 """
 from __future__ import annotations
 
@@ -83,6 +84,22 @@ def panel_columns(n_panels: int, legend_right: bool = False, column: int = COLUM
     return best
 
 
+def rendered_width(chart: Any) -> int:
+    """The width (px) of ``chart`` as Vega renders it (via vl-convert, offline): the
+    measure a test compares with :data:`COLUMN_WIDTH` (``rendered_width(c) <=
+    COLUMN_WIDTH``). Browser fonts may differ from vl-convert's by a few pixels."""
+    import re
+
+    import vl_convert
+
+    spec = chart.to_dict() if hasattr(chart, "to_dict") else chart
+    svg = vl_convert.vegalite_to_svg(spec)
+    m = re.search(r'<svg[^>]*\swidth="([0-9.]+)"', svg)
+    if m is None:
+        raise ValueError("vl-convert returned no SVG width")
+    return int(float(m.group(1)))
+
+
 def _legends_right(enc: dict) -> int:
     """Number of legends a unit spec places on the right (Vega-Lite's default orient)."""
     n = 0
@@ -136,10 +153,10 @@ def _width(spec: dict, datasets: dict, top: bool = False) -> float:
         per = _width(inner, datasets)
         return pad + n * per + sp * (n - 1)
     if "layer" in spec:
-        widths = [_width(s if "width" in s or "width" not in spec
-                         else {**s, "width": spec["width"]}, datasets) for s in spec["layer"]]
-        base = max([_unit_width(spec)] + [w - AXIS_ALLOWANCE for w in widths]) \
-            if "width" in spec else max(widths) - AXIS_ALLOWANCE
+        # the plot width: the layer's own, else the widest sized child (a layer's children
+        # share one plot area; their axes and legends are counted once, below)
+        sized = [_unit_width(s) for s in spec["layer"] if "width" in s]
+        base = _unit_width(spec) if "width" in spec else max(sized, default=_unit_width(spec))
         legends = max([_legends_right(s.get("encoding", {})) for s in spec["layer"]]
                       + [_legends_right(spec.get("encoding", {}))])
         return pad + base + AXIS_ALLOWANCE + (LEGEND_ALLOWANCE if legends else 0)

@@ -26,7 +26,9 @@ def _fills(chart) -> list[tuple[int, int, int]]:
 
 def _rendered_width(chart) -> int:
     svg = vlc.vegalite_to_svg(chart.to_dict())
-    return int(re.search(r'<svg[^>]*\swidth="(\d+)"', svg).group(1))
+    width = int(re.search(r'<svg[^>]*\swidth="(\d+)"', svg).group(1))
+    assert P.rendered_width(chart) == width
+    return width
 
 
 def _lum(rgb) -> float:
