@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             if not new:
                 print("[bench] chapters: skipped (quick mode never builds the book; "
                       "pass --book-log PATH)", flush=True)
+        elif group == "book_executor":
+            from . import book_executor
+            new = book_executor.run(args.quick, args.params, args.chapters)
         elif group == "end_to_end":
             from . import end_to_end
             new = end_to_end.run(args.quick)
