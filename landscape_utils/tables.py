@@ -87,6 +87,7 @@ __all__ = [
     "Grid",
     "write_grid",
     "read_grid",
+    "read_axes",
     "TableSpec",
     "TABLES",
     "table_path",
