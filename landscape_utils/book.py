@@ -170,11 +170,11 @@ def _book_path(value: str) -> Path:
 
 # ---- value checks of every chapter --------------------------------------------------
 # Integer keys named like a count must be >= 1 (``num_*``, ``*_epochs``, ``*_seeds``, ...),
-# except those below, where 0 has a meaning (0 threads: torch's default; 0 workers: one per
-# GPU slot or core; 0 retries).
+# except num_threads, where 0 keeps torch's default. The executor options are checked by
+# ``runner.make_executor``.
 _COUNT = re.compile(r"^(num|max|n)_|_(epochs|seeds|samples|steps|runs|points|batches|realizations|size|"
                     r"sweeps|resolution|pairs|probes|iter|solutions|directions|distances|at_once)$|^top_k$")
-_ZERO_OK = {"num_threads", "workers", "max_retries"}
+_ZERO_OK = {"num_threads"}
 _POSITIVE = {"noise_width"}  # not named like a count, yet >= 1 (chapter 1 checks its own as run configs)
 # (low, high, low_open, high_open) for float keys; None = unbounded.
 _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
@@ -230,8 +230,13 @@ def check_values(stem: str, values: dict[str, Any]) -> None:
     def bad(key: str, why: str) -> ValueError:
         return ValueError(f"key {key!r} {why}, got {values[key]!r}")
 
+    own = set(EXECUTOR_KEYS)  # checked by make_executor in the preflight
+    if stem == "01_training_grid":  # its run configs are checked as such (RunConfig.validate)
+        from .runner import CONFIG_KEYS
+
+        own |= set(CONFIG_KEYS) | {"num_seeds"}
     for key, v in values.items():
-        if isinstance(v, bool):
+        if isinstance(v, bool) or key in own:
             continue
         if isinstance(v, int) and key not in _ZERO_OK and v < 1:
             if _COUNT.search(key):

@@ -171,3 +171,66 @@ def test_full_disk_during_the_grid(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before  # earlier run untouched
     assert list(load_results(tmp_path, grid).run_id) == [run_id(grid[0])]  # not read as finished
     assert len(run_grid(grid, tmp_path, device="cpu", progress=False)) == 2  # space freed: resumes
+
+
+# ---- every chapter's values and the device, checked before any chapter runs ----------
+def drive_all(tmp_path, capsys, sections: dict) -> tuple[int, str]:
+    """Run the driver's main() on every chapter with these sections (plus a tiny chapter 1);
+    return (exit code, stderr). Nothing may run: chapters 00 and 01 come before the bad one."""
+    params = {"shared": {"workdir": str(tmp_path / "work"), "device": "cpu"}, "01_training_grid": dict(TINY)}
+    for name, body in sections.items():
+        params.setdefault(name, {}).update(body)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    code = book.main(["--params", str(path), "--out", str(tmp_path / "out"), "--no-html"])
+    err = capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "a chapter ran although the input was bad"
+    return code, err
+
+
+@pytest.mark.parametrize("sections,message", [
+    ({"02_local_metrics": {"num_samples": 0}},
+     "chapter 02_local_metrics: key 'num_samples' is a count and must be >= 1, got 0"),
+    ({"02_local_metrics": {"tol": -1}}, r"chapter 02_local_metrics: key 'tol' must be in \(0, 1\), got -1"),
+    ({"02_local_metrics": {"trace_rel_tol": 1.5}}, r"key 'trace_rel_tol' must be in \(0, 1\), got 1.5"),
+    ({"03_global_connectivity": {"curve_epochs": 0}}, "key 'curve_epochs' is a count and must be >= 1, got 0"),
+    ({"03_global_connectivity": {"cka_samples": 8}}, "key 'cka_samples' must be at least 4 x cka_batches=10, got 8"),
+    ({"03_global_connectivity": {"num_points": 2}}, "key 'num_points' must be >= 3"),
+    ({"04_taxonomy": {"noise_widths": []}}, "chapter 04_taxonomy: key 'noise_widths' must be a non-empty list, got"),
+    ({"04_taxonomy": {"sweep_epochs": [10, -5]}}, r"key 'sweep_epochs' must hold positive int numbers only \(-5"),
+    ({"05_rugged_convexity": {"n_runs": 0}}, "key 'n_runs' is a count and must be >= 1, got 0"),
+    ({"06_large_scale_structure": {"radii": [0.5, -1.0]}}, "key 'radii' must hold positive numbers only"),
+    ({"shared": {"num_threads": -1}}, "key 'num_threads' must be >= 0, got -1"),
+    ({"shared": {"device": "gpu"}}, "key 'device' is not a torch device, got 'gpu'"),
+])
+def test_bad_values_of_any_chapter_stop_the_driver_before_anything_runs(tmp_path, capsys, sections, message):
+    import re
+
+    code, err = drive_all(tmp_path, capsys, sections)
+    assert code == 2 and re.search(message, err), err
+    assert str(tmp_path / "params.yaml") in err
+
+
+def test_cuda_device_without_cuda_is_refused_at_once(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code, err = drive_all(tmp_path, capsys, {"shared": {"device": "cuda"}})
+    assert code == 2 and "key 'device' is 'cuda' but CUDA is not available on this machine" in err, err
+    assert "chapter 00_introduction" in err  # refused before the first chapter
+
+
+def test_cuda_index_beyond_the_device_count_is_refused(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    code, err = drive_all(tmp_path, capsys, {"shared": {"device": "cuda:3"}})
+    assert code == 2 and "key 'device' is 'cuda:3' but this machine has 2 CUDA device(s) (cuda:0 to cuda:1)" in err, err
+    book.check_device("cuda:1")  # within the count: accepted
+
+
+def test_every_shipped_params_file_passes_the_value_checks():
+    for name in ("smoke.yaml", "default.yaml", "paper_cifar10.yaml"):
+        for stem, values in load_params(REPO / "params" / name, chapters()).items():
+            book.check_values(stem, book.merged_values(stem, values))
