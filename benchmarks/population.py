@@ -60,7 +60,7 @@ def _compare(configs: list[RunConfig], data: Dataset, repeats: int) -> dict[str,
     return interleaved({"sequential": sequential, "vectorized": vectorized}, repeats, warmup=0)
 
 
-def run(quick: bool = False, repeats: int = 3) -> list[Row]:
+def run(quick: bool = False, repeats: int = 3, models: tuple[str, ...] | None = None) -> list[Row]:
     """MLP and CNN: MNIST-1D, batch 32, SGD with momentum; full: 2 epochs of 4000 samples
     (250 steps per model); quick: 1 epoch of 256 samples. ResNet18 (BatchNorm, the paper's
     model): CIFAR-shaped random data, batch 32; full: 1 epoch of 256 samples (8 steps per
@@ -69,7 +69,8 @@ def run(quick: bool = False, repeats: int = 3) -> list[Row]:
     Both contenders are the grid runner's entry point ``population.train_population``:
     with ``vectorize=True`` (its default, the stacked population trainer) and with
     ``vectorize=False`` (one ``train_run`` per seed). Each timing covers training and the
-    final evaluation of every member, i.e. everything the runner waits for."""
+    final evaluation of every member, i.e. everything the runner waits for. ``models``
+    keeps only the cases of those models (e.g. ``("resnet18",)``)."""
     mnist = load_dataset("mnist1d")
     images = cifar_shaped(256, 256)
     num_epochs = 2
@@ -77,6 +78,8 @@ def run(quick: bool = False, repeats: int = 3) -> list[Row]:
         mnist, images, num_epochs, repeats = _subset(mnist, 256), cifar_shaped(64, 32), 1, 1
     rows = []
     for model, S, width, bn in cases(quick):
+        if models is not None and model not in models:
+            continue
         data, epochs = (images, 1) if model == "resnet18" else (mnist, num_epochs)
         configs = [RunConfig(model=model, width=width, batch_norm=bn, batch_size=32,
                              num_epochs=epochs, seed=s) for s in range(S)]

@@ -368,9 +368,12 @@ class _Stack:
         """ResNet18 on (S, B, C, H, W) inputs: channels of member s form group s throughout."""
         S = self.S
 
-        def to_groups(x):  # (S, B, C, H, W) -> (B, S*C, H, W)
+        def to_groups(x):  # (S, B, C, H, W) -> (B, S*C, H, W), channels-last in memory
             s, B = x.shape[:2]
-            return x.transpose(0, 1).reshape(B, s * x.shape[2], *x.shape[3:])
+            h = x.transpose(0, 1).reshape(B, s * x.shape[2], *x.shape[3:])
+            # grouped convolutions with few channels per group run several times faster
+            # on the CPU in this layout (oneDNN); later ops keep the layout
+            return h.contiguous(memory_format=torch.channels_last)
 
         def block(prefix: str, blk) -> Callable:
             conv1, bn1 = self._conv2d(prefix + ".conv1", blk.conv1), self._norm2d(prefix + ".bn1", blk.bn1)
