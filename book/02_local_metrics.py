@@ -107,8 +107,8 @@ write_table(workdir, "local", local)
 print(f"{local.num_hvps_eig.sum() + local.num_hvps_trace.sum():,} Hessian-vector products: "
       f"{local.num_hvps_eig.median():.0f} per λmax, {local.num_hvps_trace.median():.0f} per trace "
       f"(medians)")
-print(f"λmax converged for {local.eig_converged.sum()}/{len(local)} models; the trace reached its "
-      f"{trace_rel_tol:.0%} relative standard error for {local.trace_converged.sum()}/{len(local)}")
+print(f"λmax converged for {local.eig_converged.sum()}/{len(local)} models; the trace reached "
+      f"its\n{trace_rel_tol:.0%} relative standard error for {local.trace_converged.sum()}/{len(local)}")
 
 # %% [markdown]
 # ## Sharpness over the grid
