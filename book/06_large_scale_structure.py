@@ -101,7 +101,6 @@ settings = ls.WedgeSettings.from_params(globals())
 options = dict(workers=workers, workers_per_gpu=workers_per_gpu, ray_address=ray_address,
                ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
 study = ls.load_study(workdir, low_loss_quantile)
-load, temp = study.load_axis, study.temperature_axis
 
 # %% [markdown]
 # ## The two cells, and every experiment as a task
