@@ -945,8 +945,14 @@ def phase_maps(states: dict[str, pd.DataFrame], height: int = 150):
     from landscape_utils import plotting
 
     w = plotting.fit_width(len(states))
-    return alt.hconcat(*[plotting.phase_map(df, x="load", y="temperature", title=name, width=w,
-                                            height=height) for name, df in states.items()])
+    return alt.hconcat(*[plotting.phase_map(_short_loads(df), x="load", y="temperature",
+                                            title=name, width=w, height=height)
+                         for name, df in states.items()])
+
+
+def _short_loads(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with its loads rounded to 2 significant digits, for axis labels that fit."""
+    return df.assign(load=[float(f"{v:.2g}") for v in df["load"]])
 
 
 def metric_panels(table: pd.DataFrame, columns: int = 2, height: int = 130):
@@ -961,7 +967,7 @@ def metric_panels(table: pd.DataFrame, columns: int = 2, height: int = 130):
     for col, (like, label) in PANELS_1D.items():
         if col not in table:
             continue
-        df = table[["load", "temperature", col]].copy()
+        df = _short_loads(table[["load", "temperature", col]])
         if plotting.style(like).log:  # a log colour scale cannot show 0: floor it
             df[col] = df[col].clip(lower=1e-6)
         ex, ey = plotting.phase_axes(df, "load", "temperature")
@@ -983,13 +989,13 @@ def annealing_chart(deltas: pd.DataFrame):
     df = deltas.assign(load=[f"load {v:g}" for v in deltas.load])
     lim = float(min(df.d_train.min(), df.d_test.min(), 0.0)) * 1.05
     guide = pd.DataFrame({"x": [lim, 0.0], "y": [lim, 0.0]})
-    points = alt.Chart(df, width=plotting.fit_width(1, legend_right=True), height=300,
+    points = alt.Chart(df, width=plotting.fit_width(1), height=300,
                        title="annealing to T = 0: change in train and test loss").mark_point(
         filled=True).encode(
         x=alt.X("d_train:Q", title="Δ train loss (annealed − stopped at T)"),
         y=alt.Y("d_test:Q", title="Δ test loss"),
-        color=alt.Color("load:N", title="load"),
-        shape=alt.Shape("temperature:O", title="T"),
+        color=plotting.line_color("load:N", title="load"),
+        shape=alt.Shape("temperature:O", title="T", legend=plotting.categorical_legend("T")),
         tooltip=["load:N", "temperature:Q", "realization:Q",
                  alt.Tooltip("d_train:Q", format=".3f"), alt.Tooltip("d_test:Q", format=".3f"),
                  alt.Tooltip("mc_annealed:Q", format=".3f")])

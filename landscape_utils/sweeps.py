@@ -177,12 +177,12 @@ def epochs_chart(runs: pd.DataFrame, load: str, labels: Mapping[Any, str],
     panels fit the book's column (``width`` defaults to half of it)."""
     import altair as alt
 
-    from .plotting import fit_width
+    from .plotting import fit_width, line_color
 
     width = width or fit_width(2)
     ok = _ok(runs).assign(cell=lambda d: d[load].map(labels))
     mean = epochs_summary(ok, load).assign(cell=lambda d: d[load].map(labels))
-    colour = alt.Color("cell:N", title=None, legend=alt.Legend(orient="bottom", columns=1))
+    colour = line_color("cell:N", title="cell", sort=list(labels.values()), columns=1)
     tips = ["cell:N", "num_epochs:Q", alt.Tooltip("train_loss:Q", format=".3g"),
             alt.Tooltip("test_acc:Q", format=".3f")]
     y = alt.Y("test_acc:Q", scale=alt.Scale(zero=False), title="test accuracy")

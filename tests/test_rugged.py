@@ -423,3 +423,31 @@ def test_phase_ii_verdict_by_hand():
     assert rugged.phase_ii_verdict(t)["verdict"] == "inconclusive"
     with pytest.raises(ValueError):
         rugged.phase_ii_verdict(t[t.annealed])
+
+
+def test_charts_fit_the_column():
+    """Every chart of chapter 5, built from a tiny diagram, fits the book's content column."""
+    from landscape_utils import plotting
+
+    table, sim = rugged.phase_diagram([0.2, 1.0, 3.0], [0.01, 0.3], n_runs=4, n_steps=50,
+                                      anneal_steps=50, return_simulation=True)
+    w = np.linspace(-3, 3, 41)
+    curves, mins = rugged.effective_curves(LAND, w, 0.2, [0.0, 0.1])
+    hist = rugged.endpoint_histogram(sim.endpoints, np.linspace(-1.5, 1.5, 7))
+    tr = rugged.simulate(LAND, 0.2, 0.3, 3, n_steps=20, anneal_steps=20, record_every=10)
+    ann = rugged.annealing_experiment([0.2, 3.0], [0.1], 2, 4, n_steps=30, anneal_steps=30)
+    pts = rugged.explorer_points(LAND, {"stopped at T": sim.before_anneal}, [0.2, 1.0, 3.0], 2)
+    charts = {
+        "landscape": rugged.landscape_chart(rugged.landscape_curves(LAND, w, [0.1, 1.0, 10.0])),
+        "effective": rugged.effective_chart(curves, mins, "t"),
+        "histogram": rugged.histogram_chart(hist, pd.DataFrame({"w": w, "density": 1.0}), "t"),
+        "trajectory": rugged.trajectory_chart(rugged.trajectory_table(tr), 20, 20, "t"),
+        "phase maps": rugged.phase_maps({"a": table[~table.annealed], "b": table[table.annealed]}),
+        "metrics": rugged.metric_panels(table[~table.annealed]),
+        "annealing": rugged.annealing_chart(rugged.annealing_deltas(ann)),
+        "static explorer": rugged.static_explorer(LAND, [0.2, 1.0, 3.0], [0.01, 0.3], pts, w),
+        "live": rugged.live_chart(LAND, 0.2, 0.1, True, n_runs=4, n_steps=20, anneal_steps=20),
+    }
+    for name, chart in charts.items():
+        assert plotting.estimated_width(chart) <= plotting.COLUMN_WIDTH, name
+        chart.to_dict()  # a valid Vega-Lite spec
