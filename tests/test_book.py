@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,18 +90,29 @@ def test_failing_chapter_keeps_its_notebook_and_is_named(tmp_path):
     assert errors and str(tmp_path / "w") in errors[0]["evalue"]
 
 
+def build_smoke_book(tmp_path_factory) -> Path:
+    """The smoke book, built once per test session (also for tests/test_pages.py, whose own
+    fixture calls this: the build is found on disk under the session's temp folder)."""
+    base = tmp_path_factory.getbasetemp() / "smoke_book"
+    if (base / "built").exists():
+        return base / "out"
+    base.mkdir(exist_ok=True)
+    params = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    params["shared"]["workdir"] = str(base / "work")
+    (base / "smoke.yaml").write_text(yaml.safe_dump(params))
+    t0 = time.perf_counter()
+    proc = run_driver("--params", str(base / "smoke.yaml"), "--out", str(base / "out"))
+    print(f"smoke book built in {time.perf_counter() - t0:.0f} s")
+    (base / "driver.out").write_text(proc.stdout)
+    (base / "driver.err").write_text(proc.stderr)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    (base / "built").touch()
+    return base / "out"
+
+
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory):
-    """The smoke book, built once per test session into a temp folder."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    params = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
-    params["shared"]["workdir"] = str(tmp / "work")
-    (tmp / "smoke.yaml").write_text(yaml.safe_dump(params))
-    t0 = time.perf_counter()
-    proc = run_driver("--params", str(tmp / "smoke.yaml"), "--out", str(tmp / "out"))
-    print(f"smoke book built in {time.perf_counter() - t0:.0f} s")
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return tmp / "out"
+    return build_smoke_book(tmp_path_factory)
 
 
 @pytest.mark.book
@@ -163,3 +175,132 @@ def test_book_renders_offline_in_headless_chromium(smoke_book, page, needs_math)
         assert not refs, refs
     finally:
         browser.quit()
+
+
+@pytest.mark.book
+def test_driver_relays_progress_and_drops_only_the_tcp_warning(smoke_book):
+    from landscape_utils.book import TCP_WARNING
+
+    log = (smoke_book / "book.log").read_text()
+    out = (smoke_book.parent / "driver.out").read_text()
+    err = (smoke_book.parent / "driver.err").read_text()
+    # the package's bars reach the driver's terminal and its log: tasks done / total, elapsed, left
+    for text in (log, out):
+        assert re.search(r"\[book\] 01_training_grid \| training \d+ runs.*: 0/\d+ \(0%\), elapsed", text), text
+        assert re.search(r"\[book\] 01_training_grid \| training .*: (\d+)/\1 \(100%\), elapsed [\d:]+, done", text)
+        assert re.search(r"\[book\] 02_local_metrics \| .*(\d+)/\1 \(100%\)", text)
+    assert TCP_WARNING not in err + out
+    # the executed notebooks keep their own bars
+    nb = json.loads((smoke_book / "notebooks" / "01_training_grid.ipynb").read_text())
+    streams = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", [])
+                      if o.get("name") == "stderr")
+    assert "100%" in streams
+
+
+def test_progress_relay_throttles_and_reads_split_updates():
+    import io
+
+    from tqdm import tqdm
+
+    from landscape_utils.book import ProgressRelay
+
+    buf = io.StringIO()
+    with tqdm(total=6, desc="Hessian (λmax, trace)", file=buf, mininterval=0, unit="run") as bar:
+        for _ in range(6):
+            bar.update(1)
+    text = buf.getvalue() + "\nsome other stderr line 3/4 [x]\n"
+    for interval, expected in ((0.0, list(range(7))), (3600.0, [0, 6])):
+        lines = []
+        relay = ProgressRelay("02_local_metrics", lines.append, interval=interval)
+        for i in range(0, len(text), 5):  # the stream arrives in pieces
+            relay.write(text[i:i + 5])
+        shown = [int(re.search(r": (\d+)/6", line).group(1)) for line in lines]
+        assert shown == expected, lines
+        assert lines[-1].startswith("[book] 02_local_metrics | Hessian (λmax, trace): 6/6 (100%)")
+        assert lines[-1].endswith("done")
+
+
+def test_prepare_for_html_folds_code_and_summarizes_the_parameters():
+    import nbformat
+
+    from landscape_utils.book import prepare_for_html
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# landscape-book\n\ntext"),
+        nbformat.v4.new_code_cell('device: str = "auto"  # where to run\nwidth: int = 8  # hidden units\n'
+                                  'seeds: list = [1, 2]  # seeds',
+                                  metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(f'# Parameters\nwidth = 32\nworkdir = "{REPO}/build/work/x"\n',
+                                  metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(width)"),
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["remove-cell"]}),
+    ]
+    out = prepare_for_html(nb, "params/p.yaml")
+    assert len(out.cells) == 4 and len(nb.cells) == 5  # the injected cell is gone; the input is untouched
+    assert out.cells[0].source.startswith("# Introduction")  # not the book's title again
+    params = out.cells[1]
+    assert params.cell_type == "markdown"
+    assert "Set by `params/p.yaml`: `width` = 32" in params.source
+    assert "| `device` | `auto` | where to run |" in params.source
+    assert "| `workdir` | `build/work/x` |" in params.source  # relative to the repo, no machine path
+    assert str(REPO) not in "".join(c.source for c in out.cells if c.cell_type == "markdown")
+    assert out.cells[2].metadata["tags"] == ["hide-input"]
+    assert out.cells[3].metadata["tags"] == ["remove-cell"]
+
+
+def test_export_chapter_is_the_flat_section_papermill_reads():
+    from landscape_utils.book import export_chapter
+
+    text = export_chapter(REPO / "params" / "default.yaml", "02")
+    flat = yaml.safe_load(text)
+    expected = load_params(REPO / "params" / "default.yaml", [REPO / "book" / "02_local_metrics.py"])
+    assert flat == expected["02_local_metrics"]
+    assert flat["num_samples"] == 1000 and flat["device"] == "auto"  # its section and the shared keys
+    assert Path(flat["workdir"]).is_absolute()
+    with pytest.raises(ParamsError, match="takes one chapter"):
+        export_chapter(REPO / "params" / "default.yaml", "02,03")
+
+
+def readme_block(marker: str) -> str:
+    """The README's fenced bash block that contains ``marker``."""
+    text = (REPO / "README.md").read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        if marker in block:
+            return block
+    raise AssertionError(f"no bash block with {marker!r} in the README")
+
+
+@pytest.mark.book
+def test_readme_single_chapter_papermill_command_runs_as_printed(tmp_path):
+    """The README's export + papermill commands, for chapter 00 and with outputs in a temp folder."""
+    block = readme_block("--export-chapter")
+    cmd = (block.replace("01_training_grid", "00_introduction").replace("--export-chapter 01", "--export-chapter 00")
+           .replace("chapter01", "chapter00").replace(" build/", f" {tmp_path}/"))
+    assert f"{tmp_path}/" in cmd and "00_introduction" in cmd
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", cmd], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    nb = json.loads((tmp_path / "00_introduction.ipynb").read_text())
+    assert nb["metadata"]["papermill"]["parameters"]["workdir"].endswith("build/work/default")
+    assert nb["metadata"]["kernelspec"]["name"] == "landscape-book"
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.mark.book
+def test_html_book_reads_like_an_article(smoke_book):
+    html = smoke_book / "html"
+    index = (html / "index.html").read_text()
+    for chap in chapters():
+        assert f'href="{chap.stem}.html"' in index, chap.stem
+    assert "<title>Phases of learning" in index and "http-equiv=\"refresh\"" not in index
+    assert "Copyright 2026" in index
+    for chap in chapters():
+        page = (html / f"{chap.stem}.html").read_text()
+        title = re.search(r"<title>(.*?)</title>", page).group(1)
+        assert title.count("landscape-book") <= 1, title
+        assert "injected-parameters" not in page and str(smoke_book.parent) not in page, chap.stem
+        assert "Parameters." in page, chap.stem
+        cells = re.findall(r'<div class="(cell[ "][^"]*)"', page)
+        unfolded = [c for c in cells if "tag_hide-input" not in c and "tag_remove-input" not in c]
+        assert cells and not unfolded, (chap.stem, unfolded)
