@@ -1,0 +1,367 @@
+"""Protocol study: which CPU-scale training protocol reproduces the paper's phase table?
+
+``python -m benchmarks.protocol_study [--quick] [--candidates a,b] [--out DIR]``
+
+For each candidate protocol (model, widths, batch sizes, data fraction, lr and schedule,
+epochs, BatchNorm) this trains the grid with the package (``runner.run_grid``, serial, one
+torch thread), measures λmax of every run (``local.hessian_table``, modest settings), mc and
+CKA of the seed pairs of every cell (``global_metrics.measure_pairs``), classifies the cells
+(``taxonomy.classify`` on the cell means and ``taxonomy.classify_with_confidence`` on the
+resampled seeds), and writes one row per candidate to ``{out}/protocol_study.csv``:
+
+* the phases present with their cell counts (confidence labels; IV-A/IV-B only where the
+  CKA separates them, else IV), and the labels of the cell means;
+* per phase, the median over cells of train loss, train acc, λmax, mc, CKA and test acc;
+* the best mean test accuracy, its cell and its phase;
+* which of the issue's targets 1-4 hold (:func:`check_targets`) and the wall time of each
+  stage.
+
+Each candidate trains in its own workdir ``build/protocol_study/<name>`` (``--work``), so
+a rerun resumes from the store. The pure pieces (:func:`phase_counts`,
+:func:`phase_medians`, :func:`check_targets`, :func:`candidate_row`) take plain tables and
+are tested in ``tests/test_protocol_study.py``.
+
+The targets (issue 17), on the phase labels of the confidence classifier:
+
+1. the best cell's mean test accuracy is at least 0.90;
+2. phases I, II, III and IV are present, each with at least two cells (IV-A and IV-B
+   count as IV unless the CKA separates them, in which case each counts on its own);
+3. per-phase medians follow the paper's table: train loss of I and II above that of III
+   and IV, λmax of I and II above that of III and IV, and phase II trained (mean train
+   accuracy of its cells at least 0.8);
+4. the cell with the best mean test accuracy is in phase IV (IV-B when IV is split).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+#: Phase groups reported per candidate, in the paper's order.
+GROUPS: tuple[str, ...] = ("I", "II", "III", "IV", "IV-A", "IV-B")
+#: Per-phase medians recorded per candidate.
+MEDIAN_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "lambda_max", "mc", "cka", "test_acc")
+#: Target 3's bar for a *trained* phase II (mean train accuracy of a cell).
+TRAINED_ACC = 0.8
+#: Target 1's bar.
+BEST_ACC = 0.90
+
+# ---------------------------------------------------------------------------- candidates
+# Shared measurement settings of the study (modest: the point is the phase table's shape).
+HESSIAN = dict(num_samples=1000, k=1, tol=1e-3, max_iter=60, rel_tol=0.25, max_probes=10,
+               min_probes=5, sketch_size=8, seed=0)
+CURVE = dict(curve_epochs=12, curve_batch_size=64, curve_lr=0.05, num_points=11,
+             cka_samples=640, cka_batches=5, seed=0)
+
+_CNN = dict(dataset="mnist1d", model="cnn", data_fraction=1.0, lr=0.05, schedule="step",
+            decay_at=0.75, decay_factor=0.1, num_epochs=40, batch_norm=False,
+            load_axis="width", load_values=[4, 8, 16, 32],
+            temperature_axis="batch_size", temperature_values=[16, 32, 64, 256],
+            num_seeds=3, train_loss_high=0.05)
+
+#: name -> grid parameters (chapter 1's keys) plus ``train_loss_high`` (chapter 4) and
+#: optional ``curve`` / ``hessian`` overrides and a one-line ``note``.
+CANDIDATES: dict[str, dict[str, Any]] = {
+    # the issue's lead: SmallCNN 1D on full MNIST-1D, lr 0.05 decayed once at 75%
+    "cnn_lr05_step40": {**_CNN, "note": "the issue's lead"},
+    # hotter: lr 0.1 so that the small batches stay noisy after the decay
+    "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
+    # BatchNorm: sharper, hotter small-batch runs at the same lr
+    "cnn_bn_lr05_step40": {**_CNN, "batch_norm": True, "note": "with BatchNorm"},
+    # narrower load range: more underfit cells (phase I) at width 2
+    "cnn_lr10_w2to32": {**_CNN, "lr": 0.1, "load_values": [2, 4, 8, 32],
+                        "note": "lr 0.1, widths 2-32"},
+    # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
+    "mlp_quarter": dict(dataset="mnist1d", model="mlp", data_fraction=0.25, lr=0.1,
+                        schedule="constant", num_epochs=100, batch_norm=False,
+                        load_axis="width", load_values=[4, 16, 64, 256],
+                        temperature_axis="batch_size", temperature_values=[16, 32, 64, 256],
+                        num_seeds=3, train_loss_high=0.1,
+                        curve=dict(curve_epochs=100, curve_batch_size=64, curve_lr=0.05),
+                        note="the current default (params/mlp_quarter.yaml)"),
+}
+#: What ``--quick`` runs: a 2 x 2 grid, 2 seeds, a few epochs (checks the plumbing only).
+QUICK = dict(load_values=[4, 16], temperature_values=[32, 256], num_seeds=2, num_epochs=3)
+QUICK_CURVE = dict(curve_epochs=1, cka_samples=80, cka_batches=2, num_points=5)
+QUICK_HESSIAN = dict(num_samples=200, max_iter=10, max_probes=5, min_probes=2)
+
+_NOT_GRID = ("note", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high")
+
+
+# ---------------------------------------------------------------------------- pure pieces
+def group_of(label: object, iv_split: bool) -> str | None:
+    """The target group of a confidence label: I, II, III, IV (or IV-A / IV-B when the
+    grid's IV is split); None for undetermined or missing labels."""
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return None
+    s = str(label)
+    if s in ("I", "II", "III"):
+        return s
+    if s in ("IV", "IV-A", "IV-B"):
+        return s if iv_split else "IV"
+    return None
+
+
+def phase_counts(labels: Iterable[object]) -> dict[str, int]:
+    """Cells per label (missing and NaN labels left out), in the order of :data:`GROUPS`
+    then any other label (e.g. ``undetermined``)."""
+    s = pd.Series(list(labels), dtype=object).dropna().astype(str)
+    counts = s.value_counts()
+    order = [g for g in GROUPS if g in counts.index] + sorted(set(counts.index) - set(GROUPS))
+    return {g: int(counts[g]) for g in order}
+
+
+def phase_medians(cells: pd.DataFrame, labels: Sequence[object],
+                  metrics: Sequence[str] = MEDIAN_METRICS) -> dict[str, dict[str, float]]:
+    """Median over the cells of each label of each metric (NaN values ignored).
+
+    ``labels`` aligns with the rows of ``cells``; returns ``{label: {metric: median}}``
+    for every label with at least one cell (IV-A and IV-B cells also enter ``IV``).
+    """
+    lab = pd.Series(list(labels), index=cells.index, dtype=object)
+    out: dict[str, dict[str, float]] = {}
+    keys = {g: lab.astype(str).eq(g) for g in set(lab.dropna().astype(str))}
+    if any(g in keys for g in ("IV-A", "IV-B")):
+        keys["IV"] = lab.astype(str).isin(["IV", "IV-A", "IV-B"])
+    for g, mask in keys.items():
+        if not mask.any():
+            continue
+        sel = cells.loc[mask.to_numpy()]
+        out[g] = {m: float(pd.to_numeric(sel[m], errors="coerce").median())
+                  if m in sel.columns else float("nan") for m in metrics}
+    return out
+
+
+def _gt(a: float, b: float) -> bool:
+    return bool(np.isfinite(a) and np.isfinite(b) and a > b)
+
+
+def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
+                  min_cells: int = 2) -> dict[str, Any]:
+    """Which of the issue's targets 1-4 hold (module docstring) on one phase table.
+
+    Args:
+        cells: one row per cell with ``test_acc``, ``train_loss``, ``train_acc`` and
+            ``lambda_max`` (cell means).
+        labels: the confidence label of every row (``I``, ``II``, ``III``, ``IV``,
+            ``IV-A``, ``IV-B``, ``undetermined`` or missing).
+        iv_split: whether the grid's IV is split into IV-A and IV-B by the CKA.
+
+    Returns:
+        ``target1`` ... ``target4`` (bool), ``n_targets``, and what decided them:
+        ``best_test_acc``, ``best_phase``, ``best_index`` (row label of the best cell),
+        ``phases_ok`` (groups with at least ``min_cells`` cells), ``phases_missing``,
+        ``loss_order`` / ``lambda_order`` (bool: the paper's order of the medians),
+        ``loss_gap`` / ``lambda_gap`` (min of I, II minus max of III, IV; > 0 when the order
+        holds) and ``ii_train_acc`` (mean train acc of phase II's cells).
+    """
+    groups = [group_of(x, iv_split) for x in labels]
+    counts = pd.Series([g for g in groups if g is not None], dtype=object).value_counts()
+    # phase IV counts once unless split; then IV-A and IV-B must each reach min_cells
+    needed = ["I", "II", "III"] + (["IV-A", "IV-B"] if iv_split else ["IV"])
+    ok = [g for g in needed if counts.get(g, 0) >= min_cells]
+    acc = pd.to_numeric(cells["test_acc"], errors="coerce").to_numpy(dtype=float)
+    if np.isfinite(acc).any():
+        ib = int(np.nanargmax(acc))
+        best, best_phase, best_index = float(acc[ib]), groups[ib], cells.index[ib]
+    else:
+        best, best_phase, best_index = float("nan"), None, None
+    lab4 = pd.Series([("IV" if g in ("IV-A", "IV-B") else g) for g in groups], index=cells.index,
+                     dtype=object)
+    med = {}
+    for m in ("train_loss", "lambda_max"):
+        v = pd.to_numeric(cells[m], errors="coerce") if m in cells else pd.Series(np.nan, index=cells.index)
+        med[m] = {g: float(v[lab4.eq(g)].median()) if lab4.eq(g).any() else float("nan")
+                  for g in ("I", "II", "III", "IV")}
+
+    def gap(m: str) -> float:
+        hi = [med[m]["I"], med[m]["II"]]
+        lo = [med[m]["III"], med[m]["IV"]]
+        if not all(np.isfinite(hi + lo)):
+            return float("nan")
+        return float(min(hi) - max(lo))
+
+    loss_gap, lam_gap = gap("train_loss"), gap("lambda_max")
+    tr = pd.to_numeric(cells["train_acc"], errors="coerce") if "train_acc" in cells else None
+    ii_acc = float(tr[lab4.eq("II")].mean()) if tr is not None and lab4.eq("II").any() else float("nan")
+    t3 = _gt(loss_gap, 0) and _gt(lam_gap, 0) and bool(np.isfinite(ii_acc) and ii_acc >= TRAINED_ACC)
+    t4_need = "IV-B" if iv_split else "IV"
+    out = {
+        "target1": bool(np.isfinite(best) and best >= BEST_ACC),
+        "target2": len(ok) == len(needed),
+        "target3": t3,
+        "target4": best_phase == t4_need,
+        "best_test_acc": best, "best_phase": best_phase, "best_index": best_index,
+        "phases_ok": ",".join(ok), "phases_missing": ",".join(g for g in needed if g not in ok),
+        "loss_order": _gt(loss_gap, 0), "lambda_order": _gt(lam_gap, 0),
+        "loss_gap": loss_gap, "lambda_gap": lam_gap, "ii_train_acc": ii_acc,
+    }
+    out["n_targets"] = sum(out[f"target{i}"] for i in range(1, 5))
+    return out
+
+
+def _fmt_counts(counts: Mapping[str, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in counts.items())
+
+
+def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, labels: Sequence[object],
+                  labels_of_means: Sequence[object], iv_split: bool, load: str, temperature: str,
+                  seconds: Mapping[str, float]) -> dict[str, Any]:
+    """One CSV row: the protocol, the phase table's summary, the targets and the times.
+
+    ``cells`` holds one row per cell (``load``, ``temperature`` and the metric means);
+    ``labels`` / ``labels_of_means`` align with its rows; ``seconds`` maps stage -> wall s.
+    """
+    targets = check_targets(cells, labels, iv_split)
+    best_cell = ""
+    if targets["best_index"] is not None:
+        r = cells.loc[targets["best_index"]]
+        best_cell = f"{load}={r[load]:g} {temperature}={r[temperature]:g}"
+    row: dict[str, Any] = {
+        "candidate": name, "note": spec.get("note", ""),
+        "model": spec.get("model"), "data_fraction": spec.get("data_fraction"),
+        "batch_norm": spec.get("batch_norm", False), "lr": spec.get("lr"),
+        "schedule": spec.get("schedule", "constant"), "num_epochs": spec.get("num_epochs"),
+        "load_values": " ".join(map(str, spec.get("load_values", []))),
+        "temperature_values": " ".join(map(str, spec.get("temperature_values", []))),
+        "num_seeds": spec.get("num_seeds"), "train_loss_high": spec.get("train_loss_high"),
+        "n_cells": len(cells), "iv_split": bool(iv_split),
+        "phases": _fmt_counts(phase_counts(labels)),
+        "phases_of_means": _fmt_counts(phase_counts(labels_of_means)),
+        "best_test_acc": targets["best_test_acc"], "best_cell": best_cell,
+        "best_phase": targets["best_phase"],
+    }
+    for i in range(1, 5):
+        row[f"target{i}"] = targets[f"target{i}"]
+    row["n_targets"] = targets["n_targets"]
+    for k in ("phases_missing", "loss_gap", "lambda_gap", "ii_train_acc"):
+        row[k] = targets[k]
+    med = phase_medians(cells, labels)
+    for g in ("I", "II", "III", "IV", "IV-A", "IV-B"):
+        for m in MEDIAN_METRICS:
+            row[f"{g}_{m}"] = med.get(g, {}).get(m, float("nan"))
+    for stage, s in seconds.items():
+        row[f"seconds_{stage}"] = round(float(s), 1)
+    row["seconds_total"] = round(float(sum(seconds.values())), 1)
+    return row
+
+
+# ---------------------------------------------------------------------------- measuring
+def grid_params(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Chapter 1's parameters of a candidate (the keys ``grid_from_params`` reads)."""
+    return {k: v for k, v in spec.items() if k not in _NOT_GRID}
+
+
+def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = False,
+                  device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train, measure and classify one candidate; returns its CSV row and its cell table."""
+    from landscape_utils.connectivity import select_pairs
+    from landscape_utils.global_metrics import GlobalSettings, measure_pairs, summarize_pairs, usable_runs
+    from landscape_utils.local import HessianSettings, hessian_table
+    from landscape_utils.runner import grid_from_params, run_grid
+    from landscape_utils.taxonomy import PhaseThresholds, cell_table, classify, classify_with_confidence
+
+    spec = dict(spec)
+    if quick:
+        spec.update(QUICK)
+    params = grid_params(spec)
+    load, temperature = params["load_axis"], params["temperature_axis"]
+    workdir = work / (name + ("_quick" if quick else ""))
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    configs = grid_from_params(params)
+    grid = run_grid(configs, workdir, device=device, executor="serial", progress=False)
+    seconds["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    hs = HessianSettings(**{**HESSIAN, **spec.get("hessian", {}), **(QUICK_HESSIAN if quick else {})})
+    ok = grid[grid["status"].astype(str) != "diverged"]
+    local = hessian_table(workdir, list(ok["run_id"]), hs, device=device, progress=False)
+    seconds["hessian"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    gs = GlobalSettings(**{**CURVE, **spec.get("curve", {}), **(QUICK_CURVE if quick else {})})
+    runs_by_cell, _ = usable_runs(grid, load, temperature)
+    flat = [(cell, ids[i], ids[j]) for cell, ids in runs_by_cell.items() if len(ids) >= 2
+            for i, j in select_pairs(len(ids), 3, gs.seed)]
+    records, _ = measure_pairs(str(workdir), [(a, b) for _, a, b in flat], gs, device=device,
+                               progress=False, executor="serial")
+    pairs = pd.DataFrame([{load: c[0], temperature: c[1], "mc": r["mc"], "cka": r["cka"],
+                           "linear_mc": r["linear_mc"], "t_star": r["t_star"]}
+                          for (c, _, _), r in zip(flat, records)],
+                         columns=[load, temperature, "mc", "cka", "linear_mc", "t_star"])
+    seconds["pairs"] = time.perf_counter() - t0
+
+    runs = grid.merge(local[["run_id", "lambda_max"]], on="run_id", how="left")
+    cells = cell_table(runs, load, temperature, metrics=("train_loss", "train_acc", "test_acc",
+                                                          "lambda_max"))
+    gcells = summarize_pairs(pairs, list(runs_by_cell), load, temperature, metrics=("mc", "cka", "linear_mc"))
+    cells = cells.merge(gcells, on=[load, temperature], how="left")
+    th = PhaseThresholds(**{k: spec[k] for k in ("train_loss_high", "mc_neg", "mc_pos", "cka_high")
+                            if k in spec})
+    cells["phase_of_means"] = classify(cells, th).astype(object)
+    conf = classify_with_confidence(cells, pairs, runs, load=load, temperature=temperature,
+                                    thresholds=th, level=0.7)
+    cells["phase"] = conf["phase"].astype(object)
+    cells["p_phase"] = conf["p_phase"]
+    iv_split = bool(conf.attrs.get("iv_split", False))
+    row = candidate_row(name, spec, cells, list(cells["phase"]), list(cells["phase_of_means"]),
+                        iv_split, load, temperature, seconds)
+    row["iv_reason"] = conf.attrs.get("iv_reason", "")
+    row["quick"] = bool(quick)
+    return row, cells
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.protocol_study",
+                                 description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="a 2 x 2 grid, 2 seeds, 3 epochs per candidate")
+    ap.add_argument("--candidates", default=",".join(CANDIDATES),
+                    help=f"comma-separated names (default all: {','.join(CANDIDATES)})")
+    ap.add_argument("--out", default="benchmarks", help="where protocol_study.csv goes (default benchmarks)")
+    ap.add_argument("--work", default="build/protocol_study", help="workdirs, one per candidate")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = ap.parse_args(argv)
+
+    import torch
+    torch.set_num_threads(args.threads)
+    names = [n.strip() for n in args.candidates.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CANDIDATES]
+    if unknown:
+        ap.error(f"unknown candidate(s) {', '.join(unknown)}; known: {', '.join(CANDIDATES)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / ("protocol_study_quick.csv" if args.quick else "protocol_study.csv")
+    for name in names:
+        print(f"[study] {name}: {CANDIDATES[name].get('note', '')}", flush=True)
+        row, cells = run_candidate(name, CANDIDATES[name], Path(args.work), quick=args.quick)
+        cells_dir = Path(args.work) / "cells"
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        cells.to_csv(cells_dir / f"{name}{'_quick' if args.quick else ''}.csv", index=False)
+        # one row per candidate: replace an earlier row of the same name, keep the others
+        old = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
+        if len(old):
+            old = old[old["candidate"] != name]
+        table = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
+        table.to_csv(csv, index=False)
+        keep = ["candidate", "phases", "best_test_acc", "best_phase", "target1", "target2",
+                "target3", "target4", "seconds_total"]
+        print(pd.DataFrame([row])[keep].to_string(index=False), flush=True)
+        print(cells[[c for c in ("width", "batch_size", "train_loss", "train_acc", "test_acc", "lambda_max",
+                                 "mc", "cka", "phase_of_means", "phase", "p_phase") if c in cells]]
+              .round(3).to_string(index=False), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
