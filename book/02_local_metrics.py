@@ -23,9 +23,9 @@
 # Large values mean a sharp minimum, small ones a flat minimum. The Hessian never exists
 # as a matrix here: everything is built from Hessian-vector products (HVPs), each costing
 # about two to three gradients. $\lambda_{\max}$ comes from Lanczos with full
-# reorthogonalization, which converges in fewer HVPs than the power iteration the authors
-# used (the PyHessian comparison at the end measures both on one model), and returns the largest *algebraic* eigenvalue rather than the largest in
-# magnitude. The trace comes from Hutch++: a small sketch captures the top of the
+# reorthogonalization, which typically converges in fewer HVPs than the power iteration
+# the authors used (the PyHessian comparison at the end measures both on one model), and
+# returns the largest *algebraic* eigenvalue rather than the largest in magnitude. The trace comes from Hutch++: a small sketch captures the top of the
 # spectrum exactly, and Rademacher probes ($\operatorname{tr} H \approx \mathbb{E}\,
 # v^\top H v$) estimate the rest; it stops when the standard error falls below a set
 # fraction of the estimate, and that standard error is recorded.
@@ -237,8 +237,8 @@ else:
 # %% [markdown]
 # Power iteration converges at a rate set by the gap between the top two eigenvalues, and
 # its stopping rule on the *change* of λ can stop early when progress is slow, ending below
-# $\lambda_{\max}$. Lanczos builds a Krylov space and reaches a tighter tolerance with fewer
-# products. For the trace, PyHessian's rule on the change of the running mean says nothing
+# $\lambda_{\max}$. Lanczos builds a Krylov space and typically reaches a tighter tolerance
+# with fewer products. For the trace, PyHessian's rule on the change of the running mean says nothing
 # about the estimate's error and can stop after a handful of probes. Ours stops on the
 # standard error and reports it. Hutch++ takes the top of the spectrum exactly, which pays
 # off when a few outliers carry most of the Hessian's Frobenius norm, and gains little when

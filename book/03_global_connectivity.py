@@ -243,8 +243,8 @@ plotting.phase_panels(mli_cells, ["mli_max_bump", "mli_non_monotonic"], x=load_a
 # %% [markdown]
 # ## What this grid shows
 #
-# mc separates poorly connected cells (a barrier even along the best curve) from well
-# connected ones. Together with the training loss of chapter 1 and the sharpness of
+# mc is meant to separate poorly connected cells (a barrier even along the best curve) from
+# well connected ones. Together with the training loss of chapter 1 and the sharpness of
 # chapter 2 this is what the taxonomy of chapter 4 reads: in the paper, a barrier with a
 # high loss is phase I, a barrier with a low loss phase III, mc > 0 phase II, and the
 # well-connected cells are phase IV, split by CKA into IV-A and IV-B. The findings below
