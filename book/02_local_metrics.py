@@ -25,10 +25,11 @@
 # about two to three gradients. $\lambda_{\max}$ comes from Lanczos with full
 # reorthogonalization, which typically converges in fewer HVPs than the power iteration
 # the authors used (the PyHessian comparison at the end measures both on one model), and
-# returns the largest *algebraic* eigenvalue rather than the largest in magnitude. The trace comes from Hutch++: a small sketch captures the top of the
-# spectrum exactly, and Rademacher probes ($\operatorname{tr} H \approx \mathbb{E}\,
-# v^\top H v$) estimate the rest; it stops when the standard error falls below a set
-# fraction of the estimate, and that standard error is recorded.
+# returns the largest *algebraic* eigenvalue rather than the largest in magnitude. The
+# trace comes from Hutch++: a small sketch captures the top of the spectrum exactly, and
+# Rademacher probes ($\operatorname{tr} H \approx \mathbb{E}\, v^\top H v$) estimate the
+# rest; it stops when the standard error falls below a set fraction of the estimate, and
+# that standard error is recorded.
 #
 # Every model is measured in eval mode, on the cross-entropy loss of **one fixed batch**
 # of its training set: the same rows for every model that shares a training set. The
