@@ -155,8 +155,8 @@ for key, value, fits in (("widest_load_fits", by_load[-1], True),
     at = cells[cells[load_axis] == value].set_index(temperature_axis).loc[temps]
     v = majority_verdict(list((at.train_acc >= fit_acc) == fits), threshold=0.999, min_n=1,
                          what=f"{temperature_axis} values")
-    accs = "; ".join(f"{t:g}: {a:.3f} ± {s:.3f}"
-                     for t, a, s in zip(at.index, at.train_acc, at.train_acc_std.fillna(0)))
+    accs = "; ".join(f"{t:g}: {a:.3f}" + (f" ± {s:.3f}" if s == s else "")  # no sd from one seed
+                     for t, a, s in zip(at.index, at.train_acc, at.train_acc_std))
     claim = (f"At the {'largest' if fits else 'smallest'} load ({load_axis} {value:g}) "
              f"{'every' if fits else 'no'} temperature fits the training set "
              f"(train accuracy {'≥' if fits else '<'} {fit_acc:g} in every cell)")
