@@ -554,6 +554,17 @@ def _shown_value(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
+def _shown_file(path: str | None) -> str | None:
+    """A params file as the reader should see it: relative to the repository, else its name."""
+    if not path:
+        return None
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return p.name
+
+
 def parameters_markdown(defaults_src: str, effective: dict[str, Any], params_file: str | None) -> str:
     """The parameters of an executed chapter as a short markdown block: the values the params
     file set, in one line, and every effective value with its comment in a folded table."""
@@ -562,7 +573,7 @@ def parameters_markdown(defaults_src: str, effective: dict[str, Any], params_fil
     names = list(defaults) + [k for k in effective if k not in defaults]
     values = {k: effective.get(k, defaults.get(k)) for k in names}
     changed = [k for k in names if k in effective and effective[k] != defaults.get(k) and k != "workdir"]
-    src = f"`{params_file}`" if params_file else "the params file"
+    src = f"`{_shown_file(params_file)}`" if params_file else "the params file"
     if changed:
         head = (f"**Parameters.** Set by {src}: "
                 + "; ".join(f"`{k}` = {_shown_value(values[k])}" for k in changed) + ".")
@@ -609,7 +620,7 @@ def prepare_for_html(nb: Any, params_file: str | None = None, book_title: str = 
     nb.cells = cells
     for c in nb.cells:
         if c.cell_type == "markdown":
-            m = re.match(r"\s*#\s+(.+)", c.source)
+            m = re.search(r"^#\s+(.+)$", c.source, flags=re.M)
             if m and m.group(1).strip() == book_title:
                 c.source = c.source.replace(m.group(0), "# Introduction", 1)
             if m:
@@ -638,18 +649,35 @@ def readme_intro(readme: Path = REPO / "README.md") -> str:
 
 def _chapter_title(nb: Any, stem: str) -> str:
     for c in nb.cells:
-        m = re.match(r"\s*#\s+(.+)", c.source) if c.cell_type == "markdown" else None
+        m = re.search(r"^#\s+(.+)$", c.source, flags=re.M) if c.cell_type == "markdown" else None
         if m:
             return m.group(1).strip()
     return stem
 
 
+def _first_sentence(nb: Any, limit: int = 160) -> str:
+    """The first sentence of a chapter's first paragraph (after its heading), plain text."""
+    for c in nb.cells:
+        if c.cell_type != "markdown":
+            continue
+        body = "\n".join(line for line in c.source.splitlines()
+                         if not line.lstrip().startswith("#") and not re.match(r"\s*\(.+\)=\s*$", line))
+        paras = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+        if paras:
+            text = re.sub(r"[*`$]|(?<!\w)_|_(?!\w)", "", " ".join(paras[0].split()))
+            text = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+            return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " …"
+    return ""
+
+
 def landing_page(chapters_nbs: dict[str, Any], params_file: str | None) -> str:
-    """The book's index page (MyST markdown): what the book is and its chapters."""
+    """The book's index page (MyST markdown): what the book is and its chapters, each with
+    its line of the README's chapter table (or the first sentence of the chapter)."""
     summaries = readme_chapters()
-    rows = "\n".join(f"| [{_chapter_title(nb, stem)}]({stem}.ipynb) | {summaries.get(stem, '')} |"
+    rows = "\n".join(f"| [{_chapter_title(nb, stem)}]({stem}.ipynb) | "
+                      f"{summaries.get(stem) or _first_sentence(nb).replace('|', '/')} |"
                       for stem, nb in chapters_nbs.items())
-    built = f" It was built from `{params_file}`" if params_file else ""
+    built = f" It was built from `{_shown_file(params_file)}`" if params_file else ""
     return (f"# {LANDING_TITLE}\n\n{readme_intro()}\n\n"
             "Each chapter is one experiment: its figures and tables come first and its code is folded "
             "(\"Show code cell source\" opens it). The numbers in every page were computed when the "
