@@ -44,6 +44,7 @@ from .data import batches, load_dataset
 from .findings import Finding, majority_verdict
 from .similarity import l2_distance, model_cka
 from .store import Store, load_model
+from .tables import load_order
 from .tasks import Task, run_tasks
 from .train import RunConfig
 from .utils import resolve_device
@@ -490,11 +491,11 @@ def small_load_poorly_connected(pairs: pd.DataFrame, load: str, temperature: str
     Args:
         pairs: one row per seed pair with the columns ``load``, ``temperature`` and ``mc``.
     """
-    claim = "At the smallest load, mc < 0 (poorly connected) at most temperatures"
+    claim = "At the smallest load (least capacity per sample), mc < 0 (poorly connected) at most temperatures"
     ok = pairs[np.isfinite(pd.to_numeric(pairs["mc"], errors="coerce"))]
     if ok.empty:
         return Finding("small_load_poorly_connected", claim, "inconclusive", "no finite mc", "0 pairs")
-    smallest = ok[load].min()
+    smallest = load_order(load, ok[load])[0]  # the least capacity per sample
     flags, parts = [], []
     for tv, g in ok[ok[load] == smallest].groupby(temperature, sort=True):
         v = g["mc"].to_numpy(dtype=float)

@@ -347,7 +347,7 @@ def hot_is_sharper(runs: pd.DataFrame, load: str, temperature: str, hot_high: bo
         flags.append({"holds": True, "fails": False}.get(v.verdict))
         parts.append(f"{load}={lv:g}: {v.evidence}")
     v = majority_verdict(flags, what=f"{load} values")
-    return Finding("hot_is_sharper", claim, v.verdict, f"{v.evidence} sharper when hot. " + "; ".join(parts),
+    return Finding("hot_is_sharper", claim, v.verdict, f"sharper when hot at {v.evidence}. " + "; ".join(parts),
                    f"{v.n}, seeds per end as listed")
 
 

@@ -11,7 +11,9 @@ were not yet finished, and a rerun computes only what is missing.
 
 A task's function has the signature ``fn(*, workdir: str, device: torch.device, **args)``
 and returns (or yields, to have each record saved the moment it is done) one record per
-key of the task, in the order of ``Task.keys``. It must be importable by name (defined at
+key of the task, in the order of ``Task.keys``. It runs in full float32 precision
+(:func:`landscape_utils.utils.full_precision`: no autocast, no TF32), whatever precision
+the runs were trained in. It must be importable by name (defined at
 module level) so that worker processes and Ray nodes can run it.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .runner import make_executor
 from .store import Store
-from .utils import progress_bar, resolve_device
+from .utils import full_precision, progress_bar, resolve_device
 
 __all__ = ["Task", "run_tasks", "execute_task", "EXECUTOR_OPTIONS"]
 
@@ -73,10 +75,12 @@ def execute_task(payload: tuple[int, Task, str, str]) -> tuple[int, list[dict[st
     if all(r is not None for r in records):
         return index, records  # type: ignore[return-value]
     out: list[dict[str, Any]] = []
-    produced = task.fn(workdir=workdir, device=resolve_device(device), **dict(task.args))
-    for key, record in zip(task.keys, produced):
-        store.save_metric(task.name, key, record)
-        out.append(record)
+    # Measurements are float32 whatever the training used or the process has set.
+    with full_precision():
+        produced = task.fn(workdir=workdir, device=resolve_device(device), **dict(task.args))
+        for key, record in zip(task.keys, produced):
+            store.save_metric(task.name, key, record)
+            out.append(record)
     if len(out) != len(task.keys):
         raise RuntimeError(f"task {task.label or task.name!r} ({task.fn.__name__}) produced {len(out)} "
                            f"record(s) for {len(task.keys)} key(s)")

@@ -143,3 +143,19 @@ def test_a_kill_in_the_middle_of_the_pairs_loses_no_finished_pair(grid, tmp_path
     for name, raw in finished.items():
         assert (folder / name).read_bytes() == raw
     assert all(r is not None and np.isfinite(r["mc"]) for r in records)
+
+
+def _report_precision(*, workdir, device):
+    import torch
+
+    yield {"autocast": torch.is_autocast_enabled("cpu")}
+
+
+def test_tasks_measure_in_full_precision_whatever_the_caller_set(tmp_path):
+    import torch
+
+    task = Task("precision", ({"k": 1},), _report_precision)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        [[record]] = run_tasks([task], tmp_path, progress=False)
+    assert record == {"autocast": False}
