@@ -50,7 +50,9 @@ def browser():
 # area; each code cell's input, which must be hidden behind its toggle.
 _MEASURE = """
 const article = document.querySelector('article.bd-article') || document.body;
-const col = article.getBoundingClientRect();
+const box = article.getBoundingClientRect(), css = getComputedStyle(article);
+const padL = parseFloat(css.paddingLeft) || 0, padR = parseFloat(css.paddingRight) || 0;
+const col = {left: box.left + padL, right: box.right - padR, width: box.width - padL - padR};  // content box
 const charts = Array.from(document.querySelectorAll('.landscape-chart, .vega-embed')).map((el, i) => {
   const drawn = el.querySelector('svg, canvas') || el;
   const r = drawn.getBoundingClientRect();
@@ -110,3 +112,18 @@ def test_page_fits_reads_offline_and_folds_code(smoke_html, browser, page):
     assert browser.execute_script("return document.querySelectorAll('article.bd-article h1').length") == 1, \
         "the page has no title heading"
     assert not problems, f"{page}.html at {WIDTH} px:\n  " + "\n  ".join(problems)
+
+
+def test_the_checks_catch_a_wide_chart_and_an_unfolded_input(browser, tmp_path):
+    """The measurements above on a page made to fail: a 1500 px chart and an open input."""
+    page = tmp_path / "wide.html"
+    page.write_text(
+        '<html><body><article class="bd-article" style="width:700px;padding:0 20px">'
+        '<div class="cell"><div class="cell_input">print(1)</div>'
+        '<div class="landscape-chart"><svg width="1500" height="50"></svg></div></div>'
+        '<div class="cell"><details><summary>show</summary><div class="cell_input">x</div></details></div>'
+        '</article></body></html>')
+    state = _load(browser, page.as_uri())
+    assert state["col"]["width"] == 700
+    assert [c["width"] for c in state["charts"]] == [1500]
+    assert [i["visible"] for i in state["inputs"]] == [True, False]
