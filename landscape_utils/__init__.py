@@ -43,6 +43,7 @@ Large-scale structure (chapter 6)
 The book
     plotting     one visual language: theme, colour rule, phase diagrams, widths
     widgets      live explorers in JupyterLab, static charts in the book
+    chapters     the chapter files and their parameters cells
     book         the papermill/jupytext driver that builds the HTML book
     plan         the cost plan of a params file (``--plan``)
     doctor       a self-check of the machine (``python -m landscape_utils.doctor``)

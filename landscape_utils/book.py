@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import functools
 import io
 import json
 import os
@@ -35,61 +34,18 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-BOOK_DIR = REPO / "book"
+from .chapters import BOOK_DIR, REPO, book_path, chapter_parameters, chapters, merged_values
+
 KERNEL = "landscape-book"
 
 
 class ParamsError(ValueError):
     """A problem with the params file, found before anything runs."""
-
-
-@dataclass(frozen=True)
-class Parameter:
-    name: str
-    annotation: str | None  # e.g. "int", "list", "str"
-    default: Any
-
-
-def chapters(book_dir: Path = BOOK_DIR) -> list[Path]:
-    """The chapter files, in order (``NN_name.py``)."""
-    return sorted(p for p in book_dir.glob("[0-9][0-9]_*.py"))
-
-
-def chapter_parameters(path: Path) -> dict[str, Parameter]:
-    """The names, annotations and defaults of a chapter's ``parameters`` cell."""
-    path = Path(path)
-    return dict(_chapter_parameters(path, path.stat().st_mtime_ns))
-
-
-@functools.lru_cache(maxsize=64)
-def _chapter_parameters(path: Path, _mtime: int) -> dict[str, Parameter]:
-    import jupytext
-
-    nb = jupytext.read(path)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        return {}
-    out = {}
-    for node in ast.parse(cells[0].source).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            name, ann, value = node.target.id, ast.unparse(node.annotation), node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name, ann, value = node.targets[0].id, None, node.value
-        else:
-            continue
-        try:
-            default = ast.literal_eval(value) if value is not None else None
-        except ValueError:
-            default = None
-        out[name] = Parameter(name, ann, default)
-    return out
 
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,),
@@ -160,12 +116,6 @@ def load_params(path: str | os.PathLike, selected: list[Path]) -> dict[str, dict
 
 
 EXECUTOR_KEYS = ("workers", "workers_per_gpu", "ray_address", "ray_num_gpus", "ray_num_cpus", "max_retries")
-
-
-def _book_path(value: str) -> Path:
-    """A path from a chapter parameter: relative ones are relative to book/, the chapters' cwd."""
-    p = Path(value)
-    return p if p.is_absolute() else (BOOK_DIR / p).resolve()
 
 
 # ---- value checks of every chapter --------------------------------------------------
@@ -294,13 +244,6 @@ def check_device(value: Any) -> None:
         raise ValueError(f"key 'device' is {value!r} but MPS is not available on this machine; use auto or cpu")
 
 
-def merged_values(stem: str, values: dict[str, Any]) -> dict[str, Any]:
-    """A chapter's defaults (its parameters cell) overridden by the params file's values."""
-    merged = {k: p.default for k, p in chapter_parameters(BOOK_DIR / f"{stem}.py").items()}
-    merged.update(values)
-    return merged
-
-
 def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "params", data: bool = True) -> None:
     """Checks that need the package, run before any chapter (raise ``ParamsError``).
 
@@ -328,7 +271,7 @@ def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "para
         if stem == "01_training_grid":
             try:
                 configs = grid_from_params(merged)
-                check_configs(configs, _book_path(merged.get("data_root", "data")),
+                check_configs(configs, book_path(merged.get("data_root", "data")),
                               merged.get("download", False) or not data)
             except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
                 raise ParamsError(f"{where}: {err}") from err
@@ -336,7 +279,7 @@ def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "para
             opts = {k: merged[k] for k in EXECUTOR_KEYS if k in merged}
             try:
                 ex = make_executor(merged["executor"], device=str(merged.get("device", "auto")), **opts)
-                workdir = _book_path(merged.get("workdir", "."))
+                workdir = book_path(merged.get("workdir", "."))
                 todo = configs is None or any(not Store(workdir).is_done(c, warn=False) for c in configs)
                 if todo and hasattr(ex, "check"):
                     ex.check()

@@ -174,7 +174,7 @@ def check_kernel(rep: Report) -> None:
 
 def _chapter_values(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each chapter's values as it would run: its parameter defaults, then the params file."""
-    from .book import chapter_parameters, chapters
+    from .chapters import chapter_parameters, chapters
 
     out = {}
     for chap in chapters():
@@ -189,7 +189,7 @@ def _chapter_values(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 def check_params(rep: Report, path: str | os.PathLike) -> None:
     """The params file as the book driver checks it, plus each chapter's dataset files and
     training precision on the device it would use."""
-    from .book import ParamsError, _book_path, chapters, load_params, preflight
+    from .book import ParamsError, book_path, chapters, load_params, preflight
     from .runner import DATASET_FILES, check_dataset_files
     from .train import check_precision
     from .utils import resolve_device
@@ -206,7 +206,7 @@ def check_params(rep: Report, path: str | os.PathLike) -> None:
     for stem, v in values.items():
         if "dataset" not in v:
             continue
-        name, root = v["dataset"], _book_path(str(v.get("data_root", "data")))
+        name, root = v["dataset"], book_path(str(v.get("data_root", "data")))
         if (name, root) in seen:
             continue
         seen.add((name, root))

@@ -40,7 +40,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from .connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evaluate_path, fit_bezier,
                            linear_path, mli, path_result)
-from .data import batches, load_dataset
+from .data import batches
 from .findings import Finding, majority_verdict
 from .similarity import l2_distance, model_cka
 from .store import Store, load_model

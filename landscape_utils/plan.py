@@ -181,7 +181,7 @@ def time_curve_step(config: RunConfig, batch_size: int, device: torch.device, st
 
 
 def _merged(stem: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    from .book import merged_values
+    from .chapters import merged_values
 
     return merged_values(stem, dict(params.get(stem, {})))
 
@@ -191,9 +191,9 @@ def _grid(params: Mapping[str, Mapping[str, Any]]) -> list[RunConfig]:
 
 
 def _workdir(values: Mapping[str, Any]) -> Path:
-    from .book import _book_path
+    from .chapters import book_path
 
-    return _book_path(values.get("workdir", "."))
+    return book_path(values.get("workdir", "."))
 
 
 def _hms(seconds: float | None) -> str:
@@ -275,9 +275,6 @@ def plan(params: Mapping[str, Mapping[str, Any]], device: str = "auto", budget: 
     the costs were estimated. ``budget`` is the most seconds spent timing one operation of
     one model family.
     """
-    from .global_metrics import METRIC_NAME, GlobalSettings
-    from .local import DENSITY_METRIC, HESSIAN_METRIC, DensitySettings, HessianSettings
-
     shared_device = next((v.get("device") for v in params.values() if "device" in v), device)
     dev = resolve_device(shared_device or device)
     threads = torch.get_num_threads()

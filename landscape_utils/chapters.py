@@ -1,0 +1,70 @@
+"""The chapters of the book as files: where they are and what their ``parameters`` cell declares.
+
+Read by the driver (:mod:`landscape_utils.book`), the cost plan (:mod:`landscape_utils.plan`)
+and the self-check; nothing here imports the rest of the package.
+"""
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK_DIR = REPO / "book"
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    annotation: str | None  # e.g. "int", "list", "str"
+    default: Any
+
+
+def chapters(book_dir: Path = BOOK_DIR) -> list[Path]:
+    """The chapter files, in order (``NN_name.py``)."""
+    return sorted(p for p in book_dir.glob("[0-9][0-9]_*.py"))
+
+
+def chapter_parameters(path: Path) -> dict[str, Parameter]:
+    """The names, annotations and defaults of a chapter's ``parameters`` cell."""
+    path = Path(path)
+    return dict(_chapter_parameters(path, path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _chapter_parameters(path: Path, _mtime: int) -> dict[str, Parameter]:
+    import jupytext
+
+    nb = jupytext.read(path)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return {}
+    out = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name, ann, value = node.target.id, ast.unparse(node.annotation), node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, ann, value = node.targets[0].id, None, node.value
+        else:
+            continue
+        try:
+            default = ast.literal_eval(value) if value is not None else None
+        except ValueError:
+            default = None
+        out[name] = Parameter(name, ann, default)
+    return out
+
+
+def book_path(value: str) -> Path:
+    """A path from a chapter parameter: relative ones are relative to book/, the chapters' cwd."""
+    p = Path(value)
+    return p if p.is_absolute() else (BOOK_DIR / p).resolve()
+
+
+def merged_values(stem: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A chapter's defaults (its parameters cell) overridden by the params file's values."""
+    merged = {k: p.default for k, p in chapter_parameters(BOOK_DIR / f"{stem}.py").items()}
+    merged.update(values)
+    return merged
