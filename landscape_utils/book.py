@@ -630,6 +630,30 @@ def landing_page(chapters_nbs: dict[str, Any], params_file: str | None) -> str:
             "papermill; the README says how.\n")
 
 
+def phase_diagram_output(nb: Any) -> Any:
+    """A copy of chapter 4's first chart under its "Our grid" heading, as a code cell whose
+    input is removed (for the landing page), or None when the chapter has no such chart."""
+    import copy
+
+    if nb is None:
+        return None
+    in_section = False
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            m = re.search(r"^#+\s+(.+)$", c.source, flags=re.M)
+            if m:
+                in_section = "our grid" in m.group(1).lower()
+        elif in_section:
+            charts = [o for o in c.get("outputs", []) if "landscape-chart" in o.get("data", {}).get("text/html", "")]
+            if charts:
+                cell = copy.deepcopy(c)
+                cell.outputs = [copy.deepcopy(charts[0])]
+                cell.source = "# a copy of chapter 4's output (myst-nb skips a cell without source)"
+                cell.metadata = {"tags": ["remove-input"]}
+                return cell
+    return None
+
+
 def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
                params_file: str | None = None) -> Path:
     """Render executed notebooks into ``out/html`` with Jupyter Book 1.x (execution off).
@@ -648,7 +672,16 @@ def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
         nb = prepare_for_html(nbformat.read(path, as_version=4), params_file, title)
         nbformat.write(nb, jb / path.name)
         prepared[path.stem] = nb
-    (jb / "index.md").write_text(landing_page(prepared, params_file))
+    index = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": KERNEL, "display_name": "landscape-book",
+                                                              "language": "python"}})
+    index.cells = [nbformat.v4.new_markdown_cell(landing_page(prepared, params_file))]
+    phase = phase_diagram_output(prepared.get("04_taxonomy"))
+    if phase is not None:
+        index.cells += [nbformat.v4.new_markdown_cell(
+                            "## The phase diagram of this build\n\nFrom chapter 4: every cell of the load × "
+                            "temperature grid, with the metrics that place it (hover over a cell for its values)."),
+                        phase]
+    nbformat.write(index, jb / "index.ipynb")
     _static_assets(jb / "_offline")
     stems = [nb.stem for nb in notebooks]
     toc = {"format": "jb-book", "root": "index", "chapters": [{"file": s} for s in stems]}

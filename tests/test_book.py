@@ -298,6 +298,13 @@ def test_html_book_reads_like_an_article(smoke_book):
         assert f'href="{chap.stem}.html"' in index, chap.stem
     assert "<title>Phases of learning" in index and "http-equiv=\"refresh\"" not in index
     assert "Copyright 2026" in index
+    import nbformat
+
+    from landscape_utils.book import phase_diagram_output
+
+    ch4 = nbformat.read(smoke_book / "notebooks" / "04_taxonomy.ipynb", as_version=4)
+    if phase_diagram_output(ch4) is not None:  # chapter 4's grid chart, copied onto the landing page
+        assert "landscape-chart" in index and "The phase diagram of this build" in index
     for chap in chapters():
         page = (html / f"{chap.stem}.html").read_text()
         title = re.search(r"<title>(.*?)</title>", page).group(1)
