@@ -73,13 +73,19 @@ _CNN = dict(dataset="mnist1d", model="cnn", data_fraction=1.0, lr=0.05, schedule
 CANDIDATES: dict[str, dict[str, Any]] = {
     # the issue's lead: SmallCNN 1D on full MNIST-1D, lr 0.05 decayed once at 75%
     "cnn_lr05_step40": {**_CNN, "note": "the issue's lead"},
-    # hotter: lr 0.1 so that the small batches stay noisy after the decay
+    # BatchNorm and lr 0.1: faster fitting at large batch, noisier small batches; batch
+    # 128 instead of 256 so that the coldest column gets enough steps (32 per epoch)
+    "cnn_bn_lr10_step40": {**_CNN, "batch_norm": True, "lr": 0.1,
+                           "temperature_values": [16, 32, 64, 128],
+                           "curve": dict(curve_epochs=20),
+                           "note": "BatchNorm, lr 0.1, batch 16-128"},
+    # half the data, 60 epochs: fewer samples to fit, so more cells reach a low loss
+    "cnn_bn_half_step60": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
+                           "num_epochs": 60, "temperature_values": [16, 32, 64, 128],
+                           "curve": dict(curve_epochs=20),
+                           "note": "BatchNorm, lr 0.1, half the data, 60 epochs"},
+    # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
-    # BatchNorm: sharper, hotter small-batch runs at the same lr
-    "cnn_bn_lr05_step40": {**_CNN, "batch_norm": True, "note": "with BatchNorm"},
-    # narrower load range: more underfit cells (phase I) at width 2
-    "cnn_lr10_w2to32": {**_CNN, "lr": 0.1, "load_values": [2, 4, 8, 32],
-                        "note": "lr 0.1, widths 2-32"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
     "mlp_quarter": dict(dataset="mnist1d", model="mlp", data_fraction=0.25, lr=0.1,
                         schedule="constant", num_epochs=100, batch_norm=False,
@@ -255,6 +261,37 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
     return row
 
 
+def markdown_table(table: pd.DataFrame) -> str:
+    """The study's summary table (one line per candidate) as GitHub markdown.
+
+    ``table`` is the study's CSV (columns of :func:`candidate_row`). Medians are shown as
+    ``I / II / III / IV`` (``-`` for a phase without cells).
+    """
+    def per_phase(r: pd.Series, m: str, fmt: str) -> str:
+        vals = []
+        for g in ("I", "II", "III", "IV"):
+            v = r.get(f"{g}_{m}", float("nan"))
+            vals.append("-" if not isinstance(v, (int, float)) or not np.isfinite(v) else format(v, fmt))
+        return " / ".join(vals)
+
+    head = ["candidate", "protocol", "phases (cells)", "best test acc (cell, phase)",
+            "train loss I/II/III/IV", "λmax I/II/III/IV", "mc I/II/III/IV", "CKA I/II/III/IV",
+            "targets 1 2 3 4", "wall s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        proto = (f"{r['model']}{' +BN' if bool(r['batch_norm']) else ''}, data {r['data_fraction']:g}, "
+                 f"lr {r['lr']:g} {r['schedule']}, {int(r['num_epochs'])} ep, widths {r['load_values']}, "
+                 f"batch {r['temperature_values']}")
+        marks = " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))
+        best = f"{r['best_test_acc']:.3f} ({r['best_cell']}, {r['best_phase'] if isinstance(r['best_phase'], str) else '?'})"
+        lines.append("| " + " | ".join([
+            str(r["candidate"]), proto, str(r["phases"]), best,
+            per_phase(r, "train_loss", ".3f"), per_phase(r, "lambda_max", ".1f"),
+            per_phase(r, "mc", ".1f"), per_phase(r, "cka", ".2f"), marks,
+            f"{r['seconds_total']:.0f}"]) + " |")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- measuring
 def grid_params(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Chapter 1's parameters of a candidate (the keys ``grid_from_params`` reads)."""
@@ -331,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks", help="where protocol_study.csv goes (default benchmarks)")
     ap.add_argument("--work", default="build/protocol_study", help="workdirs, one per candidate")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--summary", action="store_true",
+                    help="print the markdown table of {out}/protocol_study.csv and stop")
     args = ap.parse_args(argv)
+    if args.summary:
+        print(markdown_table(pd.read_csv(Path(args.out) / "protocol_study.csv")))
+        return 0
 
     import torch
     torch.set_num_threads(args.threads)

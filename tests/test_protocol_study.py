@@ -118,3 +118,14 @@ def test_candidate_row_and_grids():
     for name, spec in CANDIDATES.items():
         configs = grid_from_params(grid_params(spec))
         assert len(configs) == len(spec["load_values"]) * len(spec["temperature_values"]) * spec["num_seeds"]
+
+
+def test_markdown_table_one_line_per_candidate():
+    from benchmarks.protocol_study import markdown_table
+    cells, labels = _table(PAPER_LIKE[:6])  # no IV
+    rows = [candidate_row(n, CANDIDATES[n], cells, labels, labels, False, "width", "batch_size",
+                          {"train": 1.0}) for n in ("cnn_lr05_step40", "mlp_quarter")]
+    md = markdown_table(pd.DataFrame(rows)).splitlines()
+    assert len(md) == 4 and md[2].startswith("| cnn_lr05_step40 |") and "mlp, data 0.25" in md[3]
+    # best 0.86 < 0.90 and no IV: no target holds; medians are I / II / III / IV
+    assert "✗ ✗ ✗ ✗" in md[2] and "25.0 / 23.5 / 4.5 / -" in md[2] and "0.860 (" in md[2]
