@@ -8,6 +8,15 @@
 #     display_name: landscape-book (.venv)
 #     language: python
 #     name: landscape-book
+#   language_info:
+#     codemirror_mode:
+#       name: ipython
+#       version: 3
+#     file_extension: .py
+#     mimetype: text/x-python
+#     name: python
+#     nbconvert_exporter: python
+#     pygments_lexer: ipython3
 # ---
 
 # %% [markdown]
