@@ -41,7 +41,7 @@ test: $(STAMP) chromium
 # Extra server options go in LAB_ARGS, e.g. make lab LAB_ARGS="--no-browser --port=8899".
 LAB_ARGS ?=
 kernel: $(STAMP)
-	$(PY) -m ipykernel install --sys-prefix --name landscape-book --display-name "landscape-book (.venv)" >/dev/null
+	$(PY) -c "from landscape_utils.book import install_kernel; install_kernel()"
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 	  > $(VENV)/share/jupyter/lab/settings/overrides.json

@@ -309,8 +309,7 @@ def _kernel_env(out: Path) -> dict[str, str]:
     kdir = out / "jupyter" / "kernels" / KERNEL
     kdir.mkdir(parents=True, exist_ok=True)
     (kdir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-c", "from landscape_utils.book import kernel_main; kernel_main()",
-                 "-f", "{connection_file}"],
+        "argv": [sys.executable, "-c", KERNEL_LAUNCHER, "-f", "{connection_file}"],
         "display_name": "landscape-book", "language": "python"}))
     env = {"JUPYTER_PATH": str(out / "jupyter"), "LANDSCAPE_BOOK": "1", "LANDSCAPE_PROGRESS": "text",
            "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
@@ -327,17 +326,42 @@ class _DropTcpWarning:
         return TCP_WARNING not in record.getMessage()
 
 
+KERNEL_LAUNCHER = "from landscape_utils.book import kernel_main; kernel_main()"
+
+
 def kernel_main() -> None:
-    """Start an IPython kernel (as ``python -m ipykernel_launcher`` does) without the TCP warning."""
+    """Start an IPython kernel (as ``python -m ipykernel_launcher`` does), with two changes.
+
+    It drops ipykernel's warning that it runs over TCP without encryption (the driver's and
+    JupyterLab's kernels are local), and its ``language_info`` leaves out the Python
+    version: the chapters' headers store the rest of it, so JupyterLab finds nothing to
+    update when the kernel starts and does not mark a chapter modified on opening, on any
+    Python version.
+    """
     if sys.path and sys.path[0] in ("", "."):
         del sys.path[0]  # as ipykernel_launcher does: the kernel's cwd is added back by IPython
+    from ipykernel.ipkernel import IPythonKernel
     from ipykernel.kernelapp import IPKernelApp
+
+    IPythonKernel.language_info = {k: v for k, v in IPythonKernel.language_info.items() if k != "version"}
 
     app = IPKernelApp.instance()
     app.log.addFilter(_DropTcpWarning())
     app.initialize(sys.argv[1:])
     app.log.addFilter(_DropTcpWarning())  # in case initialize() replaced the logger
     app.start()
+
+
+def install_kernel(display_name: str = "landscape-book (.venv)") -> Path:
+    """Register the kernel ``landscape-book`` (this interpreter, started by :func:`kernel_main`)
+    in ``sys.prefix`` (the venv), as ``make kernel`` and ``make lab`` do. Returns its folder."""
+    from ipykernel.kernelspec import install
+
+    folder = Path(install(kernel_name=KERNEL, display_name=display_name, prefix=sys.prefix))
+    spec = json.loads((folder / "kernel.json").read_text())
+    spec["argv"] = [sys.executable, "-c", KERNEL_LAUNCHER, "-f", "{connection_file}"]
+    (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
+    return folder
 
 
 # ---- progress ------------------------------------------------------------------------

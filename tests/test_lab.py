@@ -1,5 +1,6 @@
 """`make lab` as the README says: JupyterLab starts (also as root), a chapter opens as a
-notebook on the project's kernel, not marked modified, and its first cells run.
+notebook on the project's kernel, not marked modified (also once the kernel has reported
+its language), and its first cells run.
 
 The server is started headless through `make lab` on a free localhost port with a token,
 driven with headless Chromium, and stopped by its PID. Skipped when Chromium or
@@ -118,14 +119,21 @@ def test_make_lab_opens_a_chapter_as_a_notebook_on_the_project_kernel(lab_server
         sessions = _wait(lambda: [s for s in _get(f"{base}/api/sessions?token={token}")
                                   if s.get("kernel") and s["path"].endswith(CHAPTER)], 60, "a kernel session")
         assert sessions[0]["kernel"]["name"] == KERNEL, sessions
-        time.sleep(3)  # let the kernel connect and report its language
+        # the kernel has started and reported its info (JupyterLab then updates language_info)
+        _wait(lambda: browser.execute_script(
+            "var w = window.jupyterapp.shell.currentWidget;"
+            "var k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;"
+            "return k && k.status === 'idle';"), 60, "the kernel to be idle")
+        time.sleep(1)
         state = browser.execute_script(
             "var w = window.jupyterapp.shell.currentWidget;"
             "return w && w.context ? [w.context.model.dirty, w.context.model.metadata] : null")
         assert state is not None, "no notebook is the current widget"
         dirty, metadata = state
         assert metadata["kernelspec"]["name"] == KERNEL, metadata
-        opened_dirty = dirty
+        assert not dirty, f"the chapter opened marked as modified; its metadata: {metadata}"
+        # the kernel reports the language_info the chapter stores (no Python version)
+        assert "version" not in metadata.get("language_info", {}), metadata
         # run the first cells: the title, the parameters and the first code cell
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.keys import Keys
@@ -151,11 +159,5 @@ def test_make_lab_opens_a_chapter_as_a_notebook_on_the_project_kernel(lab_server
             "\"application/vnd.jupyter.stderr\"] , .jp-RenderedText[data-mime-type=\"application/vnd.jupyter.error\"]'))"
             ".map(e => e.textContent)")
         assert not [e for e in errors if "Error" in e], errors
-        if opened_dirty:
-            # JupyterLab writes the kernel's language_info (with the Python version) into a
-            # notebook that has none and marks it modified; the chapters do not store it, as
-            # it differs between machines. Known, not fixed: see the README on make lab.
-            pytest.xfail("JupyterLab marks the chapter modified once the kernel reports its "
-                         f"language_info: {metadata.get('language_info')}")
     finally:
         browser.quit()
