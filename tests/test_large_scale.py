@@ -245,7 +245,8 @@ def _close(a, b, path="record"):
         assert a == b, path
 
 
-def test_process_executor_gives_the_serial_records(store_dir, tmp_path):
+def _small_plan(store_dir):
+    """Every kind of chapter-6 task, at the smallest settings, on the well connected cell."""
     study = ls.load_study(store_dir)
     members = ls.cell_members(store_dir, study, 3)
     members = {"well connected": members["well connected"]}
@@ -254,7 +255,11 @@ def test_process_executor_gives_the_serial_records(store_dir, tmp_path):
                          num_distances=3, subspace_dims=(4,), subspace_seeds=1, subspace_epochs=1,
                          surface_resolution=3)
     base = members["well connected"][0]
-    planned = ls.plan_tasks(members, [("width", 16.0, base)], base, 0.5, s)
+    return ls.plan_tasks(members, [("width", 16.0, base)], base, 0.5, s)
+
+
+def test_process_executor_gives_the_serial_records(store_dir, tmp_path):
+    planned = _small_plan(store_dir)
     assert sorted({p.kind for p in planned}) == sorted(ls.KINDS)
     tasks = [p.task for p in planned]
     other = tmp_path / "copy"
@@ -269,3 +274,21 @@ def test_process_executor_gives_the_serial_records(store_dir, tmp_path):
     assert len(got["alignment"]) == 3 and ls.knob_table(got["reach"]).knob.tolist() == ["width"]
     sweep, curve = ls.subspace_tables(got["subspace"])
     assert list(curve.dim) == [4] and len(sweep) == 1
+
+
+def test_ray_executor_gives_the_serial_records(store_dir, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra)")
+    tasks = [p.task for p in _small_plan(store_dir)]
+    serial, other = tmp_path / "serial", tmp_path / "ray"
+    for folder in (serial, other):  # trained runs only: every record is computed afresh
+        shutil.copytree(store_dir, folder)
+        shutil.rmtree(folder / "metrics", ignore_errors=True)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        on_ray = run_tasks(tasks, other, executor="ray", device="cpu", progress=False)
+    finally:
+        if started:
+            ray.shutdown()
+    _close(run_tasks(tasks, serial, executor="serial", device="cpu", progress=False), on_ray)
