@@ -65,7 +65,14 @@ def _params(tmp_path, **sections) -> dict:
     return load_params(path, [BOOK_DIR / f"{s}.py" for s in stems])
 
 
-def test_plan_counts_the_tasks_and_finds_the_stored_ones(tmp_path):
+def test_plan_counts_the_tasks_and_finds_the_stored_ones(tmp_path, monkeypatch):
+    from landscape_utils.runner import train_size
+
+    # deterministic timings: an SGD step costs 1 ms x width per batch of 32
+    monkeypatch.setattr(plan, "time_epoch", lambda c, device, num_batches: 1e-3 * c.width * (
+        train_size(c.dataset) // c.batch_size))
+    monkeypatch.setattr(plan, "time_hvp", lambda c, n, device: 1e-4 * c.width)
+    monkeypatch.setattr(plan, "time_curve_step", lambda c, b, device: 1e-4 * c.width)
     params = _params(tmp_path)
     rows, notes = plan.plan(params, budget=1.0)
     by = {r.kind: r for r in rows}
@@ -92,7 +99,13 @@ def test_plan_counts_the_tasks_and_finds_the_stored_ones(tmp_path):
     by2 = {r.kind: r for r in rows2}
     assert by2["training runs"].done == 2
     assert by2["Hessians (λmax, trace)"].done == 1
-    assert by2["training runs"].seconds < by["training runs"].seconds  # only what is left is costed
+    # only what is left is costed: the two trained runs (width 4, batch 32, one epoch of digits)
+    n = train_size("digits")
+    run_cost = 1e-3 * 4 / 32 * (n // 32) * 32
+    assert by2["training runs"].seconds == pytest.approx(by["training runs"].seconds - 2 * run_cost)
+    # and every run is costed: 3 seeds x 2 batch sizes x (width 4 + width 8)
+    all_cost = 3 * sum(1e-3 * w / 32 * (n // b) * b for w in (4, 8) for b in (32, 64))
+    assert by["training runs"].seconds == pytest.approx(all_cost)
     text = plan.format_plan(rows2, notes, "p.yaml")
     assert "training runs" in text and "device-hours" in text
 
