@@ -71,7 +71,7 @@ workdir: str = "../build/work/lab"  # shared results folder; chapter 4's phase t
 seed: int = 0                       # seeds init and noise of every simulation (written into the tables)
 landscape_seed: int = 1             # realization shown in the figures: a typical one, with two comparable wells at the bottom
 roughness: float = 0.05             # A at load 1: std of the rugged term, relative to the envelope ½ w²
-load_values: list = [0.1, 0.178, 0.316, 0.562, 1.0, 1.78, 3.16, 5.62, 10.0]  # A = roughness / load
+load_values: list = [0.1, 0.178, 0.316, 0.562, 1.0, 1.78, 3.16, 5.62, 10.0]  # the rugged amplitude is roughness / load
 temperature_values: list = [0.001, 0.00316, 0.01, 0.0316, 0.1, 0.316, 1.0]   # Langevin T
 n_runs: int = 64                    # runs per cell and landscape; pairs (0,1),(2,3),… give mc, distance, similarity
 diagram_realizations: int = 4       # landscapes pooled per cell of the phase diagram (seeds landscape_seed + 0, 1, …)
