@@ -203,26 +203,24 @@ def load_order(axis: str | Axis, values: Iterable[Any]) -> list[Any]:
     return vals[::-1] if a.capacity_end == "small" else vals
 
 
-def hottest(axis: str | Axis, values: Iterable[Any]) -> Any:
-    """The hottest of ``values`` on a temperature axis."""
+def _hot_to_cold(axis: str | Axis, values: Iterable[Any]) -> list[Any]:
     a = axis_info(axis)
     if a.kind != "temperature":
         raise ValueError(f"{a.name!r} is not a temperature axis (kind {a.kind!r})")
     order = hot_order(a, values)
     if not order:
         raise ValueError(f"no values of {a.name!r} to choose from")
-    return order[0]
+    return order
+
+
+def hottest(axis: str | Axis, values: Iterable[Any]) -> Any:
+    """The hottest of ``values`` on a temperature axis."""
+    return _hot_to_cold(axis, values)[0]
 
 
 def coldest(axis: str | Axis, values: Iterable[Any]) -> Any:
     """The coldest of ``values`` on a temperature axis (e.g. the largest batch size)."""
-    a = axis_info(axis)
-    if a.kind != "temperature":
-        raise ValueError(f"{a.name!r} is not a temperature axis (kind {a.kind!r})")
-    order = hot_order(a, values)
-    if not order:
-        raise ValueError(f"no values of {a.name!r} to choose from")
-    return order[-1]
+    return _hot_to_cold(axis, values)[-1]
 
 
 # --------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from torch import nn
 
 from .data import DATASETS, Dataset, batches, data_order_generator, load_dataset, validate_knobs
 from .models import MODELS, build_model, count_parameters, evaluate
-from .utils import resolve_device, seed_everything
+from .utils import cuda_tf32, resolve_device, seed_everything
 
 SCHEDULES = ("constant", "step", "cosine")
 OPTIMIZERS = ("sgd",)
@@ -161,31 +161,10 @@ def check_precision(precision: str, device: str | torch.device) -> None:
                          f"({torch.cuda.get_device_name(dev)}); use tf32 or fp32")
 
 
-@contextlib.contextmanager
-def _tf32() -> Iterator[None]:
-    """TensorFloat-32 for CUDA matmuls and cuDNN convolutions inside the block; the
-    previous settings are restored on exit (they are process-wide)."""
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
-        before = (matmul.fp32_precision, conv.fp32_precision)
-        matmul.fp32_precision = conv.fp32_precision = "tf32"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision, conv.fp32_precision = before
-    else:  # torch before the fp32_precision settings
-        before = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        try:
-            yield
-        finally:
-            matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-
-
 def step_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """Wraps a whole training step (forward, loss, backward, optimizer step): TF32 for
     ``tf32``; nothing otherwise. Everything outside the block is untouched."""
-    return _tf32() if precision == "tf32" else contextlib.nullcontext()
+    return cuda_tf32(True) if precision == "tf32" else contextlib.nullcontext()
 
 
 def forward_precision(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -23,6 +23,27 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 @contextlib.contextmanager
+def cuda_tf32(enabled: bool) -> Iterator[None]:
+    """TensorFloat-32 in CUDA matmuls and cuDNN convolutions on (``enabled``) or off inside
+    the block; the previous settings, which are process-wide, come back on exit."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    if hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision"):
+        before = (matmul.fp32_precision, conv.fp32_precision)
+        matmul.fp32_precision = conv.fp32_precision = "tf32" if enabled else "ieee"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision, conv.fp32_precision = before
+    else:  # torch before the fp32_precision settings
+        before = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled
+        try:
+            yield
+        finally:
+            matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+@contextlib.contextmanager
 def full_precision() -> Iterator[None]:
     """IEEE float32 inside the block, whatever the caller set: autocast off (CPU and CUDA),
     and no TensorFloat-32 in CUDA matmuls or cuDNN convolutions (torch's default lets cuDNN
@@ -31,25 +52,12 @@ def full_precision() -> Iterator[None]:
     For measurements that must not depend on how a model was trained or on process-wide
     settings (Hessians, curves, CKA, evaluations).
     """
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    new_api = hasattr(matmul, "fp32_precision") and hasattr(conv, "fp32_precision")
     with contextlib.ExitStack() as stack:
         stack.enter_context(torch.autocast("cpu", enabled=False))
         if torch.cuda.is_available():
             stack.enter_context(torch.autocast("cuda", enabled=False))
-        if new_api:
-            before = (matmul.fp32_precision, conv.fp32_precision)
-            matmul.fp32_precision = conv.fp32_precision = "ieee"
-        else:  # torch before the fp32_precision settings
-            before = (matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-            matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-        try:
-            yield
-        finally:
-            if new_api:
-                matmul.fp32_precision, conv.fp32_precision = before
-            else:
-                matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+        stack.enter_context(cuda_tf32(False))
+        yield
 
 
 def seed_everything(seed: int) -> torch.Generator:

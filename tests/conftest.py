@@ -57,3 +57,25 @@ def fit_adam(model, x: torch.Tensor, y: torch.Tensor, steps: int):
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def headless_chromium(width: int = 1280, height: int = 1000, extra_args: tuple[str, ...] = ()):
+    """A selenium driver of headless Chromium at ``width`` x ``height`` with the browser
+    console log kept; skips the calling test when Chromium or its driver is absent."""
+    import shutil
+
+    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chrome and driver):
+        pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver); "
+                    "`make test` installs them when it can")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--window-size={width},{height}", *extra_args):
+        opts.add_argument(a)
+    opts.binary_location = chrome
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)

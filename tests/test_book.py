@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import pytest
 import yaml
 
 from landscape_utils.book import ParamsError, chapter_parameters, chapters, load_params
+
+from conftest import headless_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,21 +130,7 @@ def test_smoke_book_builds_every_chapter(smoke_book):
 
 
 def _chromium():
-    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chrome and driver):
-        pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver); "
-                    "`make test` installs them when it can")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--window-size=1300,1800"):
-        opts.add_argument(a)
-    opts.binary_location = chrome
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(driver), options=opts)
+    return headless_chromium(1300, 1800)
 
 
 @pytest.mark.book

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from conftest import headless_chromium
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = "00_introduction.py"
@@ -38,19 +39,7 @@ def _get(url: str, timeout: float = 5.0):
 
 
 def _browser():
-    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chrome and driver):
-        pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver); "
-                    "`make test` installs them when it can")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,900",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync"):
-        opts.add_argument(a)
-    opts.binary_location = chrome
-    return webdriver.Chrome(service=Service(driver), options=opts)
+    return headless_chromium(1280, 900)
 
 
 def _wait(fn, timeout: float, what: str):

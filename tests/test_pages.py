@@ -6,7 +6,6 @@ Chromium or chromedriver are missing.
 """
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -14,6 +13,8 @@ import pytest
 from landscape_utils.book import chapters
 
 from test_book import build_smoke_book  # tests/ is on sys.path (pytest's default import mode)
+
+from conftest import headless_chromium
 
 pytestmark = pytest.mark.book
 WIDTH = 1280
@@ -27,21 +28,7 @@ def smoke_html(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    chrome, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chrome and driver):
-        pytest.skip("headless Chromium not installed (Debian packages chromium, chromium-driver); "
-                    "`make test` installs them when it can")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--window-size={WIDTH},1000"):
-        opts.add_argument(a)
-    opts.binary_location = chrome
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    b = webdriver.Chrome(service=Service(driver), options=opts)
+    b = headless_chromium(WIDTH, 1000)
     yield b
     b.quit()
 
