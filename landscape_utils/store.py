@@ -206,19 +206,6 @@ class Store:
     def save_metric(self, name: str, key: dict[str, Any], record: dict[str, Any]) -> None:
         atomic_write_json(self.metric_path(name, key), {"key": key, "record": record})
 
-    def cached(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
-        """The record of ``name`` under ``key``: read from the store, or ``compute()``-d and saved.
-
-        ``key`` is the full description of what is computed (run ids and every setting);
-        ``compute`` takes no argument and returns a JSON-able dict. For work worth
-        spreading over an executor, use :func:`landscape_utils.tasks.run_tasks`.
-        """
-        record = self.load_metric(name, key)
-        if record is None:
-            record = compute()
-            self.save_metric(name, key, record)
-        return record
-
     def metric_table(self, name: str) -> pd.DataFrame:
         """All cached records of one metric as a tidy table: key columns + record columns."""
         rows = []
