@@ -301,3 +301,47 @@ def test_html_book_reads_like_an_article(smoke_book):
         cells = re.findall(r'<div class="(cell[ "][^"]*)"', page)
         unfolded = [c for c in cells if "tag_hide-input" not in c and "tag_remove-input" not in c]
         assert not unfolded, (chap.stem, unfolded)
+
+
+@pytest.mark.book
+def test_findings_agree_with_the_tables_they_cite(smoke_book):
+    """findings.csv holds every chapter's findings, and verdicts recomputed from the build's
+    own tables (not from the chapters' variables) come out the same."""
+    import pandas as pd
+
+    from landscape_utils.findings import FINDINGS_COLUMNS, read_findings
+    from landscape_utils.global_metrics import small_load_poorly_connected
+    from landscape_utils.local import hot_is_sharper
+    from landscape_utils.tables import read_grid, read_table
+
+    work = smoke_book.parent / "work"
+    found = read_findings(work)
+    assert list(found.columns)[:6] == ["chapter", "key", "claim", "verdict", "evidence", "n"]
+    assert list(found.columns) == list(FINDINGS_COLUMNS)
+    assert set(found.verdict) <= {"holds", "fails", "inconclusive"}
+    for key in ("hot_is_sharper", "small_load_poorly_connected", "best_accuracy_phase", "metric_ranking",
+                "zero_loss_hurts_when_poorly_connected", "double_descent_label_noise", "phase_iii_placement_1d"):
+        assert key in set(found.key), key
+    assert found[found.chapter == "06_large_scale_structure"].shape[0] >= 3
+    assert {"this build", "authors' grid"} <= set(found.grid)
+
+    def recorded(key):
+        row = found[(found.key == key) & (found.grid == "this build")]
+        assert len(row) == 1, key
+        return row.iloc[0]
+
+    grid = read_grid(work)
+    load, temp = grid.load.name, grid.temperature.name
+    per_run = grid.ok_runs.merge(read_table(work, "local")[["run_id", "lambda_max"]], on="run_id")
+    again = hot_is_sharper(per_run, load, temp, grid.temperature.hot_end == "large")
+    assert (recorded("hot_is_sharper").verdict, recorded("hot_is_sharper").evidence) == (again.verdict, again.evidence)
+    again = small_load_poorly_connected(read_table(work, "global_pairs"), load, temp)
+    row = recorded("small_load_poorly_connected")
+    assert (row.verdict, row.evidence) == (again.verdict, again.evidence)
+    # The best cell's phase, read from phase_cells.csv, against the verdict's rule.
+    cells = read_table(work, "phase_cells")
+    best = cells.loc[pd.to_numeric(cells.test_acc).idxmax()]
+    row = recorded("best_accuracy_phase")
+    assert str(best.phase) in row.evidence
+    if row.verdict == "holds":
+        assert best.phase in ("IV", "IV-B")
