@@ -462,6 +462,11 @@ def _static_assets(static: Path) -> None:
     es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     shutil.copytree(es5, static / "mathjax", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("sre", "*.map"))
+    # Tables printed by the chapters (pandas frames) in a smaller type, so that most fit
+    # the content column without a horizontal scrollbar.
+    (static / "landscape.css").write_text(
+        "div.cell_output table { font-size: 0.78rem; }\n"
+        "div.cell_output table th, div.cell_output table td { padding: 0.15rem 0.35rem; }\n")
 
 
 # ---- the HTML book ---------------------------------------------------------------------
@@ -544,6 +549,8 @@ def parameters_markdown(defaults_src: str, effective: dict[str, Any], params_fil
     if changed:
         head = (f"**Parameters.** Set by {src}: "
                 + "; ".join(f"`{k}` = {_shown_value(values[k])}" for k in changed) + ".")
+    elif any(k in effective for k in names if k != "workdir"):
+        head = f"**Parameters.** This chapter ran with its defaults ({src} sets some of them, to the same values)."
     else:
         head = f"**Parameters.** This chapter ran with its defaults ({src} sets none of them)."
     esc = lambda t: str(t).replace("|", "\\|")  # noqa: E731
@@ -719,6 +726,7 @@ def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
         "sphinx": {"config": {
             "html_static_path": ["_offline"],  # not _static: Jupyter Book would add every .js there
             "html_js_files": ["vega-bundle.js"],
+            "html_css_files": ["landscape.css"],
             "mathjax_path": "mathjax/tex-svg.js",
             "nb_output_stderr": "remove",
             "html_show_sourcelink": False,

@@ -235,7 +235,7 @@ METRICS: dict[str, MetricStyle] = {
 }
 
 PHASE_COLORS = {"I": "#d62728", "II": "#ff7f0e", "III": "#9467bd", "IV-A": "#1f77b4",
-                "IV-B": "#2ca02c", "undetermined": "#d9d9d9"}
+                "IV-B": "#2ca02c", "IV": "#8c564b", "undetermined": "#d9d9d9"}
 
 #: One colour per path kind, the same in every chapter.
 PATH_COLORS = {
@@ -492,9 +492,11 @@ def phase_map(cells: pd.DataFrame, phase_col: str = "phase", x: str = "width",
     df[phase_col] = labels.where(labels.notna(), "undetermined")
     present = [p for p in PHASE_COLORS if p in set(df[phase_col])]
     others = sorted(set(df[phase_col]) - set(PHASE_COLORS))
-    domain = present + others
+    # The full domain in every map, so maps drawn side by side (one shared scale) keep
+    # each phase's colour; the legend lists the phases this map has.
+    domain = list(PHASE_COLORS) + others
     ex, ey = phase_axes(df, x, y, hot_on_top)
-    leg: dict[str, Any] = {"title": "phase"}
+    leg: dict[str, Any] = {"title": "phase", "values": present + others}
     if legend_orient:
         leg.update(orient=legend_orient, direction="horizontal")
     enc: dict[str, Any] = {
@@ -513,8 +515,9 @@ def phase_map(cells: pd.DataFrame, phase_col: str = "phase", x: str = "width",
         tips.append(alt.Tooltip(f"{confidence}:Q", title="confidence", format=".2f"))
         heading = alt.TitleParams(title, subtitle="paler: less confident")
     enc["tooltip"] = tips
+    # a thin white outline: neighbouring cells of one phase stay readable as cells
     return alt.Chart(df, title=heading, width=width or fit_width(2),
-                     height=height).mark_rect().encode(**enc)
+                     height=height).mark_rect(stroke="white", strokeWidth=1).encode(**enc)
 
 
 # --------------------------------------------------------------------------------------

@@ -113,8 +113,10 @@ def test_phase_map_shows_undetermined_cells_and_confidence():
                           "p_phase": [0.9, np.nan, 0.4]})
     spec = P.phase_map(cells).to_dict()
     color = spec["encoding"]["color"]["scale"]
-    assert color["domain"] == ["I", "undetermined"]
-    assert color["range"] == [P.PHASE_COLORS["I"], P.PHASE_COLORS["undetermined"]]
+    # every phase keeps its colour (maps side by side share one scale); the legend lists
+    # only the phases this map has
+    assert dict(zip(color["domain"], color["range"])) == P.PHASE_COLORS
+    assert spec["encoding"]["color"]["legend"]["values"] == ["I", "undetermined"]
     assert spec["encoding"]["opacity"]["field"] == "p_phase"
     assert spec["encoding"]["opacity"]["scale"] == {"domain": [0, 1], "range": [0.25, 1.0]}
     rows = list(spec["datasets"].values())[0]
@@ -221,3 +223,18 @@ def test_smooth_density_table_shares_grid_and_bandwidth_and_floors_without_gaps(
     assert spec["encoding"]["color"]["legend"]["orient"] == "bottom"
     with pytest.raises(KeyError, match="lacks column"):
         P.smooth_density_table(table.drop(columns="density"))
+
+
+def test_maps_side_by_side_keep_each_phase_colour():
+    """Two maps in one figure share the colour scale; a phase present in only one of them
+    must not take another phase's colour (rendered, the cells' fills are read back)."""
+    import json
+
+    import vl_convert as vlc
+
+    a = pd.DataFrame({"width": [1, 2], "batch_size": [8, 8], "phase": ["I", "II"]})
+    b = pd.DataFrame({"width": [1, 2], "batch_size": [8, 8], "phase": ["undetermined", "IV"]})
+    chart = alt.hconcat(P.phase_map(a, title="a"), P.phase_map(b, title="b"))
+    svg = vlc.vegalite_to_svg(json.loads(chart.to_json()))
+    for phase in ("I", "II", "IV", "undetermined"):
+        assert P.PHASE_COLORS[phase] in svg, phase
