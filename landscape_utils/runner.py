@@ -22,6 +22,7 @@ locked moves on and comes back to it at the end.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import itertools
@@ -410,6 +411,43 @@ def make_executor(executor: str | Any = "serial", **options) -> Any:
     return factory(**options)
 
 
+_KEPT: dict[tuple, Any] = {}
+
+
+def _factory_options(executor: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(EXECUTORS[executor]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(options)
+    return {k: v for k, v in options.items() if k in params}
+
+
+def kept_executor(executor: str, **options) -> Any:
+    """:func:`make_executor`, but kept for the rest of this process and shared by later
+    calls with the same effective options, so that a chapter starts its process pool (or
+    connects to Ray) once, not once per table. Kept executors are closed at exit, or by
+    :func:`discard_executor` (done after a failure, so the next call starts afresh)."""
+    if executor not in EXECUTORS:
+        return make_executor(executor, **options)  # raises, naming the known executors
+    options = _factory_options(executor, options)
+    key = (executor, tuple(sorted((k, repr(v)) for k, v in options.items())))
+    if key not in _KEPT:
+        _KEPT[key] = EXECUTORS[executor](**options)
+    return _KEPT[key]
+
+
+def discard_executor(ex: Any) -> None:
+    """Close ``ex`` and forget it if it is a kept executor."""
+    for key in [k for k, v in _KEPT.items() if v is ex]:
+        del _KEPT[key]
+    ex.close()
+
+
+@atexit.register
+def _close_kept() -> None:
+    while _KEPT:
+        _KEPT.popitem()[1].close()
+
+
 # ---- the task and the grid -------------------------------------------------------
 def train_cell_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     """Train the unfinished members of one grid cell and store them.
@@ -467,8 +505,8 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
 
     ``executor``: ``"serial"``, ``"process"`` (``workers``, ``workers_per_gpu``),
     ``"ray"`` (``ray_address``, ``ray_num_gpus``, ``ray_num_cpus``, ``max_retries``),
-    a registered name, or an executor object (which the caller closes; executors made
-    from a name are closed here). Cells locked by another driver are taken
+    a registered name, or an executor object (which the caller closes; an executor named
+    here is kept for later calls with the same options, see :func:`kept_executor`). Cells locked by another driver are taken
     up again after all the others. Raises ``RuntimeError`` if runs are still missing
     at the end (e.g. Ray workers writing to a workdir the driver does not see).
     """
@@ -476,10 +514,11 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
     # Absolute paths: workers (a Ray node, say) need not share this process's cwd.
     workdir, data_root = Path(workdir).resolve(), Path(data_root).resolve()
     check_configs(configs, data_root, download)
-    owned = isinstance(executor, str)  # close only the executors made here
-    ex = make_executor(executor, workers=workers, workers_per_gpu=workers_per_gpu, device=str(device),
-                       ray_address=ray_address, ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus,
-                       max_retries=max_retries)
+    options = dict(workers=workers, workers_per_gpu=workers_per_gpu, device=str(device),
+                   ray_address=ray_address, ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus,
+                   max_retries=max_retries)
+    kept = isinstance(executor, str)  # named: kept for later calls; objects: the caller's
+    ex = kept_executor(executor, **options) if kept else executor
     store = Store(workdir)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     pending = [c for c in configs if not store.is_done(c)]
@@ -504,10 +543,12 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
                 cells = list(busy.values())
                 if not cells:
                     break
+        except BaseException:
+            if kept:  # a failed pool is not reused: the next call starts a fresh one
+                discard_executor(ex)
+            raise
         finally:
             bar.close()
-            if owned:
-                ex.close()
         missing = [c for c in configs if not store.is_done(c, warn=False)]
         if missing:
             raise RuntimeError(

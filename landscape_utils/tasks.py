@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .runner import make_executor
+from .runner import discard_executor, kept_executor
 from .store import Store
 from .utils import full_precision, progress_bar, resolve_device
 
@@ -95,8 +95,9 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
     Args:
         tasks: the work; tasks whose records are all in the store are not submitted.
         workdir: the run store (made absolute, so workers elsewhere see the same path).
-        executor: ``"serial"``, ``"process"``, ``"ray"``, a registered name, or an executor
-            object (then the caller closes it).
+        executor: ``"serial"``, ``"process"``, ``"ray"``, a registered name (the executor is
+            kept for later calls with the same options: :func:`landscape_utils.runner.kept_executor`),
+            or an executor object (then the caller closes it).
         device: resolved in each worker (a process worker pinned to one GPU sees ``cuda``).
         desc: the progress bar's title.
         executor_options: ``workers``, ``workers_per_gpu``, ``ray_*``, ``max_retries``
@@ -122,8 +123,8 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
     if progress:
         print(f"{desc}: {len(tasks) - len(todo)} of {len(tasks)} task(s) in the store, {len(todo)} to compute")
     if todo:
-        owned = isinstance(executor, str)
-        ex = make_executor(executor, device=str(device), **executor_options)
+        kept = isinstance(executor, str)  # named: kept for the chapter's later tables
+        ex = kept_executor(executor, device=str(device), **executor_options) if kept else executor
         try:
             if hasattr(ex, "check"):
                 ex.check()
@@ -132,7 +133,8 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
                 for i, records in ex.map(execute_task, payloads):
                     results[i] = records
                     bar.update()
-        finally:
-            if owned:
-                ex.close()
+        except BaseException:
+            if kept:  # a failed pool is not reused: the next call starts a fresh one
+                discard_executor(ex)
+            raise
     return results  # type: ignore[return-value]

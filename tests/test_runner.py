@@ -343,3 +343,26 @@ def test_two_drivers_on_one_workdir_train_each_run_once(tmp_path):
     assert sorted(rids) == sorted(run_id(c) for c in KILL_GRID)  # each run trained exactly once
     assert len({pid for pid, _ in lines}) == 2  # and both drivers did train some of them
     assert_complete(work)
+
+
+def _pid(_):
+    return os.getpid()
+
+
+def test_a_named_executor_is_kept_for_later_calls_and_dropped_after_a_failure():
+    from landscape_utils.runner import discard_executor, kept_executor
+
+    a = kept_executor("process", workers=1, device="cpu", ray_address="")  # options it does not take are ignored
+    b = kept_executor("process", workers=1, device="cpu")
+    assert a is b  # one pool for the chapter's later tables
+    assert kept_executor("process", workers=2, device="cpu") is not a
+    first = list(a.map(_pid, [0]))
+    assert list(b.map(_pid, [0])) == first  # the same worker process serves the second call
+    discard_executor(a)
+    c = kept_executor("process", workers=1, device="cpu")
+    assert c is not a
+    assert list(c.map(_pid, [0])) != first
+    discard_executor(c)
+    discard_executor(kept_executor("process", workers=2, device="cpu"))
+    with pytest.raises(ValueError, match="unknown executor"):
+        kept_executor("threads")
