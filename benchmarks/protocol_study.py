@@ -84,6 +84,20 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                            "num_epochs": 60, "temperature_values": [16, 32, 64, 128],
                            "curve": dict(curve_epochs=20),
                            "note": "BatchNorm, lr 0.1, half the data, 60 epochs"},
+    # wider and hotter on half the data: width 64 for well connected cells, batch 8 for
+    # hot ones; 48 epochs (decay at 36)
+    "cnn_bn_half_w4to64_b8to128": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
+                                   "num_epochs": 48, "load_values": [4, 8, 32, 64],
+                                   "temperature_values": [8, 16, 64, 128],
+                                   "curve": dict(curve_epochs=20),
+                                   "note": "BatchNorm, lr 0.1, half the data, widths 4-64, batch 8-128"},
+    # the same runs, curves fitted 3x longer (60 epochs, 1900 steps): is the barrier of the
+    # wide cells real or an underfitted curve?
+    "cnn_bn_half_w4to64_b8to128_curve60": {
+        **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "num_epochs": 48,
+        "load_values": [4, 8, 32, 64], "temperature_values": [8, 16, 64, 128],
+        "curve": dict(curve_epochs=60), "reuse": "cnn_bn_half_w4to64_b8to128",
+        "note": "as cnn_bn_half_w4to64_b8to128, curves fitted for 60 epochs"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
@@ -100,7 +114,7 @@ QUICK = dict(load_values=[4, 16], temperature_values=[32, 256], num_seeds=2, num
 QUICK_CURVE = dict(curve_epochs=1, cka_samples=80, cka_batches=2, num_points=5)
 QUICK_HESSIAN = dict(num_samples=200, max_iter=10, max_probes=5, min_probes=2)
 
-_NOT_GRID = ("note", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high")
+_NOT_GRID = ("note", "reuse", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high")
 
 
 # ---------------------------------------------------------------------------- pure pieces
@@ -312,7 +326,8 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
         spec.update(QUICK)
     params = grid_params(spec)
     load, temperature = params["load_axis"], params["temperature_axis"]
-    workdir = work / (name + ("_quick" if quick else ""))
+    # ``reuse``: train in (or read the runs of) another candidate's workdir
+    workdir = work / (spec.get("reuse", name) + ("_quick" if quick else ""))
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
