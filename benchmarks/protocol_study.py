@@ -98,6 +98,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "load_values": [4, 8, 32, 64], "temperature_values": [8, 16, 64, 128],
         "curve": dict(curve_epochs=60), "reuse": "cnn_bn_half_w4to64_b8to128",
         "note": "as cnn_bn_half_w4to64_b8to128, curves fitted for 60 epochs"},
+    # the same runs and curves, read with chapter 4's threshold of the candidate params
+    # (train_loss_high 0.1: the loss floor of the fitted CNNs is 0.03-0.07)
+    "cnn_bn_half_w4to64_b8to128_curve60_tl10": {
+        **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "num_epochs": 48,
+        "load_values": [4, 8, 32, 64], "temperature_values": [8, 16, 64, 128],
+        "curve": dict(curve_epochs=60), "reuse": "cnn_bn_half_w4to64_b8to128",
+        "train_loss_high": 0.1,
+        "note": "as ..._curve60, train_loss_high 0.1"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
