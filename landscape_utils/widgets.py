@@ -28,7 +28,6 @@ The tables themselves (which file, which chapter, which axis is hot) belong to
 """
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -49,7 +48,6 @@ __all__ = [
     "load_book_tables",
     "assemble_cells",
     "grid_base_config",
-    "released_paths",
     "map_chart",
     "curves_chart",
     "path_chart",
@@ -118,38 +116,6 @@ def live_or_static(static: Any, live: Callable[[], Any] | None, mode: str = "aut
     except ImportError:
         return static
     return live()
-
-
-def released_paths(path: str | os.PathLike, paper_grid_only: bool = True,
-                   schedule: str = "lr_decay") -> pd.DataFrame:
-    """The error along the Bezier curve between runs 0 and 1 of every cell of the authors'
-    release (``curve_test.npz``), long form with the columns of chapter 3's ``paths.csv``:
-    ``width``, ``batch_size``, ``pair`` ("0-1"), ``path`` ("bezier"), ``t``,
-    ``train_err``, ``train_loss``, ``test_err`` (errors in percent).
-
-    The archive is streamed (nothing unpacked); ``np.load`` runs with
-    ``allow_pickle=False``, so an object array is refused, never executed.
-    """
-    from .reference import PAPER_BATCH_SIZES, iter_metric_files
-
-    cols = {"ts": "t", "tr_err": "train_err", "tr_loss": "train_loss", "te_err": "test_err"}
-    frames = []
-    for width, bs, fname, source, raw in iter_metric_files(path, schedule=schedule):
-        if fname != "curve_test.npz" or (paper_grid_only and bs not in PAPER_BATCH_SIZES):
-            continue
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            arrays = {new: np.asarray(z[old], dtype=np.float64).ravel()
-                      for old, new in cols.items() if old in z.files}
-        if "t" not in arrays or "train_err" not in arrays:
-            continue
-        n = len(arrays["t"])
-        if any(len(a) != n for a in arrays.values()):
-            raise ValueError(f"{source}: arrays of different lengths")
-        frames.append(pd.DataFrame({"width": width, "batch_size": bs, "pair": "0-1",
-                                    "path": "bezier", **arrays}))
-    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["width", "batch_size", "pair", "path", *cols.values()])
-    return out.sort_values(["width", "batch_size", "t"]).reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 
 from landscape_utils.runner import expand_grid
 from landscape_utils.taxonomy import classify
+from landscape_utils.reference import released_paths_table
 from landscape_utils.widgets import (
     PhaseExplorer,
     assemble_cells,
@@ -20,10 +21,8 @@ from landscape_utils.widgets import (
     linked_explorer,
     path_chart,
     load_book_tables,
-    released_paths,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared/reference/paper_lr_decay_results.tar.gz"
 WIDTHS, BATCHES, SEEDS = (4, 16, 64), (16, 256), (0, 1)
 
 
@@ -168,12 +167,12 @@ def test_released_paths_from_a_synthetic_release(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    df = released_paths(tar_path)
+    df = released_paths_table(tar_path, paper_grid_only=True)
     assert list(df.columns) == ["width", "batch_size", "pair", "path", "t", "train_err",
                                 "train_loss", "test_err"]
     assert len(df) == 5 and (df.batch_size == 16).all() and (df.path == "bezier").all()
     np.testing.assert_allclose(df.train_err, [1, 2, 9, 2, 1])
-    assert len(released_paths(tar_path, paper_grid_only=False)) == 10
+    assert len(released_paths_table(tar_path)) == 10
 
 
 def test_released_paths_refuses_object_arrays(tmp_path):
@@ -181,20 +180,22 @@ def test_released_paths_refuses_object_arrays(tmp_path):
     d.mkdir(parents=True)
     np.savez(d / "curve_test.npz", ts=np.array([0.0, 1.0]),
              tr_err=np.array([{"a": 1}, None], dtype=object))
-    with pytest.raises(ValueError, match="allow_pickle"):
-        released_paths(tmp_path / "rel")
+    from landscape_utils.reference import UnsafePickleError
+
+    with pytest.raises(UnsafePickleError, match="allow_pickle"):
+        released_paths_table(tmp_path / "rel")
 
 
-@pytest.mark.skipif(not REAL.exists(), reason="the authors' release is not in shared/reference")
-def test_released_paths_real_release_matches_reference_mc():
-    from landscape_utils.connectivity import mode_connectivity
-    from landscape_utils.reference import load_released_results
+def test_shipped_paths_match_the_shipped_mc():
+    """The explorer's released paths (shipped with the package) give the released mc."""
+    from landscape_utils.reference import load_shipped_paths, load_shipped_results
+    from landscape_utils.taxonomy import mode_connectivity
 
-    paths = released_paths(REAL)
-    assert len(paths) == 14 * 13 * 5
-    cells = load_released_results(REAL, paper_grid_only=True).set_index(["width", "batch_size"])
+    paths = load_shipped_paths(paper_grid_only=True)
+    assert paths.groupby(["width", "batch_size"]).ngroups == 14 * 13
+    cells = load_shipped_results(paper_grid_only=True).set_index(["width", "batch_size"])
     for (w, b), g in list(paths.groupby(["width", "batch_size"]))[::17]:
-        assert mode_connectivity(g.train_err.to_numpy())[0] == pytest.approx(cells.mc[(w, b)])
+        assert mode_connectivity(g.sort_values("t").train_err.to_numpy())[0] == pytest.approx(cells.mc[(w, b)])
 
 
 # --------------------------------------------------------------------------------------
