@@ -1,9 +1,10 @@
 """The default book built with the serial executor and with the default one, side by side.
 
 Both builds run the same chapters from the same params file in fresh workdirs (nothing
-cached), one after the other in this run; only ``executor`` (and ``workers``) differ: the
-serial build keeps every task in the notebook's kernel, the default build uses the params
-file's executor (``process`` with one worker per core in ``params/default.yaml``). Reported:
+cached), one after the other in this run. The serial build keeps every task in the
+notebook's kernel and runs one chapter after another (``--jobs 1``); the default build uses
+the params file's executor (``process`` with one worker per core in ``params/default.yaml``)
+and the driver's default ``--jobs`` (independent chapters side by side). Reported:
 the wall-time ratio serial / default, and each build's CPU use (user + system time of the
 driver and all its children, over wall time).
 
@@ -26,13 +27,13 @@ from . import Row
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build(params: dict, chapters: str | None, out: Path) -> tuple[float, float]:
+def build(params: dict, chapters: str | None, out: Path, extra: tuple[str, ...] = ()) -> tuple[float, float]:
     """Build the book without HTML; returns (wall seconds, CPU seconds of all children)."""
     path = out / "params.yaml"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     cmd = [sys.executable, "-m", "landscape_utils.book", "--params", str(path), "--out", str(out / "book"),
-           "--no-html"] + (["--chapters", chapters] if chapters else [])
+           "--no-html", *extra] + (["--chapters", chapters] if chapters else [])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -65,10 +66,13 @@ def run(quick: bool, params_path: str = "params/default.yaml", chapters: str | N
     params = yaml.safe_load((REPO / params_path).read_text())
     with tempfile.TemporaryDirectory(prefix="bench_book_", dir=REPO / "build" if (REPO / "build").exists() else None) as tmp:
         root = Path(tmp)
-        results = {name: build(p, chapters, root / name) for name, p in variants(params, root).items()}
+        # serial: every task in the kernel and one chapter after another (--jobs 1);
+        # default: the params file's executor and the driver's default --jobs
+        results = {name: build(p, chapters, root / name, ("--jobs", "1") if name == "serial" else ())
+                   for name, p in variants(params, root).items()}
     (ws, cs), (wd, cd) = results["serial"], results["default"]
     executor = (params.get("shared") or {}).get("executor", "serial")
     return [Row("book_executor", f"{params_path} chapters {chapters or 'all'}", ws / wd,
-                f"faster with executor '{executor}' than serial",
+                f"faster with executor '{executor}' and the default --jobs than all serial",
                 {"serial_s": ws, "default_s": wd, "serial_cpu_pct": 100 * cs / ws,
                  "default_cpu_pct": 100 * cd / wd, "cores": os.cpu_count()})]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib
 import io
 import json
 import os
@@ -445,6 +446,110 @@ def execute(chapter: Path, params: dict[str, Any], out: Path,
     return dst
 
 
+# Which chapters' tables each chapter reads (by number). A chapter starts once these are
+# done, so independent chapters run side by side (``--jobs``); a chapter not listed here
+# waits for every chapter before it.
+PREREQUISITES: dict[str, tuple[str, ...]] = {
+    "00": (), "01": (), "02": ("01",), "03": ("01",), "04": ("01", "02", "03"), "05": ("04",),
+    "06": ("01", "03"), "07": (),
+}
+
+
+def prerequisites(selected: list[Path]) -> dict[str, set[str]]:
+    """Chapter stem -> the stems among ``selected`` that must finish before it starts."""
+    stems = [c.stem for c in selected]
+    out = {}
+    for i, stem in enumerate(stems):
+        needs = PREREQUISITES.get(stem[:2])
+        out[stem] = set(stems[:i]) if needs is None else {s for s in stems if s[:2] in needs}
+    return out
+
+
+def _execute_in_child(chapter: str, params: dict[str, Any], out: str) -> tuple[bool, str]:
+    """:func:`execute` in a worker process of :func:`run_chapters`: ``(ok, message)``."""
+    say = _Log(Path(out) / "book.log")
+    try:
+        execute(Path(chapter), params, Path(out), say=say)
+        return True, ""
+    except Exception as err:  # papermill has written the notebook with the traceback
+        last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+        return False, f"{type(err).__name__}: {last}"
+
+
+def default_jobs() -> int:
+    """Chapters run side by side: 2 on a CPU with 2 or more cores, 1 with CUDA (two chapters'
+    GPU workers on one device could exhaust its memory) or on one core."""
+    import torch
+
+    return 1 if torch.cuda.is_available() or (os.cpu_count() or 1) < 2 else 2
+
+
+def run_chapters(selected: list[Path], params: dict[str, dict[str, Any]], out: Path, say: "_Log",
+                 jobs: int = 1) -> tuple[list[Path], str | None]:
+    """Execute the chapters, each as soon as its :data:`PREREQUISITES` are done, at most
+    ``jobs`` at a time (each in its own process; 1: one after another in this process).
+
+    Returns ``(notebooks, failed)``: the executed notebooks in chapter order (a failed
+    chapter's included) and the first failed chapter's stem, or None. After a failure no
+    new chapter starts; chapters already running finish.
+    """
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from multiprocessing import get_context
+
+    needs = prerequisites(selected)
+    order = {c.stem: i for i, c in enumerate(selected)}
+    finished: set[str] = set()
+    failed: str | None = None
+    started: dict[Any, tuple[Path, float]] = {}
+
+    def report(chap: Path, t0: float, ok: bool, message: str) -> None:
+        nonlocal failed
+        if ok:
+            finished.add(chap.stem)
+            say(f"[book] {chap.stem}: done in {time.perf_counter() - t0:.0f} s")
+            return
+        failed = failed or chap.stem
+        say(f"[book] {chap.stem}: FAILED after {time.perf_counter() - t0:.0f} s: {message}", err=True)
+        say(f"[book] the executed notebook with the traceback is {out / 'notebooks' / (chap.stem + '.ipynb')}",
+            err=True)
+
+    waiting = list(selected)
+    if jobs <= 1:
+        for chap in waiting:
+            t0 = time.perf_counter()
+            say(f"[book] {chap.stem}: running")
+            try:
+                execute(chap, params[chap.stem], out, say=say)
+                report(chap, t0, True, "")
+            except Exception as err:
+                last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
+                report(chap, t0, False, f"{type(err).__name__}: {last}")
+                break
+    else:
+        # by its module's name, also when this module runs as __main__ (python -m)
+        child = importlib.import_module("landscape_utils.book")._execute_in_child
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+            while (waiting and failed is None) or started:
+                for chap in [c for c in waiting if needs[c.stem] <= finished][:max(0, jobs - len(started))]:
+                    if failed is not None:
+                        break
+                    waiting.remove(chap)
+                    say(f"[book] {chap.stem}: running")
+                    started[pool.submit(child, str(chap), params[chap.stem], str(out))] = (
+                        chap, time.perf_counter())
+                if not started:  # nothing can start: a prerequisite is missing
+                    break
+                done, _ = wait(list(started), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    chap, t0 = started.pop(fut)
+                    ok, message = fut.result()
+                    report(chap, t0, ok, message)
+    notebooks = sorted((p for p in (out / "notebooks" / f"{c.stem}.ipynb" for c in selected)
+                        if p.stem in finished or p.stem == failed and p.exists()),
+                       key=lambda p: order[p.stem])
+    return notebooks, failed
+
+
 def _static_assets(static: Path) -> None:
     """Copy the vega bundle and MathJax into the book's static folder, for offline reading."""
     import altair as alt
@@ -779,6 +884,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="output folder, e.g. build/default (needed to run the book)")
     ap.add_argument("--chapters", default=None, help="comma-separated chapter prefixes, e.g. 01,03")
     ap.add_argument("--no-html", action="store_true", help="execute only; skip the HTML book")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="chapters run side by side once the chapters they read are done "
+                         "(default 2 on a CPU with 2+ cores, 1 with CUDA)")
     ap.add_argument("--plan", action="store_true",
                     help="print the tasks of every chapter, how many are stored, and an estimated cost; run nothing")
     ap.add_argument("--export-chapter", metavar="NN", default=None,
@@ -805,24 +913,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).resolve()
     say = _Log(out / "book.log")
     os.environ.update(_kernel_env(out))
-    done, failed = [], None
-    say(f"[book] {len(selected)} chapter(s) from {args.params} into {out}")
-    for chap in selected:
-        t0 = time.perf_counter()
-        say(f"[book] {chap.stem}: running")
-        try:
-            done.append(execute(chap, params[chap.stem], out, say=say))
-        except Exception as err:  # papermill has written the notebook with the traceback
-            failed = chap.stem
-            last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-            say(f"[book] {chap.stem}: FAILED after {time.perf_counter() - t0:.0f} s: {type(err).__name__}: {last}",
-                err=True)
-            say(f"[book] the executed notebook with the traceback is {out / 'notebooks' / (chap.stem + '.ipynb')}",
-                err=True)
-            if (out / "notebooks" / f"{chap.stem}.ipynb").exists():
-                done.append(out / "notebooks" / f"{chap.stem}.ipynb")
-            break
-        say(f"[book] {chap.stem}: done in {time.perf_counter() - t0:.0f} s")
+    jobs = args.jobs if args.jobs is not None else default_jobs()
+    say(f"[book] {len(selected)} chapter(s) from {args.params} into {out}"
+        + (f", up to {jobs} side by side" if jobs > 1 else ""))
+    done, failed = run_chapters(selected, params, out, say, jobs)
     if done and not args.no_html:
         index = build_html(out, done, params_file=str(args.params))
         say(f"[book] HTML book: {index}")

@@ -345,3 +345,29 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     assert str(best.phase) in row.evidence
     if row.verdict == "holds":
         assert best.phase in ("IV", "IV-B")
+
+
+def test_chapters_start_after_the_chapters_whose_tables_they_read():
+    from landscape_utils.book import PREREQUISITES, prerequisites
+
+    stems = ["00_introduction", "01_training_grid", "02_local_metrics", "03_global_connectivity",
+             "04_taxonomy", "05_rugged_convexity", "06_large_scale_structure", "07_methods", "08_new"]
+    needs = prerequisites([Path(f"book/{s}.py") for s in stems])
+    assert needs["02_local_metrics"] == needs["03_global_connectivity"] == {"01_training_grid"}
+    assert needs["04_taxonomy"] == {"01_training_grid", "02_local_metrics", "03_global_connectivity"}
+    assert needs["05_rugged_convexity"] == {"04_taxonomy"}
+    assert needs["06_large_scale_structure"] == {"01_training_grid", "03_global_connectivity"}
+    assert needs["00_introduction"] == needs["07_methods"] == set()
+    assert needs["08_new"] == set(stems[:-1])  # a chapter not listed waits for all before it
+    assert prerequisites([Path("book/02_local_metrics.py")]) == {"02_local_metrics": set()}
+    # every chapter of the book is listed, and the tables each reads come from its prerequisites
+    assert {c.stem[:2] for c in chapters()} <= set(PREREQUISITES)
+    from landscape_utils.tables import TABLES
+
+    writer = {name: spec.chapter.split("(")[-1].rstrip(")")[:2] for name, spec in TABLES.items()
+              if "(" in spec.chapter}
+    for chap in chapters():
+        src = chap.read_text()
+        for name, ch in writer.items():
+            if f'read_table(workdir, "{name}")' in src:
+                assert ch in PREREQUISITES[chap.stem[:2]], (chap.stem, name)
