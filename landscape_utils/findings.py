@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .taxonomy import PhaseThresholds, UNDETERMINED
+from .taxonomy import UNDETERMINED, PhaseThresholds, numeric_column, well_trained
 
 __all__ = [
     "VERDICTS",
@@ -348,16 +348,10 @@ def majority_verdict(flags: Sequence[bool | None] | np.ndarray, *, threshold: fl
 # --------------------------------------------------------------------------------------
 # Chapter 4: findings from cell tables
 # --------------------------------------------------------------------------------------
-def _num(cells: pd.DataFrame, col: str) -> np.ndarray:
-    if col not in cells.columns:
-        return np.full(len(cells), np.nan)
-    return pd.to_numeric(cells[col], errors="coerce").to_numpy(dtype=np.float64)
-
-
 def _seed_count(cells: pd.DataFrame) -> np.ndarray:
     for col in ("n_seeds", "n_runs"):
         if col in cells.columns:
-            return _num(cells, col)
+            return numeric_column(cells, col)
     return np.full(len(cells), np.nan)
 
 
@@ -389,7 +383,7 @@ def best_accuracy_phase(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, 
         pd.notna(pd.Series(list(phases), dtype=object)), None))
     if len(ph) != len(cells):
         raise ValueError(f"phases has {len(ph)} entries for {len(cells)} cells")
-    acc = _num(cells, target)
+    acc = numeric_column(cells, target)
     ok = np.isfinite(acc)
     n_cells = int(ok.sum())
     seeds = _seed_count(cells)
@@ -403,7 +397,7 @@ def best_accuracy_phase(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, 
     good = {"IV-B"} if iv_split else {"IV"}
     unsure = {"IV", UNDETERMINED, "missing"} if iv_split else {UNDETERMINED, "missing"}
     i_best = int(np.nanargmax(np.where(ok, acc, -np.inf)))
-    std = _num(cells, f"{target}_std")
+    std = numeric_column(cells, f"{target}_std")
     se = np.where(np.isfinite(std) & (seeds > 0), std / np.sqrt(np.where(seeds > 0, seeds, 1)), 0.0)
     gap = acc[i_best] - acc
     tied = ok & (gap <= k * np.sqrt(se[i_best] ** 2 + se ** 2))
@@ -480,21 +474,16 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
     fewer than ``min_n`` well-trained cells have the target, or when a side has no metric.
     The evidence lists each metric's ρ over all cells and over well-trained cells, with n.
     """
-    y = _num(cells, target)
-    if well_trained_mask is None:
-        well = _num(cells, "train_loss") < train_loss_high
-    else:
-        well = np.asarray(well_trained_mask, dtype=bool)
-        if well.shape != (len(cells),):
-            raise ValueError("well_trained_mask must have one entry per cell")
-    g = [m for m in global_metrics if m in cells.columns and np.isfinite(_num(cells, m)).any()]
-    loc = [m for m in local_metrics if m in cells.columns and np.isfinite(_num(cells, m)).any()]
+    y = numeric_column(cells, target)
+    well = well_trained(cells, train_loss_high, well_trained_mask)
+    g = [m for m in global_metrics if m in cells.columns and np.isfinite(numeric_column(cells, m)).any()]
+    loc = [m for m in local_metrics if m in cells.columns and np.isfinite(numeric_column(cells, m)).any()]
     n_all = int(np.isfinite(y).sum())
     n_well = int((np.isfinite(y) & well).sum())
     n_desc = f"{n_all} cells, {n_well} well-trained"
 
     def ranking(mask: np.ndarray) -> list[tuple[str, float]]:
-        rows = [(m, _rho(_num(cells, m)[mask], y[mask])) for m in g + loc]
+        rows = [(m, _rho(numeric_column(cells, m)[mask], y[mask])) for m in g + loc]
         return sorted(rows, key=lambda kv: -abs(kv[1]) if np.isfinite(kv[1]) else np.inf)
 
     def fmt(rows: list[tuple[str, float]]) -> str:
@@ -510,7 +499,7 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
     if n_well < min_n:
         return Finding("metric_ranking", METRIC_RANKING_CLAIM, "inconclusive",
                        evidence + f"; fewer than {min_n} well-trained cells", n_desc, grid)
-    xs = np.stack([_num(cells, m) for m in g + loc])              # (metrics, cells)
+    xs = np.stack([numeric_column(cells, m) for m in g + loc])              # (metrics, cells)
     idx = np.flatnonzero(well & np.isfinite(y) & np.isfinite(xs).all(axis=0))
     if idx.size < min_n:
         return Finding("metric_ranking", METRIC_RANKING_CLAIM, "inconclusive",

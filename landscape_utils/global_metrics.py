@@ -299,8 +299,6 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
     tasks = [Task(METRIC_NAME, tuple(settings.key(*pairs[i]) for i in chunk), _pairs_task,
                   {**args, "pairs": [tuple(pairs[i]) for i in chunk]}, label=f"{len(chunk)} pairs")
              for chunk in chunks]
-    if progress and len(todo) < len(pairs):
-        print(f"seed pairs: {len(pairs) - len(todo)} of {len(pairs)} in the store")
     results = run_tasks(tasks, workdir, executor=executor, device=str(device),
                         desc=f"seed pairs ({len(todo)} in {len(tasks)} task(s))", progress=progress,
                         **executor_options)

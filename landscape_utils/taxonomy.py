@@ -182,10 +182,23 @@ class PhaseThresholds:
         return dataclasses.replace(self, **changes)
 
 
-def _col(cells: pd.DataFrame, name: str) -> np.ndarray:
+def numeric_column(cells: pd.DataFrame, name: str) -> np.ndarray:
+    """Column ``name`` as float64, shape (len(cells),); NaN where missing or not a number."""
     if name not in cells.columns:
         return np.full(len(cells), np.nan)
     return pd.to_numeric(cells[name], errors="coerce").to_numpy(dtype=np.float64)
+
+
+def well_trained(cells: pd.DataFrame, train_loss_high: float,
+                 mask: Sequence[bool] | np.ndarray | None = None) -> np.ndarray:
+    """The well-trained cells, shape (len(cells),) bool: ``mask`` if given (checked to have
+    one entry per cell), else train loss below ``train_loss_high``."""
+    if mask is None:
+        return numeric_column(cells, "train_loss") < train_loss_high
+    well = np.asarray(mask, dtype=bool)
+    if well.shape != (len(cells),):
+        raise ValueError("well_trained_mask must have one entry per cell")
+    return well
 
 
 def classify(cells: pd.DataFrame, thresholds: PhaseThresholds = PhaseThresholds()) -> pd.Series:
@@ -199,10 +212,10 @@ def classify(cells: pd.DataFrame, thresholds: PhaseThresholds = PhaseThresholds(
         A categorical Series (categories :data:`PHASES`) aligned with ``cells.index``.
     """
     t = thresholds
-    mc = _col(cells, "mc")
-    loss = _col(cells, "train_loss")
-    cka = _col(cells, "cka")
-    lam = _col(cells, "lambda_max")
+    mc = numeric_column(cells, "mc")
+    loss = numeric_column(cells, "train_loss")
+    cka = numeric_column(cells, "cka")
+    lam = numeric_column(cells, "lambda_max")
 
     with np.errstate(invalid="ignore"):
         neg = mc < -t.mc_neg
@@ -315,13 +328,8 @@ def spearman_table(cells: pd.DataFrame, target: str = "test_acc",
         Index ``metric``; columns ``rho_all``, ``p_all``, ``n_all``, ``rho_well_trained``,
         ``p_well_trained``, ``n_well_trained``. rho is NaN with fewer than 3 cells.
     """
-    if well_trained_mask is None:
-        well = _col(cells, "train_loss") < train_loss_high
-    else:
-        well = np.asarray(well_trained_mask, dtype=bool)
-        if well.shape != (len(cells),):
-            raise ValueError("well_trained_mask must have one entry per cell")
-    y = _col(cells, target)
+    well = well_trained(cells, train_loss_high, well_trained_mask)
+    y = numeric_column(cells, target)
 
     def rho(x: np.ndarray, yy: np.ndarray) -> tuple[float, float, int]:
         ok = np.isfinite(x) & np.isfinite(yy)
@@ -335,7 +343,7 @@ def spearman_table(cells: pd.DataFrame, target: str = "test_acc",
     for m in metrics:
         if m not in cells.columns or m == target:
             continue
-        x = _col(cells, m)
+        x = numeric_column(cells, m)
         ra, pa, na = rho(x, y)
         rw, pw, nw = rho(x[well], y[well])
         rows.append({"metric": m, "rho_all": ra, "p_all": pa, "n_all": na,
@@ -368,7 +376,7 @@ def contrast_loads(cells: pd.DataFrame, load: str, temperature: str, at: float,
                          f"values are {sorted(cells[temperature].unique())}")
     row = row.sort_values(load).reset_index(drop=True)
     ph = classify(row, thresholds).astype(object)
-    mc, loss = _col(row, "mc"), _col(row, "train_loss")
+    mc, loss = numeric_column(row, "mc"), numeric_column(row, "train_loss")
     loads = row[load].tolist()
 
     def first(order: np.ndarray, mask: np.ndarray) -> int | None:
@@ -388,7 +396,7 @@ def contrast_loads(cells: pd.DataFrame, load: str, temperature: str, at: float,
         why_poor = ("no cell with a barrier (or no mc): the smallest load" if np.isfinite(mc).any()
                     else "no mc: the smallest load")
     iv = ph.isin(["IV-A", "IV-B"]).to_numpy() & (np.arange(len(row)) != i_poor)
-    acc = _col(row, "test_acc")
+    acc = numeric_column(row, "test_acc")
     if iv.any():
         key = -np.nan_to_num(acc, nan=-np.inf) if np.isfinite(acc).any() else -np.arange(len(row))
         i_good = first(np.argsort(key, kind="stable"), iv)
@@ -561,7 +569,7 @@ def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = N
     for m in needed:
         source = pairs if m in _PAIR_METRICS else runs
         values = _values_by_cell(source, keys, m, cell_keys)
-        center = _col(cells, m)
+        center = numeric_column(cells, m)
         if values is not None and m not in cells.columns:
             center = np.array([v.mean() if v.size else np.nan for v in values])
         draws[m], counts[m] = _draw_means(center, values, n_resamples, method, rng)
@@ -623,7 +631,7 @@ def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = N
                               + ": spread unknown, held fixed")
 
     # the local axis
-    hess = _col(cells, hessian)
+    hess = numeric_column(cells, hessian)
     if not np.isfinite(hess).any() and runs is not None and hessian in runs.columns:
         vals = _values_by_cell(runs, keys, hessian, cell_keys)
         hess = np.array([v.mean() if v.size else np.nan for v in vals])
@@ -639,7 +647,7 @@ def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = N
         large = hess > h_thr
     h_known = np.isfinite(hess) & np.isfinite(h_thr)
     hessian_flag = h_known & ((high_side & ~large) | (low_side & large))
-    loss = _col(cells, "train_loss")
+    loss = numeric_column(cells, "train_loss")
     with np.errstate(invalid="ignore"):
         high_loss = loss > thresholds.train_loss_high
     loss_flag = np.isfinite(loss) & ((high_side & ~high_loss) | (low_side & high_loss))

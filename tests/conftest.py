@@ -79,3 +79,13 @@ def headless_chromium(width: int = 1280, height: int = 1000, extra_args: tuple[s
     opts.binary_location = chrome
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def train_tiny_digits_grid(workdir):
+    """A finished grid of four tiny digits MLPs (widths 4 and 8 x seeds 0 and 1, one epoch)
+    in ``workdir``; returns chapter 1's results table of it."""
+    from landscape_utils.runner import expand_grid, run_grid
+
+    configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 1, "batch_size": 64},
+                          {"width": [4, 8]}, seeds=range(2))
+    return run_grid(configs, workdir, device="cpu", progress=False)

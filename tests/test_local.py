@@ -11,11 +11,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import train_tiny_digits_grid
 from landscape_utils import local
 from landscape_utils.local import (DensitySettings, HessianSettings, bin_density, density_table,
                                    hessian_table, measure_density, measure_hessian,
                                    model_and_batch, one_seed_per_cell, pyhessian_comparison)
-from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import Store
 
 F64 = torch.float64
@@ -147,10 +147,7 @@ def test_one_seed_per_cell_keeps_the_lowest_seed():
 def store_dir(tmp_path_factory):
     """A finished 2 x 1 x 2-seed grid of tiny MLPs on the digits data."""
     workdir = tmp_path_factory.mktemp("work")
-    configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 1, "batch_size": 64},
-                          {"width": [4, 8]}, seeds=range(2))
-    grid = run_grid(configs, workdir, device="cpu", progress=False)
-    return workdir, grid
+    return workdir, train_tiny_digits_grid(workdir)
 
 
 SMALL = HessianSettings(num_samples=100, tol=1e-3, rel_tol=0.1, max_probes=20, sketch_size=5)

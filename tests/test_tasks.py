@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
+from conftest import train_tiny_digits_grid
 from landscape_utils import local
 from landscape_utils.global_metrics import METRIC_NAME, GlobalSettings, measure_pairs
 from landscape_utils.local import DensitySettings, HessianSettings, density_table, hessian_table
-from landscape_utils.runner import ProcessExecutor, expand_grid, run_grid
+from landscape_utils.runner import ProcessExecutor
 from landscape_utils.store import Store
 from landscape_utils.tasks import Task, execute_task, run_tasks
 
@@ -34,9 +34,7 @@ PAIRS = GlobalSettings(curve_epochs=2, curve_batch_size=64, num_points=5, cka_sa
 def grid(tmp_path_factory):
     """Four tiny digits MLPs: two widths x two seeds."""
     workdir = tmp_path_factory.mktemp("tasks")
-    configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 1, "batch_size": 64},
-                          {"width": [4, 8]}, seeds=range(2))
-    runs = run_grid(configs, workdir, device="cpu", progress=False)
+    runs = train_tiny_digits_grid(workdir)
     pairs = [tuple(sorted(g.run_id)) for _, g in runs.groupby("width")]
     return workdir, runs, pairs
 
