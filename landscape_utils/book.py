@@ -465,11 +465,12 @@ def prerequisites(selected: list[Path]) -> dict[str, set[str]]:
     return out
 
 
-def _execute_in_child(chapter: str, params: dict[str, Any], out: str) -> tuple[bool, str]:
-    """:func:`execute` in a worker process of :func:`run_chapters`: ``(ok, message)``."""
-    say = _Log(Path(out) / "book.log")
+def _execute_checked(chapter: str, params: dict[str, Any], out: str,
+                     say: Callable[[str], None] | None = None) -> tuple[bool, str]:
+    """:func:`execute`, as ``(ok, message)``: the error's type and last line when it fails.
+    Without ``say`` (in a worker process of :func:`run_chapters`) it logs to ``{out}/book.log``."""
     try:
-        execute(Path(chapter), params, Path(out), say=say)
+        execute(Path(chapter), params, Path(out), say=say or _Log(Path(out) / "book.log"))
         return True, ""
     except Exception as err:  # papermill has written the notebook with the traceback
         last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
@@ -518,16 +519,13 @@ def run_chapters(selected: list[Path], params: dict[str, dict[str, Any]], out: P
         for chap in waiting:
             t0 = time.perf_counter()
             say(f"[book] {chap.stem}: running")
-            try:
-                execute(chap, params[chap.stem], out, say=say)
-                report(chap, t0, True, "")
-            except Exception as err:
-                last = str(err).strip().splitlines()[-1] if str(err).strip() else ""
-                report(chap, t0, False, f"{type(err).__name__}: {last}")
+            ok, message = _execute_checked(str(chap), params[chap.stem], str(out), say)
+            report(chap, t0, ok, message)
+            if not ok:
                 break
     else:
         # by its module's name, also when this module runs as __main__ (python -m)
-        child = importlib.import_module("landscape_utils.book")._execute_in_child
+        child = importlib.import_module("landscape_utils.book")._execute_checked
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
             while (waiting and failed is None) or started:
                 for chap in [c for c in waiting if needs[c.stem] <= finished][:max(0, jobs - len(started))]:

@@ -333,7 +333,6 @@ def majority_verdict(flags: Sequence[bool | None] | np.ndarray, *, threshold: fl
     t = sum(bool(v) for v, u in zip(vals, undecided) if not u)
     u = sum(undecided)
     big_n = len(vals)
-    f = big_n - t - u
     ns = f"{big_n} {what}"
     evidence = f"{t} of {big_n} {what}" + (f" ({u} undecided)" if u else "")
     if big_n < min_n:
