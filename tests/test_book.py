@@ -78,14 +78,17 @@ def test_driver_exits_nonzero_before_running_on_bad_params(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
-def test_failing_chapter_keeps_its_notebook_and_is_named(tmp_path):
+@pytest.mark.parametrize("jobs", ["1", "2"])  # in the driver's process, and in a worker
+def test_failing_chapter_keeps_its_notebook_and_is_named(tmp_path, jobs):
     # Bad values are caught before any chapter runs (exit 2, tests/test_bad_input.py); a
     # workdir that is a file only fails once chapter 1 writes to it.
     (tmp_path / "w").write_text("not a folder")
     p = write(tmp_path, f"shared: {{workdir: {tmp_path / 'w'}}}\n01_training_grid: {{num_epochs: 1}}\n")
-    proc = run_driver("--params", str(p), "--out", str(tmp_path / "out"), "--chapters", "01", "--no-html")
+    proc = run_driver("--params", str(p), "--out", str(tmp_path / "out"), "--chapters", "01,02", "--no-html",
+                      "--jobs", jobs)
     assert proc.returncode == 1
     assert "chapter 01_training_grid failed" in proc.stderr
+    assert "02_local_metrics: running" not in proc.stdout  # what reads chapter 1 never starts
     nb = json.loads((tmp_path / "out" / "notebooks" / "01_training_grid.ipynb").read_text())
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert errors and str(tmp_path / "w") in errors[0]["evalue"]
