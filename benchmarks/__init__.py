@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import torch
 
-GROUPS = ("population", "lambda_max", "trace", "chapters", "scaling", "end_to_end", "book_executor")
+GROUPS = ("population", "lambda_max", "trace", "chapters", "scaling", "end_to_end", "book_executor",
+          "data_cache")
 
 
 @dataclass

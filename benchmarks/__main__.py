@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         elif group == "book_executor":
             from . import book_executor
             new = book_executor.run(args.quick, args.params, args.chapters)
+        elif group == "data_cache":
+            from . import data_cache
+            new = data_cache.run(args.quick, args.repeats or 3)
         elif group == "end_to_end":
             from . import end_to_end
             new = end_to_end.run(args.quick)

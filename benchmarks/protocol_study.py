@@ -34,26 +34,18 @@ The targets (issue 17), on the phase labels of the confidence classifier:
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import math
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-#: Phase groups reported per candidate, in the paper's order.
-GROUPS: tuple[str, ...] = ("I", "II", "III", "IV", "IV-A", "IV-B")
-#: Per-phase medians recorded per candidate.
-MEDIAN_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "lambda_max", "mc", "cka", "test_acc")
-#: Target 3's bar for a *trained* phase II (mean train accuracy of a cell).
-TRAINED_ACC = 0.8
-#: Target 1's bar.
-BEST_ACC = 0.90
+REPO = Path(__file__).resolve().parents[1]
+
+from landscape_utils.protocol import (MEDIAN_METRICS, check_targets, phase_counts, phase_medians,
+                                      protocol_text)
 
 # ---------------------------------------------------------------------------- candidates
 # Shared measurement settings of the study (modest: the point is the phase table's shape).
@@ -106,6 +98,46 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "curve": dict(curve_epochs=60), "reuse": "cnn_bn_half_w4to64_b8to128",
         "train_loss_high": 0.1,
         "note": "as ..._curve60, train_loss_high 0.1"},
+    # Probes of the hot end (session 2): 2 x 2 grids of the chosen candidate's extreme
+    # cells (widths 32, 64; batch 8, 128), each changing one thing, to find a protocol whose
+    # small-batch runs stay unconverged (phase II: mc > 0) while the wide cold runs connect.
+    # constant lr 0.1 (no decay): the small-batch runs end hot
+    "probe_const": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
+                    "num_epochs": 48, "schedule": "constant", "load_values": [32, 64],
+                    "temperature_values": [8, 128], "curve": dict(curve_epochs=60),
+                    "train_loss_high": 0.1, "note": "probe: constant lr 0.1 (no decay)"},
+    # ten times the weight decay: more steps (small batches) = more shrinkage
+    "probe_wd5e-3": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
+                     "num_epochs": 48, "weight_decay": 5e-3, "load_values": [32, 64],
+                     "temperature_values": [8, 128], "curve": dict(curve_epochs=60),
+                     "train_loss_high": 0.1, "note": "probe: weight decay 5e-3"},
+    # a milder decay (x0.3) late (at 90%): the small batches cool less
+    "probe_late_mild": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
+                        "num_epochs": 48, "decay_at": 0.9, "decay_factor": 0.3,
+                        "load_values": [32, 64], "temperature_values": [8, 128],
+                        "curve": dict(curve_epochs=60), "train_loss_high": 0.1,
+                        "note": "probe: decay x0.3 at 90%"},
+    # no weight decay: can the wide cold runs reach a near-zero loss and mc = 0?
+    "probe_wd0": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
+                  "num_epochs": 48, "weight_decay": 0.0, "load_values": [32, 64],
+                  "temperature_values": [8, 128], "curve": dict(curve_epochs=60),
+                  "train_loss_high": 0.1, "note": "probe: no weight decay"},
+    # the cold end pushed to batch 512 (4 steps per epoch, 192 in all): runs that stop
+    # before they converge, so that a curve fitted between them beats them (mc > 0)
+    "probe_b512": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
+                   "num_epochs": 48, "load_values": [8, 64], "temperature_values": [512],
+                   "curve": dict(curve_epochs=60), "train_loss_high": 0.1,
+                   "note": "probe: batch 512 (192 steps)"},
+    # The default (params/default.yaml): the late mild decay that connects the widest hot
+    # cell (probe_late_mild) and the batch-512 column of unconverged runs (probe_b512),
+    # measured with the book's own settings of chapters 2-3 in the book's workdir, so the
+    # row reads what `make book` stored (and a rerun without it computes the same tasks)
+    "default_late_mild_b8to512": {
+        **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "num_epochs": 48,
+        "decay_at": 0.9, "decay_factor": 0.3, "load_values": [8, 16, 32, 64],
+        "temperature_values": [8, 16, 128, 512], "train_loss_high": 0.1,
+        "book": "params/default.yaml",
+        "note": "the default (params/default.yaml), the book's chapter 2-3 settings"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
@@ -122,119 +154,12 @@ QUICK = dict(load_values=[4, 16], temperature_values=[32, 256], num_seeds=2, num
 QUICK_CURVE = dict(curve_epochs=1, cka_samples=80, cka_batches=2, num_points=5)
 QUICK_HESSIAN = dict(num_samples=200, max_iter=10, max_probes=5, min_probes=2)
 
-_NOT_GRID = ("note", "reuse", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high")
+_NOT_GRID = ("note", "reuse", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high", "book")
 
 
 # ---------------------------------------------------------------------------- pure pieces
-def group_of(label: object, iv_split: bool) -> str | None:
-    """The target group of a confidence label: I, II, III, IV (or IV-A / IV-B when the
-    grid's IV is split); None for undetermined or missing labels."""
-    if label is None or (isinstance(label, float) and math.isnan(label)):
-        return None
-    s = str(label)
-    if s in ("I", "II", "III"):
-        return s
-    if s in ("IV", "IV-A", "IV-B"):
-        return s if iv_split else "IV"
-    return None
-
-
-def phase_counts(labels: Iterable[object]) -> dict[str, int]:
-    """Cells per label (missing and NaN labels left out), in the order of :data:`GROUPS`
-    then any other label (e.g. ``undetermined``)."""
-    s = pd.Series(list(labels), dtype=object).dropna().astype(str)
-    counts = s.value_counts()
-    order = [g for g in GROUPS if g in counts.index] + sorted(set(counts.index) - set(GROUPS))
-    return {g: int(counts[g]) for g in order}
-
-
-def phase_medians(cells: pd.DataFrame, labels: Sequence[object],
-                  metrics: Sequence[str] = MEDIAN_METRICS) -> dict[str, dict[str, float]]:
-    """Median over the cells of each label of each metric (NaN values ignored).
-
-    ``labels`` aligns with the rows of ``cells``; returns ``{label: {metric: median}}``
-    for every label with at least one cell (IV-A and IV-B cells also enter ``IV``).
-    """
-    lab = pd.Series(list(labels), index=cells.index, dtype=object)
-    out: dict[str, dict[str, float]] = {}
-    keys = {g: lab.astype(str).eq(g) for g in set(lab.dropna().astype(str))}
-    if any(g in keys for g in ("IV-A", "IV-B")):
-        keys["IV"] = lab.astype(str).isin(["IV", "IV-A", "IV-B"])
-    for g, mask in keys.items():
-        if not mask.any():
-            continue
-        sel = cells.loc[mask.to_numpy()]
-        out[g] = {m: float(pd.to_numeric(sel[m], errors="coerce").median())
-                  if m in sel.columns else float("nan") for m in metrics}
-    return out
-
-
-def _gt(a: float, b: float) -> bool:
-    return bool(np.isfinite(a) and np.isfinite(b) and a > b)
-
-
-def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
-                  min_cells: int = 2) -> dict[str, Any]:
-    """Which of the issue's targets 1-4 hold (module docstring) on one phase table.
-
-    Args:
-        cells: one row per cell with ``test_acc``, ``train_loss``, ``train_acc`` and
-            ``lambda_max`` (cell means).
-        labels: the confidence label of every row (``I``, ``II``, ``III``, ``IV``,
-            ``IV-A``, ``IV-B``, ``undetermined`` or missing).
-        iv_split: whether the grid's IV is split into IV-A and IV-B by the CKA.
-
-    Returns:
-        ``target1`` ... ``target4`` (bool), ``n_targets``, and what decided them:
-        ``best_test_acc``, ``best_phase``, ``best_index`` (row label of the best cell),
-        ``phases_ok`` (groups with at least ``min_cells`` cells), ``phases_missing``,
-        ``loss_order`` / ``lambda_order`` (bool: the paper's order of the medians),
-        ``loss_gap`` / ``lambda_gap`` (min of I, II minus max of III, IV; > 0 when the order
-        holds) and ``ii_train_acc`` (mean train acc of phase II's cells).
-    """
-    groups = [group_of(x, iv_split) for x in labels]
-    counts = pd.Series([g for g in groups if g is not None], dtype=object).value_counts()
-    # phase IV counts once unless split; then IV-A and IV-B must each reach min_cells
-    needed = ["I", "II", "III"] + (["IV-A", "IV-B"] if iv_split else ["IV"])
-    ok = [g for g in needed if counts.get(g, 0) >= min_cells]
-    acc = pd.to_numeric(cells["test_acc"], errors="coerce").to_numpy(dtype=float)
-    if np.isfinite(acc).any():
-        ib = int(np.nanargmax(acc))
-        best, best_phase, best_index = float(acc[ib]), groups[ib], cells.index[ib]
-    else:
-        best, best_phase, best_index = float("nan"), None, None
-    lab4 = pd.Series([("IV" if g in ("IV-A", "IV-B") else g) for g in groups], index=cells.index,
-                     dtype=object)
-    med = {}
-    for m in ("train_loss", "lambda_max"):
-        v = pd.to_numeric(cells[m], errors="coerce") if m in cells else pd.Series(np.nan, index=cells.index)
-        med[m] = {g: float(v[lab4.eq(g)].median()) if lab4.eq(g).any() else float("nan")
-                  for g in ("I", "II", "III", "IV")}
-
-    def gap(m: str) -> float:
-        hi = [med[m]["I"], med[m]["II"]]
-        lo = [med[m]["III"], med[m]["IV"]]
-        if not all(np.isfinite(hi + lo)):
-            return float("nan")
-        return float(min(hi) - max(lo))
-
-    loss_gap, lam_gap = gap("train_loss"), gap("lambda_max")
-    tr = pd.to_numeric(cells["train_acc"], errors="coerce") if "train_acc" in cells else None
-    ii_acc = float(tr[lab4.eq("II")].mean()) if tr is not None and lab4.eq("II").any() else float("nan")
-    t3 = _gt(loss_gap, 0) and _gt(lam_gap, 0) and bool(np.isfinite(ii_acc) and ii_acc >= TRAINED_ACC)
-    t4_need = "IV-B" if iv_split else "IV"
-    out = {
-        "target1": bool(np.isfinite(best) and best >= BEST_ACC),
-        "target2": len(ok) == len(needed),
-        "target3": t3,
-        "target4": best_phase == t4_need,
-        "best_test_acc": best, "best_phase": best_phase, "best_index": best_index,
-        "phases_ok": ",".join(ok), "phases_missing": ",".join(g for g in needed if g not in ok),
-        "loss_order": _gt(loss_gap, 0), "lambda_order": _gt(lam_gap, 0),
-        "loss_gap": loss_gap, "lambda_gap": lam_gap, "ii_train_acc": ii_acc,
-    }
-    out["n_targets"] = sum(out[f"target{i}"] for i in range(1, 5))
-    return out
+# group_of, phase_counts, phase_medians and check_targets live in landscape_utils.protocol,
+# where chapter 4 reads the same targets from the default book's own grid.
 
 
 def _fmt_counts(counts: Mapping[str, int]) -> str:
@@ -259,6 +184,9 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
         "model": spec.get("model"), "data_fraction": spec.get("data_fraction"),
         "batch_norm": spec.get("batch_norm", False), "lr": spec.get("lr"),
         "schedule": spec.get("schedule", "constant"), "num_epochs": spec.get("num_epochs"),
+        "weight_decay": spec.get("weight_decay", 5e-4),
+        "decay_at": spec.get("decay_at", float("nan")) if spec.get("schedule") == "step" else float("nan"),
+        "decay_factor": spec.get("decay_factor", float("nan")) if spec.get("schedule") == "step" else float("nan"),
         "load_values": " ".join(map(str, spec.get("load_values", []))),
         "temperature_values": " ".join(map(str, spec.get("temperature_values", []))),
         "num_seeds": spec.get("num_seeds"), "train_loss_high": spec.get("train_loss_high"),
@@ -283,6 +211,22 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
     return row
 
 
+def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Fill the weight decay and step-decay columns of rows written before they existed,
+    from the candidates' specs (rows of unknown candidates are left as they are)."""
+    table = table.copy()
+    for col, default in (("weight_decay", 5e-4), ("decay_at", 0.75), ("decay_factor", 0.1)):
+        if col not in table:
+            table[col] = np.nan
+        for i, r in table.iterrows():
+            spec = CANDIDATES.get(str(r["candidate"]))
+            if spec is None or pd.notna(r[col]):
+                continue
+            if col == "weight_decay" or spec.get("schedule") == "step":
+                table.loc[i, col] = spec.get(col, default)
+    return table
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """The study's summary table (one line per candidate) as GitHub markdown.
 
@@ -301,9 +245,7 @@ def markdown_table(table: pd.DataFrame) -> str:
             "targets 1 2 3 4", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        proto = (f"{r['model']}{' +BN' if bool(r['batch_norm']) else ''}, data {r['data_fraction']:g}, "
-                 f"lr {r['lr']:g} {r['schedule']}, {int(r['num_epochs'])} ep, widths {r['load_values']}, "
-                 f"batch {r['temperature_values']}")
+        proto = protocol_text(r)
         marks = " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))
         best = f"{r['best_test_acc']:.3f} ({r['best_cell']}, {r['best_phase'] if isinstance(r['best_phase'], str) else '?'})"
         lines.append("| " + " | ".join([
@@ -320,6 +262,26 @@ def grid_params(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in spec.items() if k not in _NOT_GRID}
 
 
+def book_settings(params_file: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """The workdir and the Hessian and curve settings a params file gives chapters 2 and 3
+    (each chapter's defaults overridden by the file), as ``HessianSettings`` and
+    ``GlobalSettings`` keyword arguments: the same store keys as the book's tasks."""
+    import yaml
+
+    from landscape_utils.chapters import merged_values
+    raw = yaml.safe_load((REPO / params_file).read_text())
+    shared = raw.get("shared") or {}
+    local = merged_values("02_local_metrics", {**shared, **(raw.get("02_local_metrics") or {})})
+    glob = merged_values("03_global_connectivity", {**shared, **(raw.get("03_global_connectivity") or {})})
+    hessian = dict(num_samples=local["num_samples"], k=local["top_k"], tol=local["tol"],
+                   max_iter=local["max_iter"], trace_method=local["trace_method"],
+                   rel_tol=local["trace_rel_tol"], max_probes=local["max_probes"], seed=local["hessian_seed"])
+    curve = {k: glob[k] for k in ("curve_epochs", "curve_lr", "curve_batch_size", "curve_weight_decay",
+                                  "num_points", "cka_samples", "cka_batches", "cka_representation",
+                                  "mixup_alpha", "seed")}
+    return REPO / shared.get("workdir", "build/work/default"), hessian, curve
+
+
 def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = False,
                   device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:
     """Train, measure and classify one candidate; returns its CSV row and its cell table."""
@@ -334,8 +296,12 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
         spec.update(QUICK)
     params = grid_params(spec)
     load, temperature = params["load_axis"], params["temperature_axis"]
-    # ``reuse``: train in (or read the runs of) another candidate's workdir
+    # ``reuse``: train in (or read the runs of) another candidate's workdir; ``book``: the
+    # book's workdir and chapter 2-3 settings of that params file
     workdir = work / (spec.get("reuse", name) + ("_quick" if quick else ""))
+    hessian, curve = {**HESSIAN, **spec.get("hessian", {})}, {**CURVE, **spec.get("curve", {})}
+    if spec.get("book") and not quick:
+        workdir, hessian, curve = book_settings(spec["book"])  # the settings' own defaults fill the rest
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -344,13 +310,13 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    hs = HessianSettings(**{**HESSIAN, **spec.get("hessian", {}), **(QUICK_HESSIAN if quick else {})})
+    hs = HessianSettings(**{**hessian, **(QUICK_HESSIAN if quick else {})})
     ok = grid[grid["status"].astype(str) != "diverged"]
     local = hessian_table(workdir, list(ok["run_id"]), hs, device=device, progress=False)
     seconds["hessian"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    gs = GlobalSettings(**{**CURVE, **spec.get("curve", {}), **(QUICK_CURVE if quick else {})})
+    gs = GlobalSettings(**{**curve, **(QUICK_CURVE if quick else {})})
     runs_by_cell, _ = usable_runs(grid, load, temperature)
     flat = [(cell, ids[i], ids[j]) for cell, ids in runs_by_cell.items() if len(ids) >= 2
             for i, j in select_pairs(len(ids), 3, gs.seed)]
@@ -417,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         old = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
         if len(old):
             old = old[old["candidate"] != name]
-        table = pd.concat([old, pd.DataFrame([row])], ignore_index=True)
+        table = fill_protocol_columns(pd.concat([old, pd.DataFrame([row])], ignore_index=True))
         table.to_csv(csv, index=False)
         keep = ["candidate", "phases", "best_test_acc", "best_phase", "target1", "target2",
                 "target3", "target4", "seconds_total"]

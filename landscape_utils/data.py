@@ -12,6 +12,8 @@ Test labels are never changed.
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,14 +140,76 @@ def _load_raw(name: str, data_root: str, download: bool):
     return _torchvision(name, Path(data_root), download)
 
 
-def _mnist1d():
-    from mnist1d.data import get_dataset_args, make_dataset
+#: The arrays of MNIST-1D, once generated, are kept here (``LANDSCAPE_CACHE`` overrides).
+CACHE_ENV = "LANDSCAPE_CACHE"
+_MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
 
-    # make_dataset builds the data procedurally from its templates: no download.
-    # (get_dataset would fetch a pickle from the network, so it is never used.)
-    d = make_dataset(get_dataset_args())
-    return (d["x"].astype(np.float32), d["y"].astype(np.int64),
-            d["x_test"].astype(np.float32), d["y_test"].astype(np.int64), 10)
+
+def cache_dir() -> Path:
+    """Where generated data is kept: ``$LANDSCAPE_CACHE``, else
+    ``$XDG_CACHE_HOME/landscape-book`` (``~/.cache/landscape-book``)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "landscape-book"
+
+
+def mnist1d_cache_path() -> Path:
+    """The cache file of MNIST-1D as the package generates it (mnist1d's default
+    arguments). Those arguments belong to the installed mnist1d release, so the file is
+    named by that release: another version generates anew. Finding the name does not
+    import mnist1d (which pulls in scipy, 1.5 s)."""
+    from importlib.metadata import version
+
+    return cache_dir() / f"mnist1d-{version('mnist1d')}-default.npz"
+
+
+def _mnist1d_args():
+    from mnist1d.data import get_dataset_args
+
+    return get_dataset_args()
+
+
+def generate_mnist1d() -> dict[str, np.ndarray]:
+    """MNIST-1D generated from its templates (no download), as the arrays ``x`` (4000, 40)
+    float32, ``y`` (4000,) int64, ``x_test`` (1000, 40) and ``y_test`` (1000,). Takes
+    about 10 s of CPU; :func:`_mnist1d` reads it from the cache instead when it can."""
+    from mnist1d.data import make_dataset
+
+    # (mnist1d's get_dataset would fetch a pickle from the network, so it is never used.)
+    d = make_dataset(_mnist1d_args())
+    return {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
+            "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
+
+
+def _mnist1d():
+    """MNIST-1D from the cache file, generating and saving it on a miss.
+
+    Every process that trains or measures needs the data (each chapter's kernel and each
+    worker of a process pool), and generating it costs more than most tasks; reading the
+    cached arrays takes milliseconds. A cache file that cannot be read is generated again
+    and replaced; a cache that cannot be written is skipped.
+    """
+    path = mnist1d_cache_path()
+    d = None
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                d = {k: z[k] for k in _MNIST1D_KEYS}
+        except Exception:  # truncated or foreign file: generate again and replace it
+            d = None
+    if d is None:
+        d = generate_mnist1d()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
+                                             delete=False) as f:
+                np.savez(f, **d)
+            os.chmod(f.name, 0o644)  # readable by other users, like any cache file
+            os.replace(f.name, path)  # atomic: a reader never sees half a file
+        except OSError:
+            pass
+    return d["x"], d["y"], d["x_test"], d["y_test"], 10
 
 
 def _digits():

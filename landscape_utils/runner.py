@@ -28,6 +28,7 @@ import inspect
 import itertools
 import math
 import os
+import signal
 import socket
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -263,7 +264,15 @@ class ProcessExecutor:
 
 
 def _init_worker(slots, threads: int) -> None:
-    """Process-pool initializer: take this worker's GPU slot, then set torch's threads."""
+    """Process-pool initializer: ignore Ctrl-C, take this worker's GPU slot, then set
+    torch's threads.
+
+    A worker shares its parent's process group, so an interrupt meant for the parent (a
+    Ctrl-C in the terminal, or Jupyter stopping a chapter's kernel) would also raise
+    ``KeyboardInterrupt`` in every idle worker and print its traceback. The parent handles
+    the interrupt and shuts the pool down; the workers leave when their queue closes.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     gpu = slots.get(timeout=60)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu

@@ -37,7 +37,8 @@ def test_quick_benchmarks_print_one_ratio_line_per_comparison(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [m for m in map(RATIO.match, proc.stdout.splitlines()) if m]
     groups = {m.group(1) for m in lines}
-    assert groups == {"population", "lambda_max", "trace", "chapters", "scaling", "end_to_end", "book_executor"}, proc.stdout
+    assert groups == {"population", "lambda_max", "trace", "chapters", "scaling", "end_to_end", "book_executor",
+                      "data_cache"}, proc.stdout
     for m in lines:
         assert float(m.group(3)) > 0, m.group(0)
     # exactly one line per compared case, and the machine is named

@@ -157,3 +157,49 @@ def test_data_order_generator_is_per_seed_and_independent_of_the_global_stream()
     g = data_order_generator(3)
     first, second = torch.randperm(50, generator=g), torch.randperm(50, generator=g)
     assert torch.equal(first, a) and not torch.equal(first, second)
+
+
+def test_mnist1d_cache_holds_exactly_the_generated_arrays(tmp_path, monkeypatch):
+    """The first load generates and saves; later loads (in any process) read the file and
+    get the same arrays as a fresh generation; a damaged file is generated again."""
+    from landscape_utils import data
+
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    data._load_raw.cache_clear()
+    try:
+        path = data.mnist1d_cache_path()
+        assert path.parent == tmp_path and not path.exists()
+        first = data._mnist1d()
+        assert path.exists()
+        fresh = data.generate_mnist1d()  # the brute-force reference: generate again
+        with np.load(path) as z:
+            for i, k in enumerate(("x", "y", "x_test", "y_test")):
+                assert np.array_equal(z[k], fresh[k]) and z[k].dtype == fresh[k].dtype
+                assert np.array_equal(first[i], fresh[k])
+        # a read from the cache never imports mnist1d's generator
+        calls = []
+        monkeypatch.setattr(data, "generate_mnist1d", lambda: calls.append(1) or fresh)
+        again = data._mnist1d()
+        assert calls == [] and all(np.array_equal(a, b) for a, b in zip(again[:4], first[:4]))
+        # a truncated file is generated again and replaced
+        path.write_bytes(path.read_bytes()[:100])
+        healed = data._mnist1d()
+        assert calls == [1] and np.array_equal(healed[0], fresh["x"])
+        with np.load(path) as z:
+            assert np.array_equal(z["x"], fresh["x"])
+        assert not list(tmp_path.glob("*.tmp"))
+    finally:
+        data._load_raw.cache_clear()
+
+
+def test_mnist1d_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
+    from landscape_utils import data
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(data.CACHE_ENV, str(blocker / "cache"))
+    monkeypatch.setattr(data, "generate_mnist1d", lambda: {
+        "x": np.zeros((4, 40), np.float32), "y": np.zeros(4, np.int64),
+        "x_test": np.zeros((2, 40), np.float32), "y_test": np.zeros(2, np.int64)})
+    x, y, xt, yt, k = data._mnist1d()
+    assert x.shape == (4, 40) and k == 10

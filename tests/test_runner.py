@@ -122,6 +122,16 @@ def test_store_round_trips_models_histories_and_metrics(tmp_path, grid):
     assert table.to_dict("records") == [{"run_id": rid, "num_samples": 100, "lambda_max": 3.5}]
 
 
+def test_process_workers_ignore_ctrl_c():
+    """An interrupt of the parent's process group (Ctrl-C, a kernel stopped by Jupyter)
+    must not print a KeyboardInterrupt traceback from every idle worker."""
+    import signal
+    with ProcessExecutor(workers=1, device="cpu") as ex:
+        handlers = list(ex.map(signal.getsignal, [signal.SIGINT]))
+    assert handlers == [signal.SIG_IGN]
+    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # the parent keeps its handler
+
+
 def test_process_executor_matches_serial_and_pins_its_workers(tmp_path, grid):
     serial = run_grid(grid[:4], tmp_path / "a", device="cpu", progress=False)
     # No GPU here: two made-up GPU ids show the pinning (the environment each worker sets

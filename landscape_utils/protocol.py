@@ -1,0 +1,266 @@
+"""How far a grid reproduces the paper's phase table: the targets of a default protocol.
+
+The paper's table (Yang et al. 2021, Table 1) says what each phase looks like: I and II
+have a high train loss and a large Hessian, III and IV a small one; II has not converged
+(mc > 0); the best test accuracy is in IV-B. A protocol that is meant to show the paper's
+phenomena at small scale is checked against four targets, read from its phase table:
+
+1. the best cell's mean test accuracy is at least :data:`BEST_ACC` (0.90);
+2. phases I, II, III and IV are present, each with at least two cells (IV-A and IV-B
+   count as IV unless the CKA separates them, in which case each counts on its own);
+3. the per-phase medians follow the paper's table: train loss of I and II above that of
+   III and IV, λmax of I and II above that of III and IV, and phase II *trained* (mean
+   train accuracy of its cells at least :data:`TRAINED_ACC`), not failed;
+4. the cell with the best mean test accuracy is in phase IV (IV-B when IV is split).
+
+:func:`check_targets` reads them from one table; :func:`target_findings` words targets
+1-3 as findings for chapter 4 (target 4 is ``findings.best_accuracy_phase``, which also
+weighs ties within the seed spread). The protocol study (``benchmarks/protocol_study.py``)
+uses the same functions on every candidate; :func:`read_study` and :func:`study_table`
+show its committed table in the book.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .findings import THIS_BUILD, Finding
+
+#: The protocol study's committed table, in the repository (relative paths start here).
+REPO = Path(__file__).resolve().parents[1]
+STUDY_CSV = "benchmarks/protocol_study.csv"
+
+#: Phase groups reported per grid, in the paper's order.
+GROUPS: tuple[str, ...] = ("I", "II", "III", "IV", "IV-A", "IV-B")
+#: Per-phase medians recorded per grid.
+MEDIAN_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "lambda_max", "mc", "cka", "test_acc")
+#: Target 3's bar for a *trained* phase II (mean train accuracy of a cell).
+TRAINED_ACC = 0.8
+#: Target 1's bar.
+BEST_ACC = 0.90
+
+
+def group_of(label: object, iv_split: bool) -> str | None:
+    """The target group of a confidence label: I, II, III, IV (or IV-A / IV-B when the
+    grid's IV is split); None for undetermined or missing labels."""
+    if label is None or (isinstance(label, float) and math.isnan(label)):
+        return None
+    s = str(label)
+    if s in ("I", "II", "III"):
+        return s
+    if s in ("IV", "IV-A", "IV-B"):
+        return s if iv_split else "IV"
+    return None
+
+
+def phase_counts(labels: Iterable[object]) -> dict[str, int]:
+    """Cells per label (missing and NaN labels left out), in the order of :data:`GROUPS`
+    then any other label (e.g. ``undetermined``)."""
+    s = pd.Series(list(labels), dtype=object).dropna().astype(str)
+    counts = s.value_counts()
+    order = [g for g in GROUPS if g in counts.index] + sorted(set(counts.index) - set(GROUPS))
+    return {g: int(counts[g]) for g in order}
+
+
+def phase_medians(cells: pd.DataFrame, labels: Sequence[object],
+                  metrics: Sequence[str] = MEDIAN_METRICS) -> dict[str, dict[str, float]]:
+    """Median over the cells of each label of each metric (NaN values ignored).
+
+    ``labels`` aligns with the rows of ``cells``; returns ``{label: {metric: median}}``
+    for every label with at least one cell (IV-A and IV-B cells also enter ``IV``).
+    """
+    lab = pd.Series(list(labels), index=cells.index, dtype=object)
+    out: dict[str, dict[str, float]] = {}
+    keys = {g: lab.astype(str).eq(g) for g in set(lab.dropna().astype(str))}
+    if any(g in keys for g in ("IV-A", "IV-B")):
+        keys["IV"] = lab.astype(str).isin(["IV", "IV-A", "IV-B"])
+    for g, mask in keys.items():
+        if not mask.any():
+            continue
+        sel = cells.loc[mask.to_numpy()]
+        out[g] = {m: float(pd.to_numeric(sel[m], errors="coerce").median())
+                  if m in sel.columns else float("nan") for m in metrics}
+    return out
+
+
+def _gt(a: float, b: float) -> bool:
+    return bool(np.isfinite(a) and np.isfinite(b) and a > b)
+
+
+def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
+                  min_cells: int = 2) -> dict[str, Any]:
+    """Which of targets 1-4 (module docstring) hold on one phase table.
+
+    Args:
+        cells: one row per cell with ``test_acc``, ``train_loss``, ``train_acc`` and
+            ``lambda_max`` (cell means).
+        labels: the confidence label of every row (``I``, ``II``, ``III``, ``IV``,
+            ``IV-A``, ``IV-B``, ``undetermined`` or missing).
+        iv_split: whether the grid's IV is split into IV-A and IV-B by the CKA.
+
+    Returns:
+        ``target1`` ... ``target4`` (bool), ``n_targets``, and what decided them:
+        ``best_test_acc``, ``best_phase``, ``best_index`` (row label of the best cell),
+        ``counts`` (cells per group), ``phases_ok`` (groups with at least ``min_cells``
+        cells), ``phases_missing``, ``medians`` (``{metric: {group: median}}`` for train
+        loss and λmax), ``loss_order`` / ``lambda_order`` (bool: the paper's order of the
+        medians), ``loss_gap`` / ``lambda_gap`` (min of I, II minus max of III, IV; > 0
+        when the order holds) and ``ii_train_acc`` (mean train acc of phase II's cells).
+    """
+    if len(labels) != len(cells):
+        raise ValueError(f"labels has {len(labels)} entries for {len(cells)} cells")
+    groups = [group_of(x, iv_split) for x in labels]
+    counts = pd.Series([g for g in groups if g is not None], dtype=object).value_counts()
+    # phase IV counts once unless split; then IV-A and IV-B must each reach min_cells
+    needed = ["I", "II", "III"] + (["IV-A", "IV-B"] if iv_split else ["IV"])
+    ok = [g for g in needed if counts.get(g, 0) >= min_cells]
+    acc = pd.to_numeric(cells["test_acc"], errors="coerce").to_numpy(dtype=float)
+    if np.isfinite(acc).any():
+        ib = int(np.nanargmax(acc))
+        best, best_phase, best_index = float(acc[ib]), groups[ib], cells.index[ib]
+    else:
+        best, best_phase, best_index = float("nan"), None, None
+    lab4 = pd.Series([("IV" if g in ("IV-A", "IV-B") else g) for g in groups], index=cells.index,
+                     dtype=object)
+    med = {}
+    for m in ("train_loss", "lambda_max"):
+        v = pd.to_numeric(cells[m], errors="coerce") if m in cells else pd.Series(np.nan, index=cells.index)
+        med[m] = {g: float(v[lab4.eq(g)].median()) if lab4.eq(g).any() else float("nan")
+                  for g in ("I", "II", "III", "IV")}
+
+    def gap(m: str) -> float:
+        hi = [med[m]["I"], med[m]["II"]]
+        lo = [med[m]["III"], med[m]["IV"]]
+        if not all(np.isfinite(hi + lo)):
+            return float("nan")
+        return float(min(hi) - max(lo))
+
+    loss_gap, lam_gap = gap("train_loss"), gap("lambda_max")
+    tr = pd.to_numeric(cells["train_acc"], errors="coerce") if "train_acc" in cells else None
+    ii_acc = float(tr[lab4.eq("II")].mean()) if tr is not None and lab4.eq("II").any() else float("nan")
+    t3 = _gt(loss_gap, 0) and _gt(lam_gap, 0) and bool(np.isfinite(ii_acc) and ii_acc >= TRAINED_ACC)
+    t4_need = "IV-B" if iv_split else "IV"
+    out = {
+        "target1": bool(np.isfinite(best) and best >= BEST_ACC),
+        "target2": len(ok) == len(needed),
+        "target3": t3,
+        "target4": best_phase == t4_need,
+        "best_test_acc": best, "best_phase": best_phase, "best_index": best_index,
+        "counts": {g: int(counts.get(g, 0)) for g in needed},
+        "phases_ok": ",".join(ok), "phases_missing": ",".join(g for g in needed if g not in ok),
+        "medians": med,
+        "loss_order": _gt(loss_gap, 0), "lambda_order": _gt(lam_gap, 0),
+        "loss_gap": loss_gap, "lambda_gap": lam_gap, "ii_train_acc": ii_acc,
+    }
+    out["n_targets"] = sum(out[f"target{i}"] for i in range(1, 5))
+    return out
+
+
+def _medians_text(med: dict[str, float], fmt: str) -> str:
+    return ", ".join(f"{g} {format(v, fmt) if np.isfinite(v) else '-'}" for g, v in med.items())
+
+
+def target_findings(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool, *,
+                    load: str = "width", temperature: str = "batch_size",
+                    grid: str = THIS_BUILD) -> list[Finding]:
+    """Targets 1-3 of :func:`check_targets` as findings (keys ``protocol_accuracy``,
+    ``protocol_phases_present``, ``protocol_paper_table_order``).
+
+    Each holds or fails by the target's rule; the evidence gives the numbers that decided
+    it (best cell and its seed spread, cells per phase, the medians per phase). Target 4
+    is the ``best_accuracy_phase`` finding.
+    """
+    t = check_targets(cells, labels, iv_split)
+    n = f"{len(cells)} cells"
+    if "n_seeds" in cells and pd.to_numeric(cells["n_seeds"], errors="coerce").notna().any():
+        n += f" x {int(pd.to_numeric(cells['n_seeds'], errors='coerce').median())} seeds"
+    if t["best_index"] is not None:
+        r = cells.loc[t["best_index"]]
+        sd = r.get("test_acc_std", float("nan"))
+        spread = f" ± {sd:.3f} (sd over seeds)" if isinstance(sd, float) and np.isfinite(sd) else ""
+        best = (f"best cell {load} {r[load]:g}, {temperature} {r[temperature]:g}: test acc "
+                f"{t['best_test_acc']:.3f}{spread}, phase {t['best_phase'] or 'undetermined'}")
+    else:
+        best = "no cell has a test accuracy"
+    found = [Finding("protocol_accuracy",
+                     f"The best cell reaches a mean test accuracy of at least {BEST_ACC:.2f} "
+                     "(the paper's grid reaches 0.90).",
+                     "holds" if t["target1"] else "fails", best, n, grid)]
+    counts = ", ".join(f"{g} {c}" for g, c in t["counts"].items())
+    found.append(Finding(
+        "protocol_phases_present",
+        "Phases I, II, III and IV are all present, each with at least two cells"
+        + (" (IV-A and IV-B each, as the CKA splits IV)." if iv_split else "."),
+        "holds" if t["target2"] else "fails",
+        f"cells per phase (confidence labels): {counts}"
+        + (f"; missing or below two cells: {t['phases_missing']}" if t["phases_missing"] else ""),
+        n, grid))
+    med = t["medians"]
+    ii = t["ii_train_acc"]
+    found.append(Finding(
+        "protocol_paper_table_order",
+        "On medians per phase, train loss and λmax of I and II lie above those of III and "
+        f"IV, and phase II is trained (mean train accuracy at least {TRAINED_ACC:.1f}).",
+        "holds" if t["target3"] else "fails",
+        f"train loss {_medians_text(med['train_loss'], '.3f')}; λmax "
+        f"{_medians_text(med['lambda_max'], '.1f')}; phase II train acc "
+        + (f"{ii:.3f}" if np.isfinite(ii) else "- (no II cell)"),
+        n, grid))
+    return found
+
+
+def protocol_text(r: pd.Series) -> str:
+    """One line describing a study candidate's protocol (a row of the study's CSV)."""
+    sched = str(r["schedule"])
+    if sched == "step" and pd.notna(r.get("decay_factor", np.nan)):
+        sched = f"step x{r['decay_factor']:g} at {r['decay_at']:.0%}"
+    wd = r.get("weight_decay", np.nan)
+    return (f"{r['model']}{' +BN' if bool(r['batch_norm']) else ''}, data {r['data_fraction']:g}, "
+            f"lr {r['lr']:g} {sched}, {int(r['num_epochs'])} ep"
+            + (f", wd {wd:g}" if pd.notna(wd) else "")
+            + f", widths {r['load_values']}, batch {r['temperature_values']}")
+
+
+def read_study(path: str | os.PathLike = STUDY_CSV) -> pd.DataFrame:
+    """The protocol study's committed table (default ``benchmarks/protocol_study.csv``; a
+    relative path is read from the current directory, else from the repository root).
+
+    Raises:
+        FileNotFoundError: naming the file and the command that writes it.
+    """
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        p = REPO / p
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no protocol study table; `python -m benchmarks.protocol_study` "
+                                "writes it")
+    table = pd.read_csv(p)
+    missing = [c for c in ("candidate", "phases", "best_test_acc", "target1") if c not in table]
+    if missing:
+        raise ValueError(f"{p}: missing column(s) {missing}")
+    return table
+
+
+def study_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The study's table for reading: one row per candidate (index), its protocol, phases,
+    best cell and which targets hold (✓/✗), and the per-phase medians of mc and λmax."""
+    def per_phase(r: pd.Series, m: str, fmt: str) -> str:
+        vals = [r.get(f"{g}_{m}", float("nan")) for g in ("I", "II", "III", "IV")]
+        return " / ".join("-" if not np.isfinite(v) else format(v, fmt) for v in vals)
+
+    rows = []
+    for _, r in table.iterrows():
+        rows.append({
+            "candidate": r["candidate"], "protocol": protocol_text(r), "phases (cells)": r["phases"],
+            "best test acc": f"{r['best_test_acc']:.3f} ({r['best_cell']}; "
+                             f"{r['best_phase'] if isinstance(r['best_phase'], str) else '?'})",
+            "mc I/II/III/IV": per_phase(r, "mc", ".1f"),
+            "λmax I/II/III/IV": per_phase(r, "lambda_max", ".1f"),
+            "targets 1 2 3 4": " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5)),
+        })
+    return pd.DataFrame(rows).set_index("candidate")

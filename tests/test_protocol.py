@@ -1,0 +1,132 @@
+"""landscape_utils.protocol: the targets of a default protocol, read from hand-made phase
+tables (brute-force medians and gaps), their findings, and the study table."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from landscape_utils.protocol import (check_targets, group_of, phase_counts, phase_medians, read_study,
+                                      study_table, target_findings)
+from tests.test_protocol_study import PAPER_LIKE, _table
+
+
+def test_group_of_merges_iv_unless_split():
+    assert [group_of(x, False) for x in ("I", "II", "III", "IV-A", "IV-B", "IV")] == \
+        ["I", "II", "III", "IV", "IV", "IV"]
+    assert [group_of(x, True) for x in ("IV-A", "IV-B", "IV")] == ["IV-A", "IV-B", "IV"]
+    assert group_of("undetermined", False) is None
+    assert group_of(None, True) is None and group_of(float("nan"), False) is None
+
+
+def test_phase_counts_in_paper_order():
+    counts = phase_counts(["IV-B", "I", "undetermined", None, "I", "II", float("nan")])
+    assert counts == {"I": 2, "II": 1, "IV-B": 1, "undetermined": 1}
+    assert list(counts) == ["I", "II", "IV-B", "undetermined"]
+
+
+def test_phase_medians_match_numpy_and_pool_iv():
+    cells, labels = _table([(4, 16, "IV-A", 0.1, 0.9, 0.7, 1.0), (8, 16, "IV-B", 0.3, 0.8, 0.9, 3.0),
+                            (16, 16, "IV-B", 0.5, 1.0, 0.95, 7.0), (32, 16, "I", 1.0, 0.4, 0.3, 9.0)])
+    med = phase_medians(cells, labels)
+    assert med["IV-B"]["train_loss"] == pytest.approx(np.median([0.3, 0.5]))
+    assert med["IV"]["lambda_max"] == pytest.approx(np.median([1.0, 3.0, 7.0]))
+    assert med["I"]["test_acc"] == pytest.approx(0.3)
+    assert set(med) == {"IV-A", "IV-B", "IV", "I"}
+
+
+def test_targets_all_hold_on_a_paper_like_table():
+    cells, labels = _table(PAPER_LIKE)
+    t = check_targets(cells, labels, iv_split=False)
+    # the best cell overall (0.97) is undetermined: target 4 reads its label, so it fails ...
+    assert t["best_test_acc"] == pytest.approx(0.97) and t["best_phase"] is None
+    assert (t["target1"], t["target2"], t["target3"], t["target4"]) == (True, True, True, False)
+    # ... and holds once that cell is gone
+    keep = [i for i, lab in enumerate(labels) if lab != "undetermined"]
+    t = check_targets(cells.iloc[keep], [labels[i] for i in keep], iv_split=False)
+    assert (t["target1"], t["target2"], t["target3"], t["target4"]) == (True, True, True, True)
+    assert t["n_targets"] == 4 and t["best_phase"] == "IV"
+    # brute force: min of the I and II medians minus max of the III and IV medians
+    assert t["loss_gap"] == pytest.approx(min(0.4, 0.175) - max(0.0045, 0.0015))
+    assert t["lambda_gap"] == pytest.approx(min(25.0, 23.5) - max(4.5, 2.5))
+    assert t["ii_train_acc"] == pytest.approx(0.94)
+
+
+def test_each_target_can_fail():
+    cells, labels = _table(PAPER_LIKE[:8])
+    # 1: best accuracy below 0.90
+    c = cells.assign(test_acc=cells.test_acc * 0.9)
+    assert not check_targets(c, labels, False)["target1"]
+    # 2: one phase with a single cell
+    lab = list(labels)
+    lab[3] = "IV"
+    t = check_targets(cells, lab, False)
+    assert not t["target2"] and t["phases_missing"] == "II"
+    # 3: phase II failed (train acc 0.3) although the medians are in order
+    c = cells.copy()
+    c.loc[[2, 3], "train_acc"] = 0.3
+    t = check_targets(c, labels, False)
+    assert not t["target3"] and t["loss_order"] and t["lambda_order"]
+    # 3: λmax of II below that of III
+    c = cells.copy()
+    c.loc[[2, 3], "lambda_max"] = 1.0
+    t = check_targets(c, labels, False)
+    assert not t["target3"] and not t["lambda_order"] and t["lambda_gap"] < 0
+    # 4 with IV split: the best cell must be IV-B; both IV-A and IV-B need two cells for 2
+    lab = labels[:6] + ["IV-A", "IV-A"]
+    t = check_targets(cells, lab, True)
+    assert not t["target4"] and not t["target2"] and t["phases_missing"] == "IV-B"
+    lab = labels[:4] + ["IV-B", "IV-B", "IV-A", "IV-A"]
+    t = check_targets(cells, lab, True)
+    assert t["target4"] is False and t["best_phase"] == "IV-A" and t["phases_missing"] == "III"
+
+
+def test_missing_phase_makes_the_gap_nan():
+    cells, labels = _table(PAPER_LIKE[:6])  # no phase IV
+    t = check_targets(cells, labels, False)
+    assert math.isnan(t["loss_gap"]) and not t["target3"] and not t["target2"]
+
+
+def test_target_findings_word_targets_1_to_3():
+    cells, labels = _table(PAPER_LIKE[:8])
+    cells["test_acc_std"] = 0.01
+    cells["n_seeds"] = 3
+    found = {f.key: f for f in target_findings(cells, labels, False)}
+    assert [found[k].verdict for k in ("protocol_accuracy", "protocol_phases_present",
+                                       "protocol_paper_table_order")] == ["holds"] * 3
+    assert "width 64, batch_size 64: test acc 0.950 ± 0.010" in found["protocol_accuracy"].evidence
+    assert found["protocol_accuracy"].n == "8 cells x 3 seeds"
+    assert "I 2, II 2, III 2, IV 2" in found["protocol_phases_present"].evidence
+    # a failed phase II makes the order finding fail and says its train accuracy
+    c = cells.copy()
+    c.loc[[2, 3], "train_acc"] = 0.3
+    f = {f.key: f for f in target_findings(c.assign(test_acc=c.test_acc * 0.9), labels, False)}
+    assert f["protocol_paper_table_order"].verdict == "fails"
+    assert "phase II train acc 0.300" in f["protocol_paper_table_order"].evidence
+    assert f["protocol_accuracy"].verdict == "fails"
+    # no phase II at all: named as missing
+    lab = ["I", "I", "III", "III", "III", "III", "IV", "IV"]
+    f = {f.key: f for f in target_findings(cells, lab, False)}
+    assert f["protocol_phases_present"].verdict == "fails"
+    assert "missing or below two cells: II" in f["protocol_phases_present"].evidence
+    assert "no II cell" in f["protocol_paper_table_order"].evidence
+
+
+def test_check_targets_rejects_misaligned_labels():
+    cells, labels = _table(PAPER_LIKE[:4])
+    with pytest.raises(ValueError, match="3 entries for 4 cells"):
+        check_targets(cells, labels[:3], False)
+
+
+def test_study_table_reads_the_committed_csv(tmp_path):
+    from pathlib import Path
+    table = read_study(Path(__file__).resolve().parents[1] / "benchmarks" / "protocol_study.csv")
+    shown = study_table(table)
+    assert list(shown.index) == list(table["candidate"])
+    assert all(len(v.split()) == 4 for v in shown["targets 1 2 3 4"])
+    with pytest.raises(FileNotFoundError, match="python -m benchmarks.protocol_study"):
+        read_study(tmp_path / "nope.csv")
+    (tmp_path / "bad.csv").write_text("candidate,phases\nx,I:1\n")
+    with pytest.raises(ValueError, match="best_test_acc"):
+        read_study(tmp_path / "bad.csv")
