@@ -138,6 +138,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "temperature_values": [8, 16, 128, 512], "train_loss_high": 0.1,
         "book": "params/default.yaml",
         "note": "the default (params/default.yaml), the book's chapter 2-3 settings"},
+    # the default on a quarter of MNIST-1D (half the cost per epoch), its cold end at batch
+    # 256 (4 steps per epoch, as 512 on half the data); the book's settings, own workdir
+    "quarter_late_mild_b8to256": {
+        **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.25, "num_epochs": 48,
+        "decay_at": 0.9, "decay_factor": 0.3, "load_values": [8, 16, 32, 64],
+        "temperature_values": [8, 16, 64, 256], "train_loss_high": 0.1,
+        "book": "params/default.yaml", "book_workdir": "build/work/cnn_quarter",
+        "note": "the default on a quarter of the data, batch 8-256, the book's settings"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
@@ -154,7 +162,8 @@ QUICK = dict(load_values=[4, 16], temperature_values=[32, 256], num_seeds=2, num
 QUICK_CURVE = dict(curve_epochs=1, cka_samples=80, cka_batches=2, num_points=5)
 QUICK_HESSIAN = dict(num_samples=200, max_iter=10, max_probes=5, min_probes=2)
 
-_NOT_GRID = ("note", "reuse", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high", "book")
+_NOT_GRID = ("note", "reuse", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high", "book",
+             "book_workdir")
 
 
 # ---------------------------------------------------------------------------- pure pieces
@@ -275,7 +284,8 @@ def book_settings(params_file: str) -> tuple[Path, dict[str, Any], dict[str, Any
     glob = merged_values("03_global_connectivity", {**shared, **(raw.get("03_global_connectivity") or {})})
     hessian = dict(num_samples=local["num_samples"], k=local["top_k"], tol=local["tol"],
                    max_iter=local["max_iter"], trace_method=local["trace_method"],
-                   rel_tol=local["trace_rel_tol"], max_probes=local["max_probes"], seed=local["hessian_seed"])
+                   rel_tol=local["trace_rel_tol"], max_probes=local["max_probes"],
+                   sketch_size=local["sketch_size"], seed=local["hessian_seed"])
     curve = {k: glob[k] for k in ("curve_epochs", "curve_lr", "curve_batch_size", "curve_weight_decay",
                                   "num_points", "cka_samples", "cka_batches", "cka_representation",
                                   "mixup_alpha", "seed")}
@@ -302,6 +312,7 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     hessian, curve = {**HESSIAN, **spec.get("hessian", {})}, {**CURVE, **spec.get("curve", {})}
     if spec.get("book") and not quick:
         workdir, hessian, curve = book_settings(spec["book"])  # the settings' own defaults fill the rest
+        workdir = REPO / spec["book_workdir"] if spec.get("book_workdir") else workdir
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()

@@ -58,6 +58,7 @@ max_iter: int = 100                 # Lanczos: most HVPs for the eigenvalues
 trace_method: str = "hutchpp"       # hutchpp (exact top sketch + probes) | hutchinson
 trace_rel_tol: float = 0.02         # trace: stop once its standard error is below 2% of it
 max_probes: int = 200               # trace: most Rademacher probes
+sketch_size: int = 20               # trace (Hutch++): columns of the top sketch; it costs 2 x this many HVPs
 density_runs: int = 3               # SLQ start vectors averaged per spectral density
 density_steps: int = 40             # Lanczos steps per SLQ run
 density_points: int = 200           # points per density curve kept in density.csv
@@ -93,7 +94,7 @@ grid = read_grid(workdir)
 load_axis, temperature_axis = grid.keys
 settings = HessianSettings(num_samples=num_samples, k=top_k, tol=tol, max_iter=max_iter,
                            trace_method=trace_method, rel_tol=trace_rel_tol,
-                           max_probes=max_probes, seed=hessian_seed)
+                           max_probes=max_probes, sketch_size=sketch_size, seed=hessian_seed)
 density_settings = DensitySettings(num_samples=num_samples, num_runs=density_runs,
                                    num_steps=density_steps, points=density_points,
                                    seed=hessian_seed)

@@ -316,7 +316,8 @@ def _plan(params: Mapping[str, Mapping[str, Any]], dev: torch.device, budget: fl
     if p2:
         s = HessianSettings(num_samples=p2["num_samples"], k=p2["top_k"], tol=p2["tol"], max_iter=p2["max_iter"],
                             trace_method=p2["trace_method"], rel_tol=p2["trace_rel_tol"],
-                            max_probes=p2["max_probes"], seed=p2["hessian_seed"])
+                            max_probes=p2["max_probes"], sketch_size=p2["sketch_size"],
+                            seed=p2["hessian_seed"])
         ids = [run_id(c) for c in grid]
         have = [store.load_metric(HESSIAN_METRIC, s.key(r)) is not None for r in ids]
         hvps = s.max_iter + 2 * s.sketch_size + s.max_probes  # at most: Lanczos, Hutch++ sketch, probes

@@ -348,6 +348,12 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     assert str(best.phase) in row.evidence
     if row.verdict == "holds":
         assert best.phase in ("IV", "IV-B")
+    # The protocol targets (landscape_utils.protocol), recomputed from phase_cells.csv.
+    from landscape_utils.protocol import target_findings
+    split = bool(cells.iv_split.iloc[0])
+    for f in target_findings(cells, list(cells.phase), split, load=load, temperature=temp):
+        row = recorded(f.key)
+        assert (row.verdict, row.evidence, row.n) == (f.verdict, f.evidence, f.n), f.key
 
 
 def test_chapters_start_after_the_chapters_whose_tables_they_read():
