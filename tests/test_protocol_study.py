@@ -60,3 +60,30 @@ def test_fill_protocol_columns_from_the_specs():
     out = fill_protocol_columns(table)
     assert list(out["weight_decay"].fillna(-1)) == [5e-4, 0.0, 5e-4, -1]
     assert out["decay_factor"].iloc[0] == 0.1 and math.isnan(out["decay_factor"].iloc[2])
+
+
+def test_book_settings_are_the_chapters_own():
+    """The rows measured with the book's settings build the same HessianSettings and
+    GlobalSettings (hence the same store keys) as chapters 2 and 3 do from the params file."""
+    import yaml
+
+    from benchmarks.protocol_study import REPO, book_settings
+    from landscape_utils.chapters import merged_values
+    from landscape_utils.global_metrics import GlobalSettings
+    from landscape_utils.local import HessianSettings
+
+    workdir, hessian, curve = book_settings("params/default.yaml")
+    raw = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
+    assert workdir == REPO / raw["shared"]["workdir"]
+    p2 = merged_values("02_local_metrics", raw["02_local_metrics"])
+    p3 = merged_values("03_global_connectivity", raw["03_global_connectivity"])
+    hs, gs = HessianSettings(**hessian), GlobalSettings(**curve)
+    assert (hs.num_samples, hs.tol, hs.rel_tol, hs.max_probes, hs.sketch_size, hs.max_iter) == (
+        p2["num_samples"], p2["tol"], p2["trace_rel_tol"], p2["max_probes"], p2["sketch_size"], p2["max_iter"])
+    assert (gs.curve_epochs, gs.curve_lr, gs.curve_batch_size, gs.cka_samples, gs.num_points) == (
+        p3["curve_epochs"], p3["curve_lr"], p3["curve_batch_size"], p3["cka_samples"], p3["num_points"])
+    # every default row's spec is a valid chapter 1 grid of the same params file
+    spec = CANDIDATES["default_late_mild_b8to512"]
+    grid = grid_params(spec)
+    for k in ("load_values", "temperature_values", "decay_at", "decay_factor", "data_fraction", "num_epochs"):
+        assert grid[k] == raw["01_training_grid"][k], k
