@@ -185,9 +185,8 @@ alt.vconcat(plotting.phase_panels(paper, PAPER_METRICS, "width", "batch_size"),
 
 # %%
 study = read_study(protocol_study)
-print(f"{len(study)} candidates and probes of the protocol study ({protocol_study}); "
-      "medians per phase, '-' where a phase has no cell")
-study_table(study)
+print(f"{len(study)} rows of {protocol_study}")
+study_table(study).rename(index=lambda name: name.replace("_", "_\u200b"))  # names may wrap
 
 # %% [markdown]
 # We join the tables of chapters 1-3 (`{workdir}/tables`, read by `landscape_utils.tables`):

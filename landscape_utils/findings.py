@@ -188,9 +188,10 @@ class FindingsTable:
         df = self.frame
         show_grid = "grid" in df.columns and df["grid"].nunique() > 1
         cell = "padding:4px 6px;vertical-align:top;border-top:1px solid #ddd;text-align:left"
-        cols = [("verdict", "8.5em"), ("claim", "34%"), ("evidence", "auto"), ("n", "11em")]
-        if show_grid:
-            cols.append(("grid", "7.5em"))
+        # three columns, so that the evidence gets the width it needs in a 676 px column:
+        # the grid sits under the verdict, the sample (n) under the evidence
+        small = "font-size:85%;color:#666"
+        cols = [("verdict", "9.5em"), ("claim", "34%"), ("evidence", "auto")]
         head = "".join(f'<th style="{cell};width:{w}">{name}</th>' for name, w in cols)
         rows = []
         for _, r in df.iterrows():
@@ -198,11 +199,13 @@ class FindingsTable:
             verdict = (f'<span style="color:{fg};background:{bg};padding:1px 6px;'
                        f'border-radius:3px;font-weight:600;white-space:nowrap">'
                        f'{mark} {html.escape(str(r["verdict"]))}</span>')
-            claim = (f'{html.escape(str(r["claim"]))}<br><code style="font-size:85%;'
-                     f'color:#666">{html.escape(str(r["key"]))}</code>')
-            tds = [verdict, claim, html.escape(str(r["evidence"])), html.escape(str(r["n"]))]
             if show_grid:
-                tds.append(html.escape(str(r["grid"])))
+                verdict += f'<br><span style="{small}">{html.escape(str(r["grid"]))}</span>'
+            claim = (f'{html.escape(str(r["claim"]))}<br><code style="{small}">'
+                     f'{html.escape(str(r["key"]))}</code>')
+            evidence = (f'{html.escape(str(r["evidence"]))}<br><span style="{small}">n: '
+                        f'{html.escape(str(r["n"]))}</span>')
+            tds = [verdict, claim, evidence]
             rows.append("<tr>" + "".join(f'<td style="{cell}">{t}</td>' for t in tds) + "</tr>")
         return ('<table class="findings" style="table-layout:fixed;width:100%;max-width:100%;'
                 'border-collapse:collapse;font-size:90%;overflow-wrap:anywhere;'

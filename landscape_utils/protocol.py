@@ -247,20 +247,26 @@ def read_study(path: str | os.PathLike = STUDY_CSV) -> pd.DataFrame:
 
 
 def study_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The study's table for reading: one row per candidate (index), its protocol, phases,
-    best cell and which targets hold (✓/✗), and the per-phase medians of mc and λmax."""
-    def per_phase(r: pd.Series, m: str, fmt: str) -> str:
-        vals = [r.get(f"{g}_{m}", float("nan")) for g in ("I", "II", "III", "IV")]
-        return " / ".join("-" if not np.isfinite(v) else format(v, fmt) for v in vals)
+    """The study's table for reading in a column of the book: one row per candidate
+    (index), its recipe and grid, the phases with their cell counts, the best cell and
+    which targets hold (✓/✗). Every entry stays under 50 characters (pandas shortens
+    longer ones); the per-phase medians are in the CSV and ``PROTOCOL_STUDY.md``."""
+    def recipe(r: pd.Series) -> str:
+        sched = "const" if str(r["schedule"]) == "constant" else str(r["schedule"])
+        if sched == "step" and pd.notna(r.get("decay_factor", np.nan)):
+            sched = f"x{r['decay_factor']:g}@{r['decay_at']:.0%}"
+        wd = r.get("weight_decay", np.nan)
+        return (f"{'BN, ' if bool(r['batch_norm']) else ''}data {r['data_fraction']:g}, lr {r['lr']:g} "
+                f"{sched}, {int(r['num_epochs'])} ep" + (f", wd {wd:g}" if pd.notna(wd) else ""))
 
-    rows = []
-    for _, r in table.iterrows():
-        rows.append({
-            "candidate": r["candidate"], "protocol": protocol_text(r), "phases (cells)": r["phases"],
-            "best test acc": f"{r['best_test_acc']:.3f} ({r['best_cell']}; "
-                             f"{r['best_phase'] if isinstance(r['best_phase'], str) else '?'})",
-            "mc I/II/III/IV": per_phase(r, "mc", ".1f"),
-            "λmax I/II/III/IV": per_phase(r, "lambda_max", ".1f"),
-            "targets 1 2 3 4": " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5)),
-        })
+    def best(r: pd.Series) -> str:
+        where = " ".join(str(part.split("=")[-1]) for part in str(r["best_cell"]).split())
+        phase = r["best_phase"] if isinstance(r["best_phase"], str) else "?"
+        return f"{r['best_test_acc']:.3f} ({where}; {phase})"
+
+    rows = [{"candidate": r["candidate"], "recipe": recipe(r),
+             "widths x batch sizes": f"{r['load_values']} x {r['temperature_values']}",
+             "phases (cells)": r["phases"], "best test acc (cell; phase)": best(r),
+             "targets 1 2 3 4": " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))}
+            for _, r in table.iterrows()]
     return pd.DataFrame(rows).set_index("candidate")

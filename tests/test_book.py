@@ -249,7 +249,7 @@ def test_export_chapter_is_the_flat_section_papermill_reads():
     flat = yaml.safe_load(text)
     expected = load_params(REPO / "params" / "default.yaml", [REPO / "book" / "02_local_metrics.py"])
     assert flat == expected["02_local_metrics"]
-    assert flat["num_samples"] == 1000 and flat["device"] == "auto"  # its section and the shared keys
+    assert flat["num_samples"] == 500 and flat["device"] == "auto"  # its section and the shared keys
     assert Path(flat["workdir"]).is_absolute()
     with pytest.raises(ParamsError, match="takes one chapter"):
         export_chapter(REPO / "params" / "default.yaml", "02,03")
