@@ -126,10 +126,17 @@ def test_process_workers_ignore_ctrl_c():
     """An interrupt of the parent's process group (Ctrl-C, a kernel stopped by Jupyter)
     must not print a KeyboardInterrupt traceback from every idle worker."""
     import signal
-    with ProcessExecutor(workers=1, device="cpu") as ex:
-        handlers = list(ex.map(signal.getsignal, [signal.SIGINT]))
+    # A parent started in the background may already ignore SIGINT, and a spawned worker
+    # would inherit that; give the parent Python's own handler, so only the initializer
+    # can make the worker ignore it.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with ProcessExecutor(workers=1, device="cpu") as ex:
+            handlers = list(ex.map(signal.getsignal, [signal.SIGINT]))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the parent keeps its own
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert handlers == [signal.SIG_IGN]
-    assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN  # the parent keeps its handler
 
 
 def test_process_executor_matches_serial_and_pins_its_workers(tmp_path, grid):
