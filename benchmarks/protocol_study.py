@@ -83,7 +83,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                                    "temperature_values": [8, 16, 64, 128],
                                    "curve": dict(curve_epochs=20),
                                    "note": "BatchNorm, lr 0.1, half the data, widths 4-64, batch 8-128"},
-    # the same runs, curves fitted 3x longer (60 epochs, 1900 steps): is the barrier of the
+    # the same runs, curves fitted 3x longer (60 epochs, 1860 steps): is the barrier of the
     # wide cells real or an underfitted curve?
     "cnn_bn_half_w4to64_b8to128_curve60": {
         **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "num_epochs": 48,
@@ -122,12 +122,12 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                   "num_epochs": 48, "weight_decay": 0.0, "load_values": [32, 64],
                   "temperature_values": [8, 128], "curve": dict(curve_epochs=60),
                   "train_loss_high": 0.1, "note": "probe: no weight decay"},
-    # the cold end pushed to batch 512 (4 steps per epoch, 192 in all): runs that stop
+    # the cold end pushed to batch 512 (3 steps per epoch, 144 in all): runs that stop
     # before they converge, so that a curve fitted between them beats them (mc > 0)
     "probe_b512": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5,
                    "num_epochs": 48, "load_values": [8, 64], "temperature_values": [512],
                    "curve": dict(curve_epochs=60), "train_loss_high": 0.1,
-                   "note": "probe: batch 512 (192 steps)"},
+                   "note": "probe: batch 512 (144 steps)"},
     # The default (params/default.yaml): the late mild decay that connects the widest hot
     # cell (probe_late_mild) and the batch-512 column of unconverged runs (probe_b512),
     # measured with the book's own settings of chapters 2-3 in the book's workdir, so the
@@ -139,7 +139,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "book": "params/default.yaml",
         "note": "the default (params/default.yaml), the book's chapter 2-3 settings"},
     # the default on a quarter of MNIST-1D (half the cost per epoch), its cold end at batch
-    # 256 (4 steps per epoch, as 512 on half the data); the book's settings, own workdir
+    # 256 (3 steps per epoch, as 512 on half the data); the book's settings, own workdir
     "quarter_late_mild_b8to256": {
         **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.25, "num_epochs": 48,
         "decay_at": 0.9, "decay_factor": 0.3, "load_values": [8, 16, 32, 64],

@@ -169,7 +169,7 @@ alt.vconcat(plotting.phase_panels(paper, PAPER_METRICS, "width", "batch_size"),
 # decay 5e-4 and lr 0.1 decayed once, 48 epochs instead of 100. Its decay is milder and
 # later than the paper's (×0.3 at 90% of training instead of ×0.1 at 75%), and its batch
 # sizes run from 8 to 512 on a training set 25 times smaller than CIFAR-10, so that a run
-# at batch 512 takes 192 steps in all. These choices come from a protocol study
+# at batch 512 takes 144 steps in all (3 per epoch). These choices come from a protocol study
 # (`benchmarks/protocol_study.py`; its summary is `benchmarks/PROTOCOL_STUDY.md`) that
 # trained candidate grids and checked each against four targets taken from the paper's
 # table: (1) the best cell's mean test accuracy is at least 0.90; (2) phases I, II, III
