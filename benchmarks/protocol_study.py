@@ -34,6 +34,7 @@ The targets (issue 17), on the phase labels of the confidence classifier:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -42,10 +43,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
+from landscape_utils.protocol import MEDIAN_METRICS, check_targets, phase_counts, phase_medians, recipe_text
+from landscape_utils.train import RunConfig
 
-from landscape_utils.protocol import (MEDIAN_METRICS, check_targets, phase_counts, phase_medians,
-                                      protocol_text)
+REPO = Path(__file__).resolve().parents[1]
+#: RunConfig's defaults: what a candidate spec leaves unset trains with these.
+RUN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 # ---------------------------------------------------------------------------- candidates
 # Shared measurement settings of the study (modest: the point is the phase table's shape).
@@ -193,9 +196,9 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
         "model": spec.get("model"), "data_fraction": spec.get("data_fraction"),
         "batch_norm": spec.get("batch_norm", False), "lr": spec.get("lr"),
         "schedule": spec.get("schedule", "constant"), "num_epochs": spec.get("num_epochs"),
-        "weight_decay": spec.get("weight_decay", 5e-4),
-        "decay_at": spec.get("decay_at", float("nan")) if spec.get("schedule") == "step" else float("nan"),
-        "decay_factor": spec.get("decay_factor", float("nan")) if spec.get("schedule") == "step" else float("nan"),
+        "weight_decay": spec.get("weight_decay", RUN_DEFAULTS["weight_decay"]),
+        **{k: spec.get(k, RUN_DEFAULTS[k]) if spec.get("schedule") == "step" else float("nan")
+           for k in ("decay_at", "decay_factor")},
         "load_values": " ".join(map(str, spec.get("load_values", []))),
         "temperature_values": " ".join(map(str, spec.get("temperature_values", []))),
         "num_seeds": spec.get("num_seeds"), "train_loss_high": spec.get("train_loss_high"),
@@ -224,7 +227,7 @@ def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
     """Fill the weight decay and step-decay columns of rows written before they existed,
     from the candidates' specs (rows of unknown candidates are left as they are)."""
     table = table.copy()
-    for col, default in (("weight_decay", 5e-4), ("decay_at", 0.75), ("decay_factor", 0.1)):
+    for col in ("weight_decay", "decay_at", "decay_factor"):
         if col not in table:
             table[col] = np.nan
         for i, r in table.iterrows():
@@ -232,7 +235,7 @@ def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
             if spec is None or pd.notna(r[col]):
                 continue
             if col == "weight_decay" or spec.get("schedule") == "step":
-                table.loc[i, col] = spec.get(col, default)
+                table.loc[i, col] = spec.get(col, RUN_DEFAULTS[col])
     return table
 
 
@@ -254,7 +257,8 @@ def markdown_table(table: pd.DataFrame) -> str:
             "targets 1 2 3 4", "wall s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        proto = protocol_text(r)
+        proto = (f"{r['model']}, {recipe_text(r)}, widths {r['load_values']}, "
+                 f"batch {r['temperature_values']}")
         marks = " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))
         best = f"{r['best_test_acc']:.3f} ({r['best_cell']}, {r['best_phase'] if isinstance(r['best_phase'], str) else '?'})"
         lines.append("| " + " | ".join([

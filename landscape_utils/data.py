@@ -164,20 +164,14 @@ def mnist1d_cache_path() -> Path:
     return cache_dir() / f"mnist1d-{version('mnist1d')}-default.npz"
 
 
-def _mnist1d_args():
-    from mnist1d.data import get_dataset_args
-
-    return get_dataset_args()
-
-
 def generate_mnist1d() -> dict[str, np.ndarray]:
     """MNIST-1D generated from its templates (no download), as the arrays ``x`` (4000, 40)
     float32, ``y`` (4000,) int64, ``x_test`` (1000, 40) and ``y_test`` (1000,). Takes
     about 10 s of CPU; :func:`_mnist1d` reads it from the cache instead when it can."""
-    from mnist1d.data import make_dataset
+    from mnist1d.data import get_dataset_args, make_dataset
 
     # (mnist1d's get_dataset would fetch a pickle from the network, so it is never used.)
-    d = make_dataset(_mnist1d_args())
+    d = make_dataset(get_dataset_args())
     return {"x": d["x"].astype(np.float32), "y": d["y"].astype(np.int64),
             "x_test": d["x_test"].astype(np.float32), "y_test": d["y_test"].astype(np.int64)}
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .findings import THIS_BUILD, Finding
+from .taxonomy import numeric_column
 
 #: The protocol study's committed table, in the repository (relative paths start here).
 REPO = Path(__file__).resolve().parents[1]
@@ -83,9 +84,14 @@ def phase_medians(cells: pd.DataFrame, labels: Sequence[object],
         if not mask.any():
             continue
         sel = cells.loc[mask.to_numpy()]
-        out[g] = {m: float(pd.to_numeric(sel[m], errors="coerce").median())
-                  if m in sel.columns else float("nan") for m in metrics}
+        out[g] = {m: _median(numeric_column(sel, m)) for m in metrics}
     return out
+
+
+def _median(v: np.ndarray) -> float:
+    """Median of the finite values; NaN when there are none."""
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else float("nan")
 
 
 def _gt(a: float, b: float) -> bool:
@@ -119,19 +125,15 @@ def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
     # phase IV counts once unless split; then IV-A and IV-B must each reach min_cells
     needed = ["I", "II", "III"] + (["IV-A", "IV-B"] if iv_split else ["IV"])
     ok = [g for g in needed if counts.get(g, 0) >= min_cells]
-    acc = pd.to_numeric(cells["test_acc"], errors="coerce").to_numpy(dtype=float)
+    acc = numeric_column(cells, "test_acc")
     if np.isfinite(acc).any():
         ib = int(np.nanargmax(acc))
         best, best_phase, best_index = float(acc[ib]), groups[ib], cells.index[ib]
     else:
         best, best_phase, best_index = float("nan"), None, None
-    lab4 = pd.Series([("IV" if g in ("IV-A", "IV-B") else g) for g in groups], index=cells.index,
-                     dtype=object)
-    med = {}
-    for m in ("train_loss", "lambda_max"):
-        v = pd.to_numeric(cells[m], errors="coerce") if m in cells else pd.Series(np.nan, index=cells.index)
-        med[m] = {g: float(v[lab4.eq(g)].median()) if lab4.eq(g).any() else float("nan")
-                  for g in ("I", "II", "III", "IV")}
+    lab4 = np.array([("IV" if g in ("IV-A", "IV-B") else g) for g in groups], dtype=object)
+    med = {m: {g: _median(numeric_column(cells, m)[lab4 == g]) for g in ("I", "II", "III", "IV")}
+           for m in ("train_loss", "lambda_max")}
 
     def gap(m: str) -> float:
         hi = [med[m]["I"], med[m]["II"]]
@@ -141,8 +143,8 @@ def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
         return float(min(hi) - max(lo))
 
     loss_gap, lam_gap = gap("train_loss"), gap("lambda_max")
-    tr = pd.to_numeric(cells["train_acc"], errors="coerce") if "train_acc" in cells else None
-    ii_acc = float(tr[lab4.eq("II")].mean()) if tr is not None and lab4.eq("II").any() else float("nan")
+    tr = numeric_column(cells, "train_acc")[lab4 == "II"]
+    ii_acc = float(np.nanmean(tr)) if np.isfinite(tr).any() else float("nan")
     t3 = _gt(loss_gap, 0) and _gt(lam_gap, 0) and bool(np.isfinite(ii_acc) and ii_acc >= TRAINED_ACC)
     t4_need = "IV-B" if iv_split else "IV"
     out = {
@@ -176,9 +178,8 @@ def target_findings(cells: pd.DataFrame, labels: Sequence[object], iv_split: boo
     is the ``best_accuracy_phase`` finding.
     """
     t = check_targets(cells, labels, iv_split)
-    n = f"{len(cells)} cells"
-    if "n_seeds" in cells and pd.to_numeric(cells["n_seeds"], errors="coerce").notna().any():
-        n += f" x {int(pd.to_numeric(cells['n_seeds'], errors='coerce').median())} seeds"
+    seeds = numeric_column(cells, "n_seeds")
+    n = f"{len(cells)} cells" + (f" x {int(_median(seeds))} seeds" if np.isfinite(seeds).any() else "")
     if t["best_index"] is not None:
         r = cells.loc[t["best_index"]]
         sd = r.get("test_acc_std", float("nan"))
@@ -214,16 +215,15 @@ def target_findings(cells: pd.DataFrame, labels: Sequence[object], iv_split: boo
     return found
 
 
-def protocol_text(r: pd.Series) -> str:
-    """One line describing a study candidate's protocol (a row of the study's CSV)."""
-    sched = str(r["schedule"])
+def recipe_text(r: pd.Series) -> str:
+    """A study candidate's training recipe in under 50 characters (a row of the study's
+    CSV), e.g. ``BN, data 0.5, lr 0.1 x0.3@90%, 48 ep, wd 0.0005``."""
+    sched = "const" if str(r["schedule"]) == "constant" else str(r["schedule"])
     if sched == "step" and pd.notna(r.get("decay_factor", np.nan)):
-        sched = f"step x{r['decay_factor']:g} at {r['decay_at']:.0%}"
+        sched = f"x{r['decay_factor']:g}@{r['decay_at']:.0%}"
     wd = r.get("weight_decay", np.nan)
-    return (f"{r['model']}{' +BN' if bool(r['batch_norm']) else ''}, data {r['data_fraction']:g}, "
-            f"lr {r['lr']:g} {sched}, {int(r['num_epochs'])} ep"
-            + (f", wd {wd:g}" if pd.notna(wd) else "")
-            + f", widths {r['load_values']}, batch {r['temperature_values']}")
+    return (f"{'BN, ' if bool(r['batch_norm']) else ''}data {r['data_fraction']:g}, lr {r['lr']:g} "
+            f"{sched}, {int(r['num_epochs'])} ep" + (f", wd {wd:g}" if pd.notna(wd) else ""))
 
 
 def read_study(path: str | os.PathLike = STUDY_CSV) -> pd.DataFrame:
@@ -251,20 +251,12 @@ def study_table(table: pd.DataFrame) -> pd.DataFrame:
     (index), its recipe and grid, the phases with their cell counts, the best cell and
     which targets hold (✓/✗). Every entry stays under 50 characters (pandas shortens
     longer ones); the per-phase medians are in the CSV and ``PROTOCOL_STUDY.md``."""
-    def recipe(r: pd.Series) -> str:
-        sched = "const" if str(r["schedule"]) == "constant" else str(r["schedule"])
-        if sched == "step" and pd.notna(r.get("decay_factor", np.nan)):
-            sched = f"x{r['decay_factor']:g}@{r['decay_at']:.0%}"
-        wd = r.get("weight_decay", np.nan)
-        return (f"{'BN, ' if bool(r['batch_norm']) else ''}data {r['data_fraction']:g}, lr {r['lr']:g} "
-                f"{sched}, {int(r['num_epochs'])} ep" + (f", wd {wd:g}" if pd.notna(wd) else ""))
-
     def best(r: pd.Series) -> str:
         where = " ".join(str(part.split("=")[-1]) for part in str(r["best_cell"]).split())
         phase = r["best_phase"] if isinstance(r["best_phase"], str) else "?"
         return f"{r['best_test_acc']:.3f} ({where}; {phase})"
 
-    rows = [{"candidate": r["candidate"], "recipe": recipe(r),
+    rows = [{"candidate": r["candidate"], "recipe": recipe_text(r),
              "widths x batch sizes": f"{r['load_values']} x {r['temperature_values']}",
              "phases (cells)": r["phases"], "best test acc (cell; phase)": best(r),
              "targets 1 2 3 4": " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))}
