@@ -194,15 +194,18 @@ def _mnist1d():
             d = None
     if d is None:
         d = generate_mnist1d()
+        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp",
                                              delete=False) as f:
+                tmp = f.name
                 np.savez(f, **d)
-            os.chmod(f.name, 0o644)  # readable by other users, like any cache file
-            os.replace(f.name, path)  # atomic: a reader never sees half a file
-        except OSError:
-            pass
+            os.chmod(tmp, 0o644)  # readable by other users, like any cache file
+            os.replace(tmp, path)  # atomic: a reader never sees half a file
+        except OSError:  # a full or read-only disk: no cache, and no half-written file left
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
     return d["x"], d["y"], d["x_test"], d["y_test"], 10
 
 

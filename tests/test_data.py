@@ -203,3 +203,19 @@ def test_mnist1d_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
         "x_test": np.zeros((2, 40), np.float32), "y_test": np.zeros(2, np.int64)})
     x, y, xt, yt, k = data._mnist1d()
     assert x.shape == (4, 40) and k == 10
+
+
+def test_mnist1d_cache_write_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from landscape_utils import data
+
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(data, "generate_mnist1d", lambda: {
+        "x": np.zeros((4, 40), np.float32), "y": np.zeros(4, np.int64),
+        "x_test": np.zeros((2, 40), np.float32), "y_test": np.zeros(2, np.int64)})
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data.np, "savez", disk_full)
+    x, *_ = data._mnist1d()
+    assert x.shape == (4, 40) and list(tmp_path.iterdir()) == []
