@@ -132,8 +132,10 @@ def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
     else:
         best, best_phase, best_index = float("nan"), None, None
     lab4 = np.array([("IV" if g in ("IV-A", "IV-B") else g) for g in groups], dtype=object)
-    med = {m: {g: _median(numeric_column(cells, m)[lab4 == g]) for g in ("I", "II", "III", "IV")}
-           for m in ("train_loss", "lambda_max")}
+    med = {}
+    for m in ("train_loss", "lambda_max"):
+        v = numeric_column(cells, m)
+        med[m] = {g: _median(v[lab4 == g]) for g in ("I", "II", "III", "IV")}
 
     def gap(m: str) -> float:
         hi = [med[m]["I"], med[m]["II"]]
