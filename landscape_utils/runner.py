@@ -459,12 +459,20 @@ def _close_kept() -> None:
 
 # ---- the task and the grid -------------------------------------------------------
 def train_cell_task(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Train the unfinished members of one grid cell and store them.
+    """Train the unfinished members of one population (a grid cell) and store them.
 
-    ``task`` holds plain data (picklable): ``configs`` (list of dicts), ``workdir``,
-    ``device``, ``data_root``, ``download`` and ``wait``. Returns one summary dict per
-    member (``run_id``, ``status``), status one of ok / diverged / cached (finished
-    before, possibly by another driver) / busy (locked by another driver).
+    ``task`` holds plain data (picklable): ``configs`` (list of dicts: every member of the
+    population, finished or not), ``workdir``, ``device``, ``data_root``, ``download`` and
+    ``wait``. Returns one summary dict per member (``run_id``, ``status``), status one of
+    ok / diverged / cached (finished before, possibly by another driver) / busy (locked by
+    another driver).
+
+    The whole population is always trained together, also when only some members are
+    missing, and only the missing members are saved. A run's numbers depend on the
+    members it was stacked with (batched kernels sum in another order), so training it
+    with the same members it had the first time gives it back bit for bit on the same
+    machine and CPU kernel (see README, "Reproducibility"); the members already stored
+    are neither rewritten nor changed.
 
     Each member is trained under its run lock, taken for the whole population. With
     ``wait=False`` members locked elsewhere are skipped (``busy``); with ``wait=True``
@@ -478,7 +486,7 @@ def train_cell_task(task: dict[str, Any]) -> list[dict[str, Any]]:
     device = resolve_device(task.get("device", "auto"))
     out: dict[RunConfig, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
-        mine = []
+        mine = set()
         for c in sorted(configs, key=run_id) if wait else configs:
             rid = run_id(c)
             if store.is_done(c, warn=False):
@@ -489,14 +497,14 @@ def train_cell_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                 out[c] = {"run_id": rid, "status": "cached"}
             else:
                 store.clean_partial(rid)
-                mine.append(c)
+                mine.add(c)
         if mine:
-            mine.sort(key=configs.index)
-            data = mine[0].load_data(data_root=task.get("data_root", "data"),
-                                     download=task.get("download", False), device=device)
-            for cfg, result in train_population(mine, data, device):
-                store.save_run(cfg, result)
-                out[cfg] = {"run_id": run_id(cfg), "status": result["metrics"]["status"]}
+            data = configs[0].load_data(data_root=task.get("data_root", "data"),
+                                        download=task.get("download", False), device=device)
+            for cfg, result in train_population(configs, data, device):
+                if cfg in mine:
+                    store.save_run(cfg, result)
+                    out[cfg] = {"run_id": run_id(cfg), "status": result["metrics"]["status"]}
     return [out[c] for c in configs]
 
 
@@ -538,18 +546,21 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
                            f"({len(configs) - len(pending)} cached)", disable=not progress)
         task = {"workdir": str(workdir), "device": str(device), "data_root": str(data_root),
                 "download": bool(download)}
-        by_id = {run_id(c): c.to_dict() for c in pending}
-        cells = [[run_id(c) for c in pop] for pop in populations(pending)]
+        # Whole populations of the grid, also where some members are stored: a missing run
+        # is trained beside the same members as the first time (see train_cell_task).
+        todo = {run_id(c) for c in pending}
+        by_id = {run_id(c): c.to_dict() for c in configs}
+        cells = [[c.to_dict() for c in pop] for pop in populations(configs)
+                 if any(run_id(c) in todo for c in pop)]
         try:
             for wait in (False, True):  # first what nobody else holds, then wait for the rest
-                tasks = [{**task, "configs": [by_id[r] for r in cell], "wait": wait} for cell in cells]
-                busy: dict[str, list[str]] = {}
-                for summaries in ex.map(train_cell_task, tasks):
+                tasks = [{**task, "configs": cell, "wait": wait} for cell in cells]
+                busy = []
+                for summaries in ex.map(train_cell_task, tasks):  # in any order
                     bar.update(sum(s["status"] in ("ok", "diverged") for s in summaries))
-                    for s in summaries:
-                        if s["status"] == "busy":
-                            busy.setdefault(summaries[0]["run_id"], []).append(s["run_id"])
-                cells = list(busy.values())
+                    if any(s["status"] == "busy" for s in summaries):
+                        busy.append([by_id[s["run_id"]] for s in summaries])
+                cells = busy
                 if not cells:
                     break
         except BaseException:
