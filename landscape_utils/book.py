@@ -259,6 +259,7 @@ def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "para
     from .runner import check_configs, grid_from_params, make_executor
     from .store import Store
 
+    check_seeds(params, path)
     for stem, values in params.items():
         merged = merged_values(stem, values)
         where = f"{path}: chapter {stem}"
@@ -286,6 +287,37 @@ def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "para
                     ex.check()
             except (ValueError, ImportError, ConnectionError) as err:
                 raise ParamsError(f"{where}: {err}") from err
+
+
+# Chapters that compare seeds of a cell with each other (mode connectivity, CKA, L2, and the
+# phases built on them): they need at least two seeds per cell of chapter 1's grid.
+NEEDS_TWO_SEEDS = ("03_global_connectivity", "04_taxonomy")
+TRAINING_GRID = "01_training_grid"
+
+
+def check_seeds(params: dict[str, dict[str, Any]], path: str | os.PathLike = "params") -> None:
+    """``ParamsError`` when a chapter of :data:`NEEDS_TWO_SEEDS` is to run on a grid of fewer
+    than two seeds per cell. Chapter 1's ``num_seeds`` is read from its section of the params
+    file (or its default) also when chapter 1 itself is not selected."""
+    wanted = [stem for stem in params if stem in NEEDS_TWO_SEEDS]
+    if not wanted:
+        return
+    if TRAINING_GRID in params:
+        grid = params[TRAINING_GRID]
+    else:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            raw = {}
+        section = raw.get(TRAINING_GRID) if isinstance(raw, dict) else None
+        grid = section if isinstance(section, dict) else {}
+    num_seeds = merged_values(TRAINING_GRID, grid).get("num_seeds")
+    if isinstance(num_seeds, int) and num_seeds < 2:
+        raise ParamsError(
+            f"{path}: chapter {TRAINING_GRID}: num_seeds={num_seeds}, but {' and '.join(wanted)} need at "
+            "least two seeds per cell (mode connectivity, CKA and L2 are measured between seeds, and the "
+            "phases rest on them); set num_seeds to 2 or more, or build only chapters 01 and 02 "
+            "(--chapters 01,02)")
 
 
 def _select(spec: str | None) -> list[Path]:

@@ -177,7 +177,8 @@ def test_full_disk_during_the_grid(tmp_path, monkeypatch):
 def drive_all(tmp_path, capsys, sections: dict) -> tuple[int, str]:
     """Run the driver's main() on every chapter with these sections (plus a tiny chapter 1);
     return (exit code, stderr). Nothing may run: chapters 00 and 01 come before the bad one."""
-    params = {"shared": {"workdir": str(tmp_path / "work"), "device": "cpu"}, "01_training_grid": dict(TINY)}
+    params = {"shared": {"workdir": str(tmp_path / "work"), "device": "cpu"},
+              "01_training_grid": {**TINY, "num_seeds": 2}}  # chapters 3 and 4 need two seeds
     for name, body in sections.items():
         params.setdefault(name, {}).update(body)
     path = tmp_path / "params.yaml"
@@ -234,3 +235,21 @@ def test_every_shipped_params_file_passes_the_value_checks():
     for name in ("smoke.yaml", "default.yaml", "paper_cifar10.yaml"):
         for stem, values in load_params(REPO / "params" / name, chapters()).items():
             book.check_values(stem, book.merged_values(stem, values))
+
+
+@pytest.mark.parametrize("chapters", ["01,03", "04", "01,02,03,04"])
+def test_one_seed_is_refused_for_the_chapters_that_compare_seeds(tmp_path, capsys, chapters):
+    params = {"shared": {"workdir": str(tmp_path / "work"), "device": "cpu"}, "01_training_grid": TINY}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    code = book.main(["--params", str(path), "--out", str(tmp_path / "out"), "--chapters", chapters, "--no-html"])
+    err = capsys.readouterr().err
+    assert code == 2 and "num_seeds=1" in err and "at least two seeds" in err and str(path) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_seed_is_allowed_for_chapters_1_and_2():
+    params = {"01_training_grid": dict(TINY), "02_local_metrics": {}}
+    book.check_seeds(params, "p.yaml")  # no error
+    with pytest.raises(book.ParamsError, match="04_taxonomy need at least two seeds"):
+        book.check_seeds({**params, "04_taxonomy": {}}, "p.yaml")
