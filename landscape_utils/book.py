@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib
 import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -373,6 +375,10 @@ def kernel_main() -> None:
     """
     if sys.path and sys.path[0] in ("", "."):
         del sys.path[0]  # as ipykernel_launcher does: the kernel's cwd is added back by IPython
+    from .utils import exit_with_parent
+
+    # the kernel (and so its pool workers) ends with the process that started it
+    exit_with_parent(int(os.environ["JPY_PARENT_PID"]) if os.environ.get("JPY_PARENT_PID", "").isdigit() else None)
     from ipykernel.ipkernel import IPythonKernel
     from ipykernel.kernelapp import IPKernelApp
 
@@ -517,6 +523,39 @@ def default_jobs() -> int:
     return 1 if torch.cuda.is_available() or (os.cpu_count() or 1) < 2 else 2
 
 
+def _chapter_worker(driver: int) -> None:
+    """Initializer of the driver's chapter processes: they end with the driver."""
+    from .utils import exit_with_parent
+
+    exit_with_parent(driver)
+
+
+@contextlib.contextmanager
+def _terminated_on_exit(pool: Any):
+    """On an error or a termination signal, stop the pool's processes at once (a chapter
+    being run is lost; its kernel and workers follow it) instead of waiting for them."""
+    try:
+        yield
+    except BaseException:
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def handle_termination() -> None:
+    """SIGTERM and SIGHUP (a scheduler's time limit, ``kill``, a closed terminal) end the
+    driver as Ctrl-C does: by an exception, so its chapter processes are stopped; every
+    process the build started exits with its parent (:func:`landscape_utils.utils.exit_with_parent`)."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _exit_on_signal)
+
+
 def run_chapters(selected: list[Path], params: dict[str, dict[str, Any]], out: Path, say: "_Log",
                  jobs: int = 1) -> tuple[list[Path], str | None]:
     """Execute the chapters, each as soon as its :data:`PREREQUISITES` are done, at most
@@ -558,7 +597,9 @@ def run_chapters(selected: list[Path], params: dict[str, dict[str, Any]], out: P
     else:
         # by its module's name, also when this module runs as __main__ (python -m)
         child = importlib.import_module("landscape_utils.book")._execute_checked
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_chapter_worker,
+                                 initargs=(os.getpid(),)) as pool, \
+                _terminated_on_exit(pool):
             while (waiting and failed is None) or started:
                 for chap in [c for c in waiting if needs[c.stem] <= finished][:max(0, jobs - len(started))]:
                     if failed is not None:
@@ -941,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --out is needed to run the book (or pass --plan or --export-chapter)", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
+    handle_termination()
     say = _Log(out / "book.log")
     os.environ.update(_kernel_env(out))
     jobs = args.jobs if args.jobs is not None else default_jobs()

@@ -42,7 +42,7 @@ import pandas as pd
 from .store import Store, load_results, run_id
 from .population import train_population
 from .train import RunConfig
-from .utils import progress_bar, resolve_device
+from .utils import exit_with_parent, progress_bar, resolve_device
 
 CONFIG_KEYS = tuple(f.name for f in fields(RunConfig))
 
@@ -239,7 +239,7 @@ class ProcessExecutor:
             for gpu in self.assignment:
                 slots.put(gpu)
             self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                             initargs=(slots, self.threads))
+                                             initargs=(slots, self.threads, os.getpid()))
         futures = [self._pool.submit(fn, t) for t in tasks]
         try:
             for f in as_completed(futures):
@@ -263,9 +263,9 @@ class ProcessExecutor:
         self.close()
 
 
-def _init_worker(slots, threads: int) -> None:
-    """Process-pool initializer: ignore Ctrl-C, take this worker's GPU slot, then set
-    torch's threads.
+def _init_worker(slots, threads: int, parent: int | None = None) -> None:
+    """Process-pool initializer: ignore Ctrl-C, exit with the parent, take this worker's GPU
+    slot, then set torch's threads.
 
     A worker shares its parent's process group, so an interrupt meant for the parent (a
     Ctrl-C in the terminal, or Jupyter stopping a chapter's kernel) would also raise
@@ -273,6 +273,7 @@ def _init_worker(slots, threads: int) -> None:
     the interrupt and shuts the pool down; the workers leave when their queue closes.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)  # a killed parent (SIGTERM, a dead kernel) leaves no orphan worker behind
     gpu = slots.get(timeout=60)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu

@@ -147,3 +147,37 @@ def progress_bar(iterable=None, **kwargs):
     from tqdm.auto import tqdm as auto_tqdm
 
     return auto_tqdm(iterable, **kwargs)
+
+
+_PARENT_WATCH: dict[str, Any] = {}
+
+
+def exit_with_parent(parent: int | None = None, interval: float = 0.5) -> None:
+    """Make this process exit (``os._exit(1)``) within ``interval`` seconds of its parent's death.
+
+    A worker process (a process-pool worker, a chapter's kernel, the driver's chapter
+    workers) is otherwise orphaned when its parent is killed (``SIGTERM`` from a batch
+    scheduler's time limit, ``kill``): it finishes its task and then waits forever, holding
+    its memory (and, on a GPU, a CUDA context). Everything a task writes is written
+    atomically, so exiting mid-task loses only that task.
+
+    ``parent``: the pid the parent had when it started this process (pass it: a process
+    that starts slowly may find itself orphaned already; default: the current parent).
+    Watches from a daemon thread; calling it again in the same process does nothing.
+    """
+    import threading
+    import time
+
+    if _PARENT_WATCH.get("pid") == os.getpid():
+        return
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(1)
+
+    _PARENT_WATCH["pid"] = os.getpid()
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

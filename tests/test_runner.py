@@ -400,3 +400,28 @@ def test_a_named_executor_is_kept_for_later_calls_and_dropped_after_a_failure():
     discard_executor(kept_executor("process", workers=2, device="cpu"))
     with pytest.raises(ValueError, match="unknown executor"):
         kept_executor("threads")
+
+
+POOL_OWNER = r'''
+import os, sys, time
+from landscape_utils.runner import ProcessExecutor
+ex = ProcessExecutor(workers=2)
+for _ in ex.map(abs, [-1]):  # wait for one worker to answer; the other may still be starting
+    pass
+print(os.getpid(), flush=True)
+time.sleep(600)
+'''
+
+
+def test_pool_workers_exit_when_their_owner_is_killed():
+    """A kernel (or any owner of a process pool) killed outright takes its workers with it."""
+    import psutil
+
+    owner = subprocess.Popen([sys.executable, "-c", POOL_OWNER], stdout=subprocess.PIPE, text=True)
+    assert int(owner.stdout.readline()) == owner.pid
+    workers = psutil.Process(owner.pid).children(recursive=True)
+    assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) >= 1
+    owner.kill()
+    owner.wait(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, [w.pid for w in alive]

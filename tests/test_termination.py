@@ -1,0 +1,72 @@
+"""A build stopped by SIGTERM or SIGHUP (a scheduler's time limit, ``kill``) leaves no process
+behind and no half-written record; the next build completes the grid."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from landscape_utils.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _params(tmp_path: Path) -> Path:
+    grid = {"dataset": "digits", "model": "mlp", "load_values": [4, 8, 16], "temperature_values": [16],
+            "num_seeds": 2, "num_epochs": 60, "executor": "process", "workers": 2}
+    params = {"shared": {"workdir": str(tmp_path / "work"), "device": "cpu"}, "01_training_grid": grid}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.parametrize("sig,jobs", [(signal.SIGTERM, 1), (signal.SIGHUP, 2)])
+def test_a_terminated_build_leaves_no_process_and_no_half_written_record(tmp_path, sig, jobs):
+    params = _params(tmp_path)
+    driver = subprocess.Popen([sys.executable, "-m", "landscape_utils.book", "--params", str(params),
+                               "--out", str(tmp_path / "out"), "--chapters", "01", "--no-html", "--jobs", str(jobs)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # wait until the kernel's two pool workers train (kernel + 2 workers, and a chapter
+    # process with --jobs 2), then terminate the driver in the middle of the grid
+    deadline = time.time() + 240
+    procs: list[psutil.Process] = []
+    while time.time() < deadline and driver.poll() is None:
+        procs = _descendants(driver.pid)
+        busy = [p for p in procs if "spawn_main" in " ".join(_cmdline(p))]
+        if len(busy) >= 2 + (jobs > 1):
+            break
+        time.sleep(0.2)
+    assert driver.poll() is None, driver.stderr.read()[-2000:]
+    time.sleep(2.0)  # well inside the first tasks
+    procs = _descendants(driver.pid)
+    driver.send_signal(sig)
+    driver.wait(timeout=60)
+    assert driver.returncode == 128 + sig, driver.returncode
+    gone, alive = psutil.wait_procs(procs, timeout=30)
+    assert not alive, [(p.pid, _cmdline(p)) for p in alive]
+    # the store: every finished run intact, no record half-written
+    store = Store(tmp_path / "work")
+    for d in (tmp_path / "work" / "runs").glob("*"):
+        if d.is_dir() and (d / "metrics.json").exists():
+            assert store.is_done(d.name), d
+    for f in (tmp_path / "work").rglob("*.json"):
+        json.loads(f.read_text())
+
+
+def _cmdline(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
