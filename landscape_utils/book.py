@@ -479,6 +479,10 @@ def execute(chapter: Path, params: dict[str, Any], out: Path,
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "landscape-book", "language": "python"}
     jupytext.write(nb, src)
     relay = ProgressRelay(chapter.stem, say or (lambda line: print(line, flush=True)))
+    usage = usage_log(out, chapter.stem)  # what the chapter reused from the store (its page's footer)
+    usage.parent.mkdir(parents=True, exist_ok=True)
+    usage.unlink(missing_ok=True)
+    os.environ["LANDSCAPE_USAGE_LOG"] = str(usage)  # the kernel inherits it
     pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL, cwd=str(BOOK_DIR),
                         progress_bar=False, log_output=False, stderr_file=relay)
     return dst
@@ -736,7 +740,68 @@ def parameters_markdown(defaults_src: str, effective: dict[str, Any], params_fil
             f"{table}\n```\n")
 
 
-def prepare_for_html(nb: Any, params_file: str | None = None, book_title: str = BOOK_TITLE) -> Any:
+def usage_log(out: Path, stem: str) -> Path:
+    """The file where a chapter's tables log the stored records they reused and computed
+    (``store.record_usage``, one JSON line per table)."""
+    return out / "usage" / f"{stem}.jsonl"
+
+
+def read_usage(out: Path, stem: str) -> dict[str, dict[str, Any]]:
+    """A chapter's usage log summed per table: ``{what: {reused, computed, oldest}}``."""
+    path = usage_log(out, stem)
+    total: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        t = total.setdefault(row["what"], {"reused": 0, "computed": 0, "oldest": None})
+        t["reused"] += row["reused"]
+        t["computed"] += row["computed"]
+        if row.get("oldest") and (t["oldest"] is None or row["oldest"] < t["oldest"]):
+            t["oldest"] = row["oldest"]
+    return total
+
+
+def _device_text(device: Any) -> str:
+    import torch
+
+    from .utils import resolve_device
+
+    try:
+        dev = resolve_device(device or "auto")
+    except (RuntimeError, ValueError):
+        return str(device)
+    return f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
+
+
+def provenance_markdown(usage: dict[str, dict[str, Any]], device: Any, built: str, heading: str) -> str:
+    """The "what built it" block: versions, commit, device, build date, and how many stored
+    records were reused (with the date of the oldest) or computed by this build."""
+    from .utils import build_info
+
+    info = build_info()
+    commit = f"commit `{info['commit']}`" if info["commit"] else "no git checkout"
+    lines = [f"**{heading}** landscape_utils {info['package']} at {commit}; torch {info['torch']}"
+             + (f", CUDA {info['cuda']}" if info["cuda"] else "") + f", CPU kernel {info['cpu_kernel']}, "
+             f"Python {info['python']}; device {_device_text(device)}; built {built}."]
+    if usage:
+        rows = "
+".join(f"| {what} | {u['reused']} | {u['computed']} | {(u['oldest'] or '-').replace('T', ' ')} |"
+                         for what, u in usage.items())
+        lines.append("| stored results | reused from the store | computed by this build | oldest reused |
+"
+                     f"|---|---|---|---|
+{rows}")
+    else:
+        lines.append("This page computed nothing that the store keeps.")
+    return "
+
+".join(lines)
+
+
+def prepare_for_html(nb: Any, params_file: str | None = None, book_title: str = BOOK_TITLE,
+                     footer: str | None = None) -> Any:
     """Make an executed notebook read like an article (returns a new notebook).
 
     Every code cell gets Jupyter Book's ``hide-input`` tag (a "show code" toggle); the
@@ -767,6 +832,8 @@ def prepare_for_html(nb: Any, params_file: str | None = None, book_title: str = 
         if c.cell_type == "code" and not {"hide-input", "remove-input", "remove-cell", "hide-cell"} & set(t):
             t.append("hide-input")
         cells.append(c)
+    if footer:
+        cells.append(nbformat.v4.new_markdown_cell(footer))
     nb.cells = cells
     for c in nb.cells:
         if c.cell_type == "markdown":
@@ -862,7 +929,7 @@ def phase_diagram_output(nb: Any) -> Any:
 
 
 def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
-               params_file: str | None = None) -> Path:
+               params_file: str | None = None, params: dict[str, dict[str, Any]] | None = None) -> Path:
     """Render executed notebooks into ``out/html`` with Jupyter Book 1.x (execution off).
 
     The book opens on a landing page (``index``); each chapter is rewritten for reading
@@ -875,13 +942,28 @@ def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
         shutil.rmtree(jb)
     jb.mkdir(parents=True)
     prepared = {}
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    devices, total = [], {}
     for path in notebooks:
-        nb = prepare_for_html(nbformat.read(path, as_version=4), params_file, title)
+        usage = read_usage(out, path.stem)
+        device = (params or {}).get(path.stem, {}).get("device", "auto")
+        devices.append(_device_text(device))
+        for what, u in usage.items():
+            t = total.setdefault(what, {"reused": 0, "computed": 0, "oldest": None})
+            t["reused"] += u["reused"]
+            t["computed"] += u["computed"]
+            if u["oldest"] and (t["oldest"] is None or u["oldest"] < t["oldest"]):
+                t["oldest"] = u["oldest"]
+        footer = provenance_markdown(usage, device, built, "What built this page.")
+        nb = prepare_for_html(nbformat.read(path, as_version=4), params_file, title, footer=footer)
         nbformat.write(nb, jb / path.name)
         prepared[path.stem] = nb
     index = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": KERNEL, "display_name": "landscape-book",
                                                               "language": "python"}})
     index.cells = [nbformat.v4.new_markdown_cell(landing_page(prepared, params_file))]
+    index.cells.append(nbformat.v4.new_markdown_cell(
+        "## What built this book\n\n" + provenance_markdown(total, ", ".join(sorted(set(devices))) or "auto",
+                                                            built, "Versions.")))
     phase = phase_diagram_output(prepared.get("04_taxonomy"))
     if phase is not None:
         index.cells += [nbformat.v4.new_markdown_cell(
@@ -990,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f", up to {jobs} side by side" if jobs > 1 else ""))
     done, failed = run_chapters(selected, params, out, say, jobs)
     if done and not args.no_html:
-        index = build_html(out, done, params_file=str(args.params))
+        index = build_html(out, done, params_file=str(args.params), params=params)
         say(f"[book] HTML book: {index}")
     if failed:
         say(f"error: chapter {failed} failed", err=True)

@@ -43,14 +43,14 @@ from .connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evalu
 from .data import batches
 from .findings import Finding, majority_verdict
 from .similarity import l2_distance, model_cka
-from .store import Store, load_model
+from .store import Store, algorithm_version, load_model
 from .tables import load_order
 from .tasks import Task, run_tasks
 from .train import RunConfig
 from .utils import resolve_device
 
 #: Store metric name of the per-pair records.
-METRIC_NAME = "connectivity"
+METRIC_NAME = algorithm_version("connectivity", 1)  # curve, barrier, CKA and L2 of a pair
 #: Per-pair metrics, in table order.
 PAIR_METRICS: tuple[str, ...] = ("mc", "linear_mc", "cka", "l2")
 #: Columns of the long-form path table, after the two axis columns.
@@ -412,7 +412,7 @@ def example_cells(cells: pd.DataFrame, train_loss: pd.Series, low_loss_quantile:
 
 
 # --------------------------------------------------------------------------- MLI per run
-MLI_METRIC = "mli"                    # Store metric name of the MLI records
+MLI_METRIC = algorithm_version("mli", 1)  # Store metric name of the MLI records
 
 
 @dataclass(frozen=True)

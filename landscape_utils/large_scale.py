@@ -47,7 +47,7 @@ from .params import dot, matching_parameters, norm, params_of
 from .runner import expand_grid
 from .simplex import (SimplicialComplex, complex_from_models, edge_profiles, ensemble_metrics, evaluate_grid,
                       fit_complex, fit_tunnel, models_at)
-from .store import Store, load_model, run_id
+from .store import Store, algorithm_version, load_model, run_id
 from .tables import read_grid, read_table, table_path
 from .tasks import Task
 from .taxonomy import cell_table
@@ -55,6 +55,8 @@ from .train import RunConfig
 
 LABELS = ("poorly connected", "well connected")  # the two cells, in display order
 KINDS = ("alignment", "simplex", "tunnel", "wedge", "reach", "subspace", "surface")
+# Store metric of each kind, with the version of its algorithm (bump one to recompute its records).
+METRICS = {kind: algorithm_version(f"large_scale_{kind}", 1) for kind in KINDS}
 
 
 # --------------------------------------------------------------------------- settings
@@ -456,7 +458,7 @@ class Planned:
 
 
 def _planned(kind: str, fn, args: dict[str, Any], meta: dict[str, Any], label: str) -> Planned:
-    return Planned(kind, meta, Task(f"large_scale_{kind}", (args,), fn, args, label=label))
+    return Planned(kind, meta, Task(METRICS[kind], (args,), fn, args, label=label))
 
 
 def plan_tasks(members: Mapping[str, Sequence[str]], reach_runs: Sequence[tuple[str, float, str]],

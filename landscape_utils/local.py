@@ -30,7 +30,7 @@ from torch import nn
 
 from .findings import Finding, difference_verdict, majority_verdict
 from .hessian import make_fixed_batch, pyhessian_reference, spectral_density, top_eigenvalues, trace
-from .store import Store, load_model
+from .store import Store, algorithm_version, load_model
 from .tasks import Task, run_tasks
 from .utils import resolve_device
 
@@ -47,8 +47,8 @@ __all__ = [
     "pyhessian_comparison",
 ]
 
-HESSIAN_METRIC = "hessian"            # Store metric name of λmax + trace records
-DENSITY_METRIC = "hessian_density"    # Store metric name of spectral-density records
+HESSIAN_METRIC = algorithm_version("hessian", 1)  # Store metric name of λmax + trace records
+DENSITY_METRIC = algorithm_version("hessian_density", 1)  # Store metric name of spectral-density records
 FINE_PER_BIN = 50                     # fine SLQ grid points averaged into one stored point
 
 

@@ -39,10 +39,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pandas as pd
 
-from .store import Store, load_results, run_id
+from .store import Store, load_results, record_usage, run_id
 from .population import train_population
 from .train import RunConfig
-from .utils import exit_with_parent, progress_bar, resolve_device
+from .utils import exit_with_parent, progress_bar, provenance, resolve_device
 
 CONFIG_KEYS = tuple(f.name for f in fields(RunConfig))
 
@@ -504,7 +504,7 @@ def train_cell_task(task: dict[str, Any]) -> list[dict[str, Any]]:
                                         download=task.get("download", False), device=device)
             for cfg, result in train_population(configs, data, device):
                 if cfg in mine:
-                    store.save_run(cfg, result)
+                    store.save_run(cfg, result, provenance(device, cfg.precision, result["metrics"]["train_time_s"]))
                     out[cfg] = {"run_id": run_id(cfg), "status": result["metrics"]["status"]}
     return [out[c] for c in configs]
 
@@ -540,6 +540,10 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
     store = Store(workdir)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     pending = [c for c in configs if not store.is_done(c)]
+    if os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer
+        dates = [store.run_provenance(run_id(c)).get("date") for c in configs if c not in set(pending)]
+        record_usage("training runs", len(configs) - len(pending), len(pending),
+                     min((d for d in dates if d), default=None))
     if pending:
         if hasattr(ex, "check"):
             ex.check()

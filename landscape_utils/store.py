@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 from filelock import FileLock, Timeout
 
+from . import train as _train
 from .train import RunConfig, identity_dict
 from .utils import atomic_torch_save, atomic_write_json
 
@@ -44,11 +45,36 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def run_id(config: RunConfig | dict) -> str:
-    """Stable id of a run: the hash of its full configuration (``train.identity_dict``:
-    fields added later are left out while they hold their default, so old ids stay)."""
+def run_id(config: RunConfig | dict, version: int | None = None) -> str:
+    """Stable id of a run: the hash of its full configuration and of the training
+    algorithm's version (``train.identity_dict``: fields added later are left out while
+    they hold their default, and the version while it is 1, so old ids stay). ``version``:
+    default ``train.TRAINING_VERSION``."""
     d = config.to_dict() if isinstance(config, RunConfig) else dict(config)
-    return stable_hash(identity_dict(d))
+    return stable_hash(identity_dict(d, version))
+
+
+# The version of the algorithm behind each metric of the store, by metric name. It is part
+# of the key of every record of that metric (left out while 1, so records stored before
+# versions existed keep their keys). Bump a metric's version where it is declared (each
+# module declares its metric names with :func:`algorithm_version`) when a change of its
+# code changes its numbers: exactly its records are computed again.
+ALGORITHM_VERSIONS: dict[str, int] = {}
+
+
+def algorithm_version(name: str, version: int = 1) -> str:
+    """Declare the algorithm version of metric ``name``; returns ``name``."""
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"algorithm version of {name!r} must be an integer >= 1, got {version!r}")
+    ALGORITHM_VERSIONS[name] = version
+    return name
+
+
+def versioned_key(name: str, key: dict[str, Any], version: int | None = None) -> dict[str, Any]:
+    """``key`` as stored: with ``algorithm_version`` when the metric's version (or
+    ``version``) is not 1."""
+    version = ALGORITHM_VERSIONS.get(name, 1) if version is None else version
+    return dict(key) if version == 1 else {**key, "algorithm_version": version}
 
 
 class Store:
@@ -93,15 +119,17 @@ class Store:
                 return bad(f"missing or truncated {what} {f} (expected {size} bytes)")
         cfile = d / "config.json"
         try:
-            stored = run_id(json.loads(cfile.read_text()))
+            version = (json.loads(mfile.read_text()).get("_provenance") or {}).get("training_version", 1)
+            stored = run_id(json.loads(cfile.read_text()), version)
         except (ValueError, OSError) as err:
             return bad(f"corrupt config file {cfile} ({type(err).__name__}: {err})")
         if stored != rid:
             return bad(f"config file {cfile} belongs to run {stored}, not to its folder {rid}")
         return True
 
-    def save_run(self, config: RunConfig, result: dict[str, Any]) -> str:
-        """Write a finished run (as returned by ``train.train_run``). Returns its id.
+    def save_run(self, config: RunConfig, result: dict[str, Any], provenance: dict[str, Any] | None = None) -> str:
+        """Write a finished run (as returned by ``train.train_run``), with what trained it
+        (``utils.provenance``; read back by :meth:`run_provenance`). Returns its id.
 
         Each file is written atomically; ``metrics.json`` comes last and records every
         other file's size, so a run killed (or out of disk space) part way is never
@@ -118,7 +146,9 @@ class Store:
             for name, obj in (("config.json", config.to_dict()), ("history.json", result["history"])):
                 atomic_write_json(d / name, obj)
                 files[name] = (d / name).stat().st_size
-            atomic_write_json(d / "metrics.json", {**result["metrics"], "run_id": rid, "_files": files})
+            atomic_write_json(d / "metrics.json", {**result["metrics"], "run_id": rid, "_files": files,
+                                                   "_provenance": {**(provenance or {}),
+                                                                   "training_version": _train.TRAINING_VERSION}})
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OSError(err.errno, f"no space left on the device while saving run {rid} to {d}: "
@@ -128,14 +158,14 @@ class Store:
         return rid
 
     @contextlib.contextmanager
-    def lock(self, rid: str, timeout: float = 0):
+    def lock(self, rid: str, timeout: float = 0, folder: str | os.PathLike = "runs"):
         """Hold the run's lock; yields True if acquired, False if another process has it.
 
         ``timeout=-1`` waits for it. The lock is an OS lock: a holder killed by SIGKILL
         releases it at once, so a stale lock never blocks a rerun.
         """
-        (self.root / "runs").mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / "runs" / f"{rid}.lock"), timeout=timeout)
+        (self.root / folder).mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / folder / f"{rid}.lock"), timeout=timeout)
         try:
             lock.acquire()
         except Timeout:
@@ -172,7 +202,13 @@ class Store:
     def metrics(self, rid: str) -> dict[str, Any]:
         m = json.loads((self.run_dir(rid) / "metrics.json").read_text())
         m.pop("_files", None)
+        m.pop("_provenance", None)
         return m
+
+    def run_provenance(self, rid: str) -> dict[str, Any]:
+        """What trained the run (package, commit, torch, device, precision, wall time, date);
+        empty for runs stored before provenance was recorded."""
+        return json.loads((self.run_dir(rid) / "metrics.json").read_text()).get("_provenance") or {}
 
     def history(self, rid: str) -> list[dict[str, Any]]:
         return json.loads((self.run_dir(rid) / "history.json").read_text())
@@ -189,8 +225,27 @@ class Store:
                                f"folder {path.parent} and rerun chapter 1 to train the run again") from err
 
     # ---- metrics computed later, per run or per pair of runs ----------------
-    def metric_path(self, name: str, key: dict[str, Any]) -> Path:
-        return self.root / "metrics" / name / f"{stable_hash(key)}.json"
+    def metric_path(self, name: str, key: dict[str, Any], version: int | None = None) -> Path:
+        """The file of the record of ``key``, at the metric's current algorithm version (or ``version``)."""
+        return self.root / "metrics" / name / f"{stable_hash(versioned_key(name, key, version))}.json"
+
+    def stale_metric(self, name: str, key: dict[str, Any]) -> bool:
+        """True when ``key`` has no record at the metric's current version but one made by
+        an earlier version of its algorithm (it will be computed again)."""
+        current = ALGORITHM_VERSIONS.get(name, 1)
+        return (not self.metric_path(name, key).exists()
+                and any(self.metric_path(name, key, v).exists() for v in range(1, current)))
+
+    def stale_run(self, config: RunConfig) -> bool:
+        """True when ``config`` has no finished run at the current training version but one
+        trained by an earlier version (it will be trained again)."""
+        return (not self.is_done(config, warn=False)
+                and any(self.is_done(run_id(config, v), warn=False) for v in range(1, _train.TRAINING_VERSION)))
+
+    def metric_lock(self, name: str, key: dict[str, Any], timeout: float = 0):
+        """:meth:`lock` for the record of ``key`` (a task's first key): two drivers never
+        compute the same record twice."""
+        return self.lock(stable_hash(versioned_key(name, key)), timeout, folder=Path("metrics") / name)
 
     def load_metric(self, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
         """The cached record for ``key`` (run ids + settings), or None if absent/corrupt."""
@@ -203,8 +258,20 @@ class Store:
             warnings.warn(f"corrupt metric file {path} ({err}); it will be recomputed")
             return None
 
-    def save_metric(self, name: str, key: dict[str, Any], record: dict[str, Any]) -> None:
-        atomic_write_json(self.metric_path(name, key), {"key": key, "record": record})
+    def save_metric(self, name: str, key: dict[str, Any], record: dict[str, Any],
+                    provenance: dict[str, Any] | None = None) -> None:
+        """Write one record under its key, with what computed it (``utils.provenance``)."""
+        body = {"key": versioned_key(name, key), "record": record}
+        if provenance is not None:
+            body["provenance"] = provenance
+        atomic_write_json(self.metric_path(name, key), body)
+
+    def metric_provenance(self, name: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """What computed the record stored for ``key`` (None if absent, or stored without it)."""
+        try:
+            return json.loads(self.metric_path(name, key).read_text()).get("provenance")
+        except (OSError, ValueError):
+            return None
 
     def metric_table(self, name: str) -> pd.DataFrame:
         """All cached records of one metric as a tidy table: key columns + record columns."""
@@ -217,6 +284,19 @@ class Store:
             except (json.JSONDecodeError, KeyError) as err:
                 warnings.warn(f"corrupt metric file {path} ({err}); skipped")
         return pd.DataFrame(rows)
+
+
+def record_usage(what: str, reused: int, computed: int, oldest: str | None) -> None:
+    """Append one line to the file ``LANDSCAPE_USAGE_LOG`` names (the book driver sets it per
+    chapter): how many stored records a table reused, how many it computed, and the date of
+    the oldest reused one. Without the variable, nothing is written."""
+    path = os.environ.get("LANDSCAPE_USAGE_LOG")
+    if not path:
+        return
+    line = {"what": what, "reused": int(reused), "computed": int(computed), "oldest": oldest}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(line) + "\n")
 
 
 def load_results(workdir: str | os.PathLike, configs: Iterable[RunConfig] | None = None) -> pd.DataFrame:

@@ -19,13 +19,14 @@ module level) so that worker processes and Ray nodes can run it.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .runner import discard_executor, kept_executor
-from .store import Store
-from .utils import full_precision, progress_bar, resolve_device
+from .store import Store, record_usage
+from .utils import full_precision, progress_bar, provenance, resolve_device
 
 __all__ = ["Task", "run_tasks", "execute_task", "EXECUTOR_OPTIONS"]
 
@@ -62,29 +63,50 @@ def _cached(store: Store, task: Task) -> list[dict[str, Any] | None]:
     return [store.load_metric(task.name, key) for key in task.keys]
 
 
-def execute_task(payload: tuple[int, Task, str, str]) -> tuple[int, list[dict[str, Any]]]:
+def execute_task(payload: tuple) -> tuple[int, list[dict[str, Any]] | None]:
     """Run one task where it lands (this process, a pool worker or a Ray node).
 
-    ``payload`` is ``(index, task, workdir, device)``. Records another driver finished in
-    the meantime are read, not recomputed; each computed record is saved as soon as the
-    task's function yields it. Returns ``(index, records)``.
+    ``payload`` is ``(index, task, workdir, device[, wait])``. The task runs under its lock
+    (``Store.metric_lock`` on its first key), so two drivers on one workdir never compute
+    it twice: with ``wait`` false a task locked elsewhere returns ``(index, None)`` at once,
+    with ``wait`` true (the default) its lock is awaited. Records another driver finished in
+    the meantime are read, not recomputed; each computed record is saved, with its
+    provenance (``utils.provenance``: versions, device, precision, wall time, date), as soon
+    as the task's function yields it. Returns ``(index, records)``.
     """
-    index, task, workdir, device = payload
+    index, task, workdir, device, *rest = payload
+    wait = bool(rest[0]) if rest else True
     store = Store(workdir)
     records = _cached(store, task)
     if all(r is not None for r in records):
         return index, records  # type: ignore[return-value]
-    out: list[dict[str, Any]] = []
-    # Measurements are float32 whatever the training used or the process has set.
-    with full_precision():
-        produced = task.fn(workdir=workdir, device=resolve_device(device), **dict(task.args))
-        for key, record in zip(task.keys, produced):
-            store.save_metric(task.name, key, record)
-            out.append(record)
+    with store.metric_lock(task.name, task.keys[0], timeout=-1 if wait else 0) as mine:
+        if not mine:
+            return index, None
+        records = _cached(store, task)  # finished by another driver while we waited
+        if all(r is not None for r in records):
+            return index, records  # type: ignore[return-value]
+        out: list[dict[str, Any]] = []
+        dev = resolve_device(device)
+        # Measurements are float32 whatever the training used or the process has set.
+        with full_precision():
+            t0 = time.perf_counter()
+            produced = task.fn(workdir=workdir, device=dev, **dict(task.args))
+            for key, record in zip(task.keys, produced):
+                store.save_metric(task.name, key, record, provenance(dev, "fp32", time.perf_counter() - t0))
+                out.append(record)
+                t0 = time.perf_counter()
     if len(out) != len(task.keys):
         raise RuntimeError(f"task {task.label or task.name!r} ({task.fn.__name__}) produced {len(out)} "
                            f"record(s) for {len(task.keys)} key(s)")
     return index, out
+
+
+def _oldest(store: Store, tasks: Sequence[Task], indices: Iterable[int]) -> str | None:
+    dates = [(store.metric_provenance(tasks[i].name, key) or {}).get("date") for i in indices
+             for key in tasks[i].keys]
+    dates = [d for d in dates if d]
+    return min(dates) if dates else None
 
 
 def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: str | Any = "serial",
@@ -122,17 +144,28 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
             todo.append(i)
     if progress:
         print(f"{desc}: {len(tasks) - len(todo)} of {len(tasks)} task(s) in the store, {len(todo)} to compute")
+    if os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer
+        record_usage(desc, len(tasks) - len(todo), len(todo),
+                     _oldest(store, tasks, (i for i in range(len(tasks)) if i not in set(todo))))
     if todo:
         kept = isinstance(executor, str)  # named: kept for the chapter's later tables
         ex = kept_executor(executor, device=str(device), **executor_options) if kept else executor
         try:
             if hasattr(ex, "check"):
                 ex.check()
-            payloads = [(i, tasks[i], workdir, str(device)) for i in todo]
             with progress_bar(total=len(todo), desc=desc, unit="task", disable=not progress) as bar:
-                for i, records in ex.map(execute_task, payloads):
-                    results[i] = records
-                    bar.update()
+                for wait in (False, True):  # first what no other driver holds, then wait for the rest
+                    payloads = [(i, tasks[i], workdir, str(device), wait) for i in todo]
+                    busy = []
+                    for i, records in ex.map(execute_task, payloads):
+                        if records is None:
+                            busy.append(i)
+                            continue
+                        results[i] = records
+                        bar.update()
+                    todo = sorted(busy)
+                    if not todo:
+                        break
         except BaseException:
             if kept:  # a failed pool is not reused: the next call starts a fresh one
                 discard_executor(ex)

@@ -36,6 +36,12 @@ PRECISIONS = ("fp32", "tf32", "bf16")
 # default is hashed without the field, so the ids of runs stored before it existed stay.
 _LATE_FIELDS = {"precision": "fp32"}
 
+# The version of the training algorithm. Bump it when a change of this module or of
+# ``population`` changes what a run ends with: it enters every run id (left out while 1, so
+# runs stored before versions existed keep their ids), so every run, and every measurement
+# keyed by run ids, is computed again. ``store.Store.run_provenance`` records it per run.
+TRAINING_VERSION = 1
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -136,10 +142,15 @@ class RunConfig:
         return replace(self, seed=0)
 
 
-def identity_dict(config: Mapping[str, Any]) -> dict[str, Any]:
+def identity_dict(config: Mapping[str, Any], version: int | None = None) -> dict[str, Any]:
     """The part of a config dict that names its run (what ``store.run_id`` hashes): every
-    field, except a field added later that holds its default, so old run ids stay."""
-    return {k: v for k, v in config.items() if not (k in _LATE_FIELDS and v == _LATE_FIELDS[k])}
+    field, except a field added later that holds its default, so old run ids stay; and the
+    training algorithm's ``version`` (default :data:`TRAINING_VERSION`) unless it is 1."""
+    out = {k: v for k, v in config.items() if not (k in _LATE_FIELDS and v == _LATE_FIELDS[k])}
+    version = TRAINING_VERSION if version is None else version
+    if version != 1:
+        out["training_version"] = version
+    return out
 
 
 def check_precision(precision: str, device: str | torch.device) -> None:

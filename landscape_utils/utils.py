@@ -181,3 +181,48 @@ def exit_with_parent(parent: int | None = None, interval: float = 0.5) -> None:
 
     _PARENT_WATCH["pid"] = os.getpid()
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+_BUILD_INFO: dict[str, Any] = {}
+
+
+def build_info() -> dict[str, Any]:
+    """What computed a result, the same for every record of this process: package version,
+    git commit of the checkout (with ``+dirty`` when it has uncommitted changes; None outside a
+    checkout), torch and CUDA versions, Python, and torch's CPU kernel."""
+    if not _BUILD_INFO:
+        import platform
+        import subprocess
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            pkg = version("landscape_utils")
+        except PackageNotFoundError:
+            pkg = None
+        repo = Path(__file__).resolve().parents[1]
+        commit = None
+        if (repo / ".git").exists():
+            try:
+                run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True,  # noqa: E731
+                                                text=True, timeout=10).stdout.strip()
+                commit = run("rev-parse", "--short=12", "HEAD") or None
+                if commit and run("status", "--porcelain", "--untracked-files=no"):
+                    commit += "+dirty"
+            except (OSError, subprocess.SubprocessError):
+                commit = None
+        _BUILD_INFO.update({
+            "package": pkg, "commit": commit, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "cpu_kernel": torch.backends.cpu.get_cpu_capability()})
+    return dict(_BUILD_INFO)
+
+
+def provenance(device: str | torch.device, precision: str, wall_s: float) -> dict[str, Any]:
+    """:func:`build_info` plus what is particular to one record: the device it was computed
+    on (with the GPU's name), its precision, its wall time and the UTC time it was made."""
+    import datetime
+
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" and torch.cuda.is_available() else None
+    return {**build_info(), "device": str(dev) + (f" ({name})" if name else ""), "precision": precision,
+            "wall_s": round(float(wall_s), 3),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
