@@ -463,8 +463,21 @@ def format_plan(rows: list[ChapterPlan], notes: list[str], params_file: str = ""
     return "\n".join(lines)
 
 
+def stale_note(params: Mapping[str, Mapping[str, Any]]) -> str:
+    """How many stored records of the workdir an earlier version of their algorithm made
+    (``Store.stale_records``): they count as "to do" above and are computed again."""
+    from . import global_metrics, large_scale, local  # noqa: F401  (they declare their metrics' versions)
+
+    stale = Store(_workdir(_merged("01_training_grid", params))).stale_records()
+    if not stale:
+        return "stale records: none (every stored record was made by the current version of its algorithm)"
+    return ("stale records (made by an earlier version of their algorithm; computed again): "
+            + ", ".join(f"{name} {n}" for name, n in sorted(stale.items())))
+
+
 def print_plan(params: Mapping[str, Mapping[str, Any]], params_file: str = "", budget: float = 8.0) -> None:
     t0 = time.perf_counter()
     rows, notes = plan(params, budget=budget)
+    notes.append(stale_note(params))
     print(format_plan(rows, notes, str(params_file)))
     print(f"  (planned in {time.perf_counter() - t0:.0f} s; nothing was run or written)")

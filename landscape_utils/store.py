@@ -242,6 +242,30 @@ class Store:
         return (not self.is_done(config, warn=False)
                 and any(self.is_done(run_id(config, v), warn=False) for v in range(1, _train.TRAINING_VERSION)))
 
+    def stale_records(self) -> dict[str, int]:
+        """Stored records and runs made by an earlier version of their algorithm that have no
+        counterpart at the current version (a build will compute them again), counted per
+        metric name (``"runs"`` for training)."""
+        out: dict[str, int] = {}
+        for folder in sorted((self.root / "metrics").iterdir()) if (self.root / "metrics").exists() else []:
+            current = ALGORITHM_VERSIONS.get(folder.name, 1)
+            if current == 1 or not folder.is_dir():
+                continue
+            for path in folder.glob("*.json"):
+                try:
+                    key = json.loads(path.read_text())["key"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                base = {k: v for k, v in key.items() if k != "algorithm_version"}
+                if key.get("algorithm_version", 1) < current and not self.metric_path(folder.name, base).exists():
+                    out[folder.name] = out.get(folder.name, 0) + 1
+        if _train.TRAINING_VERSION > 1:
+            n = sum(self.stale_run(self.config(rid)) for rid in self.run_ids()
+                    if self.run_provenance(rid).get("training_version", 1) < _train.TRAINING_VERSION)
+            if n:
+                out["runs"] = n
+        return out
+
     def metric_lock(self, name: str, key: dict[str, Any], timeout: float = 0):
         """:meth:`lock` for the record of ``key`` (a task's first key): two drivers never
         compute the same record twice."""

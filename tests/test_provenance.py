@@ -113,3 +113,17 @@ def test_two_drivers_on_one_workdir_compute_each_record_once(tmp_path):
         assert p.returncode == 0 and "finished" in out, err[-2000:]
     computed = Path(log).read_text().split()
     assert sorted(computed, key=int) == [str(v) for v in range(8)]  # each once, by one driver or the other
+
+
+def test_the_plan_counts_stale_records(tmp_path, versions):
+    from landscape_utils.plan import stale_note
+
+    params = {"01_training_grid": {"workdir": str(tmp_path)}}
+    name = algorithm_version("test_metric_plan", 1)
+    run_tasks([Task(name, ({"v": 1}, {"v": 2}), _double, {"name": name, "values": (1, 2)})], tmp_path, progress=False)
+    assert "none" in stale_note(params)
+    algorithm_version(name, 3)
+    assert Store(tmp_path).stale_records() == {name: 2}
+    assert f"{name} 2" in stale_note(params)
+    run_tasks([Task(name, ({"v": 1},), _double, {"name": name, "values": (1,)})], tmp_path, progress=False)
+    assert Store(tmp_path).stale_records() == {name: 1}
