@@ -786,18 +786,13 @@ def provenance_markdown(usage: dict[str, dict[str, Any]], device: Any, built: st
              + (f", CUDA {info['cuda']}" if info["cuda"] else "") + f", CPU kernel {info['cpu_kernel']}, "
              f"Python {info['python']}; device {_device_text(device)}; built {built}."]
     if usage:
-        rows = "
-".join(f"| {what} | {u['reused']} | {u['computed']} | {(u['oldest'] or '-').replace('T', ' ')} |"
+        rows = "\n".join(f"| {what} | {u['reused']} | {u['computed']} | {(u['oldest'] or '-').replace('T', ' ')} |"
                          for what, u in usage.items())
-        lines.append("| stored results | reused from the store | computed by this build | oldest reused |
-"
-                     f"|---|---|---|---|
-{rows}")
+        lines.append("| stored results | reused from the store | computed by this build | oldest reused |\n"
+                     f"|---|---|---|---|\n{rows}")
     else:
         lines.append("This page computed nothing that the store keeps.")
-    return "
-
-".join(lines)
+    return "\n\n".join(lines)
 
 
 def prepare_for_html(nb: Any, params_file: str | None = None, book_title: str = BOOK_TITLE,
@@ -961,15 +956,15 @@ def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
     index = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": KERNEL, "display_name": "landscape-book",
                                                               "language": "python"}})
     index.cells = [nbformat.v4.new_markdown_cell(landing_page(prepared, params_file))]
-    index.cells.append(nbformat.v4.new_markdown_cell(
-        "## What built this book\n\n" + provenance_markdown(total, ", ".join(sorted(set(devices))) or "auto",
-                                                            built, "Versions.")))
     phase = phase_diagram_output(prepared.get("04_taxonomy"))
     if phase is not None:
         index.cells += [nbformat.v4.new_markdown_cell(
                             "## The phase diagram of this build\n\nFrom chapter 4: every cell of the load × "
                             "temperature grid, with the metrics that place it (hover over a cell for its values)."),
                         phase]
+    index.cells.append(nbformat.v4.new_markdown_cell(
+        "## What built this book\n\n" + provenance_markdown(total, ", ".join(sorted(set(devices))) or "auto",
+                                                            built, "Versions.")))
     nbformat.write(index, jb / "index.ipynb")
     _static_assets(jb / "_offline")
     stems = [nb.stem for nb in notebooks]

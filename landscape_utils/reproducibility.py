@@ -32,7 +32,7 @@ import sys
 from typing import Any, Mapping
 
 __all__ = ["SHORT_RUN_RTOL", "offered_capabilities", "probe", "probe_in_process",
-           "max_relative_deviation", "main"]
+           "max_relative_deviation", "seed_spread", "main"]
 
 # The promised agreement of a short run's final metrics across CPU kernels and groupings
 # (relative). Measured: at most 1.2e-7 for the probe's 2-epoch MLPs (see README).
@@ -112,6 +112,23 @@ def max_relative_deviation(a: Mapping[str, Mapping[str, float]], b: Mapping[str,
     return worst
 
 
+def seed_spread(runs: Mapping[str, Mapping[str, float]], metrics: tuple[str, ...] = METRICS) -> float:
+    """The largest relative standard deviation over the seeds of one cell (runs whose labels
+    agree but for ``seed=``), over the cells and metrics of a probe."""
+    import statistics
+
+    cells: dict[str, list[Mapping[str, float]]] = {}
+    for label, m in runs.items():
+        cells.setdefault(",".join(p for p in label.split(",") if not p.startswith("seed=")), []).append(m)
+    worst = 0.0
+    for members in cells.values():
+        for metric in metrics:
+            vals = [m[metric] for m in members]
+            if len(vals) > 1 and statistics.fmean(vals) != 0:
+                worst = max(worst, statistics.stdev(vals) / abs(statistics.fmean(vals)))
+    return worst
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m landscape_utils.reproducibility", description=__doc__.split("\n")[0])
     ap.add_argument("--probe", choices=sorted(PROBES), default=None,
@@ -129,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nprobe {name!r}: worst relative deviation of the final {', '.join(METRICS)}")
         for (s1, r1), (s2, r2) in itertools.combinations(setups.items(), 2):
             print(f"  {s1[0]:>7}/{s1[1]:<7} vs {s2[0]:>7}/{s2[1]:<7}  {max_relative_deviation(r1, r2):.1e}")
+        spread = seed_spread(setups[(caps[-1], "grouped")])
+        print(f"  for scale, the spread between seeds (largest relative sd over seeds in a cell): {spread:.1e}")
         again = probe_in_process(caps[-1], name)["grouped"]
         print(f"  {caps[-1]:>7}/grouped twice (same kernel and grouping): "
               f"{max_relative_deviation(setups[(caps[-1], 'grouped')], again):.1e}")

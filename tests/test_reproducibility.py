@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from landscape_utils.reproducibility import (SHORT_RUN_RTOL, max_relative_deviation, offered_capabilities,
-                                             probe_in_process)
+                                             probe_in_process, seed_spread)
 
 
 def test_max_relative_deviation_against_a_hand_computed_case():
@@ -15,6 +15,12 @@ def test_max_relative_deviation_against_a_hand_computed_case():
     assert max_relative_deviation(a, a, ("train_loss", "test_loss")) == 0.0
     with pytest.raises(ValueError, match="different runs"):
         max_relative_deviation(a, {"r1": a["r1"]})
+
+
+def test_seed_spread_is_the_largest_relative_sd_within_a_cell():
+    runs = {"width=4,seed=0": {"m": 1.0}, "width=4,seed=1": {"m": 3.0},
+            "width=8,seed=0": {"m": 10.0}, "width=8,seed=1": {"m": 10.0}}
+    assert seed_spread(runs, ("m",)) == pytest.approx(2 ** 0.5 / 2)  # sd 1.414 over mean 2
 
 
 def test_offered_capabilities_start_at_default_and_ignore_a_forced_kernel(monkeypatch):
