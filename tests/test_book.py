@@ -307,6 +307,39 @@ def test_html_book_reads_like_an_article(smoke_book):
 
 
 @pytest.mark.book
+def test_every_page_says_what_built_it(smoke_book):
+    import torch
+
+    from landscape_utils.book import read_usage
+    from landscape_utils.utils import build_info
+
+    html = smoke_book / "html"
+    for chap in chapters():
+        page = (html / f"{chap.stem}.html").read_text()
+        assert "What built this page." in page and f"torch {torch.__version__}" in page, chap.stem
+        assert ("at commit" in page) == bool(build_info()["commit"]), chap.stem  # none outside a checkout
+    assert "What built this book" in (html / "index.html").read_text()
+    # chapter 1 trained every run of the grid; its table says so
+    usage = read_usage(smoke_book, "01_training_grid")
+    assert usage["training runs"]["computed"] == 8 and usage["training runs"]["reused"] == 0
+
+
+def test_provenance_block_sums_a_chapters_usage_log(tmp_path):
+    from landscape_utils.book import provenance_markdown, read_usage, usage_log
+
+    log = usage_log(tmp_path, "02_x")
+    log.parent.mkdir(parents=True)
+    log.write_text('{"what": "Hessians", "reused": 3, "computed": 1, "oldest": "2026-01-02T00:00:00+00:00"}\n'
+                   '{"what": "Hessians", "reused": 2, "computed": 0, "oldest": "2025-12-31T10:00:00+00:00"}\n'
+                   'not json\n')
+    usage = read_usage(tmp_path, "02_x")
+    assert usage == {"Hessians": {"reused": 5, "computed": 1, "oldest": "2025-12-31T10:00:00+00:00"}}
+    text = provenance_markdown(usage, "cpu", "today", "What built this page.")
+    assert "| Hessians | 5 | 1 | 2025-12-31 10:00:00+00:00 |" in text and "device cpu" in text
+    assert "computed nothing" in provenance_markdown({}, "cpu", "today", "X")
+
+
+@pytest.mark.book
 def test_findings_agree_with_the_tables_they_cite(smoke_book):
     """findings.csv holds every chapter's findings, and verdicts recomputed from the build's
     own tables (not from the chapters' variables) come out the same."""
