@@ -16,6 +16,7 @@ Running and storing
     tasks        expensive measurements as store-cached tasks on any executor
     runner       grid expansion, the serial / process / Ray executors, the grid runner
     tables       the tables the chapters write and read, and the meaning of each axis
+    reproducibility  how far a run's numbers depend on the CPU kernel and its population
 
 Local metrics (chapter 2)
     hessian      Hessian-vector products, top eigenvalues, trace, spectral density
