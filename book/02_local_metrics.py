@@ -81,7 +81,7 @@ import torch
 from landscape_utils import plotting
 from landscape_utils.findings import show_findings, spearman_verdict, write_findings
 from landscape_utils.local import (DensitySettings, HessianSettings, density_table,
-                                   hessian_table, hot_is_sharper, model_and_batch,
+                                   hessian_table, hot_is_flatter, model_and_batch,
                                    one_seed_per_cell, pyhessian_comparison)
 from landscape_utils.tables import read_grid, write_table
 from landscape_utils.taxonomy import cell_table
@@ -282,7 +282,7 @@ else:
 
 # %%
 findings = [
-    hot_is_sharper(per_run, load_axis, temperature_axis, grid.temperature.hot_end == "large"),
+    hot_is_flatter(per_run, load_axis, temperature_axis, grid.temperature.hot_end == "large"),
     spearman_verdict(cells.train_loss, cells.lambda_max, expect="positive",
                      names=("train loss", "λmax")).finding(
         "high_loss_is_sharp", "Across cells, a higher train loss goes with a larger λmax "
