@@ -315,8 +315,9 @@ def one_seed_per_cell(runs: pd.DataFrame, keys: Iterable[str],
 
 def hot_is_flatter(runs: pd.DataFrame, load: str, temperature: str, hot_high: bool,
                    metric: str = "lambda_max") -> Finding:
-    """Finding ``hot_is_flatter``: the paper's picture, where the noise of hot SGD finds
-    flatter minima, read along the temperature axis at fixed load.
+    """Finding ``hot_is_flatter``: the hypothesis the taxonomy builds on (Keskar et al. 2017;
+    Jastrzebski et al. 2017), that the noise of hot SGD finds flatter minima, read along the
+    temperature axis at fixed load.
 
     At every load value, the per-seed ``metric`` of the hottest temperature is compared with
     that of the coldest by :func:`~landscape_utils.findings.difference_verdict` (Welch's t):
@@ -332,7 +333,7 @@ def hot_is_flatter(runs: pd.DataFrame, load: str, temperature: str, hot_high: bo
             when smaller values are (batch size).
     """
     claim = (f"At fixed {load}, {metric} is smaller at the hot end of {temperature} than at the "
-             "cold end (the paper's picture: hot SGD noise finds flatter minima)")
+             "cold end (hot SGD noise finds flatter minima)")
     ok = runs[np.isfinite(pd.to_numeric(runs[metric], errors="coerce"))]
     temps = sorted(ok[temperature].unique())
     if len(temps) < 2:

@@ -115,15 +115,15 @@ def test_difference_verdict_against_hand_values():
 
 @pytest.mark.parametrize("fixed", [True, False])
 def test_difference_verdict_false_positive_rate(fixed):
-    """No difference, 3 seeds: the t rule calls one 5% of the time (2000 draws: sd 0.005),
+    """No difference, 3 seeds: the t rule calls one 5% of the time (1200 draws: sd 0.006),
     the former mean ± 2 SE rule 18% (one sample vs a fixed value) or 11% (3 vs 3)."""
     rng = np.random.default_rng(1)
-    draws = rng.normal(size=(2000, 2, 3))
+    draws = rng.normal(size=(1200, 2, 3))
     def rate(**kw):
         return np.mean([difference_verdict(x, 0.0 if fixed else y, expect="differ", **kw).verdict
                         != "inconclusive" for x, y in draws])
     new, old = rate(), rate(k=2.0)
-    assert abs(new - 0.05) < 0.015
+    assert abs(new - 0.05) < 0.02
     assert old > (0.15 if fixed else 0.09)
 
 
