@@ -677,7 +677,8 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
         gaps = np.nanmax(score[:len(g)], axis=0) - np.nanmax(score[len(g):], axis=0)
     d, boots = gaps[0], gaps[1:][np.isfinite(gaps[1:])]
     lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots.size else (np.nan, np.nan))
-    p = (float(min(1.0, 2 * min(np.mean(boots <= 0), np.mean(boots >= 0))))
+    # two-sided bootstrap p-value, never 0: (1 + resamples on the far side) / (1 + resamples)
+    p = (float(min(1.0, 2 * (1 + min(np.sum(boots <= 0), np.sum(boots >= 0))) / (1 + boots.size)))
          if boots.size else float("nan"))
     evidence += (f"; best global − best local score = {d:+.3f}, 95% bootstrap interval over the "
                  f"{idx.size} well-trained cells [{lo:+.3f}, {hi:+.3f}], p = {p:.2g}")
