@@ -116,8 +116,8 @@ from landscape_utils.protocol import read_study, study_table, target_findings
 from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import run_id
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
-                                      classify_with_confidence, contrast_loads, phase_summary,
-                                      sensitivity, spearman_table)
+                                      classify_with_confidence, contrast_loads, mc_on_points,
+                                      phase_summary, sensitivity, spearman_table)
 from landscape_utils.utils import resolve_device
 from landscape_utils.widgets import PhaseExplorer, linked_explorer, live_or_static
 
@@ -261,6 +261,35 @@ print(f"{len(cells)} cells of {load_axis} x {temperature_axis}; "
 alt.vconcat(plotting.phase_panels(cells, present, load_axis, temperature_axis),
             plotting.phase_map(cells, x=load_axis, y=temperature_axis, width=plotting.fit_width(1),
                                title="phase, with its confidence"))
+
+# %% [markdown]
+# **mc on how many points?** The thresholds (`mc_neg`, `mc_pos`) were read off the authors'
+# mc, a maximum over five points of the curve (t = 0, ¼, ½, ¾, 1). Chapter 3 evaluates each
+# curve on `num_points` points, and over more points |mc| can only grow. The phase rule
+# applies the thresholds to mc on this build's points, as chapter 3 measured it. Below, mc
+# recomputed on the paper's five points wherever the curves were evaluated at them
+# (`taxonomy.mc_on_points`), and how many cells the rule would place differently with it.
+
+# %%
+if book.paths is not None and len(book.paths):
+    pts = mc_on_points(book.paths, [load_axis, temperature_axis, "pair"])
+    five = pts.groupby([load_axis, temperature_axis], as_index=False)[["mc_all", "mc_points"]].mean()
+    n_pts = ", ".join(str(n) for n in sorted(pts.n_points.unique()))
+    if five.mc_points.notna().any():
+        on5 = cells.drop(columns="mc").merge(five.rename(columns={"mc_points": "mc"})[
+            [load_axis, temperature_axis, "mc"]], on=[load_axis, temperature_axis], how="left")
+        moved = int((classify(on5, thresholds).astype(str).to_numpy()
+                     != classify(cells, thresholds).astype(str).to_numpy()).sum())
+        print(f"mc on {n_pts} points (used) and on the paper's 5: mean |mc| "
+              f"{five.mc_all.abs().mean():.2f} vs {five.mc_points.abs().mean():.2f} points of "
+              f"train error; {moved} of {len(cells)} cells change phase on the 5 points")
+    else:
+        print(textwrap.fill(f"the curves were evaluated on {n_pts} points, which do not include "
+                            "t = 0.25 and 0.75, so mc on the paper's five points cannot be "
+                            f"recomputed here (chapter 3's num_points = 9 or 17 includes them); "
+                            f"the thresholds apply to mc on {n_pts} points", 95))
+else:
+    print("no paths table (chapter 3): mc's points cannot be compared")
 
 # %% [markdown]
 # The cells whose phase is undetermined, or flagged because their train loss or Hessian

@@ -38,6 +38,8 @@ from scipy import stats
 
 __all__ = [
     "mode_connectivity",
+    "PAPER_POINTS",
+    "mc_on_points",
     "PHASES",
     "METRICS",
     "PhaseThresholds",
@@ -90,6 +92,51 @@ def mode_connectivity(errors: Sequence[float]) -> tuple[float, int]:
     mid = 0.5 * (err[0] + err[-1])
     t_star = int(np.argmax(np.abs(mid - err)))
     return float(mid - err[t_star]), t_star
+
+
+#: The points along the curve where the paper evaluated mc (t = 0, 1/4, 1/2, 3/4, 1); the
+#: default thresholds were read off mc on these five points.
+PAPER_POINTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def mc_on_points(paths: pd.DataFrame, keys: Sequence[str], points: Sequence[float] = PAPER_POINTS,
+                 path: str = "bezier", atol: float = 1e-6) -> pd.DataFrame:
+    """mc of every pair recomputed on a subset of the evaluated points of its path.
+
+    mc is a maximum over the points of the path, so on more points |mc| can only grow: mc
+    on the book's grid of points is not the quantity the paper's thresholds were read off
+    (its five points, :data:`PAPER_POINTS`). This recomputes :func:`mode_connectivity` on
+    ``points`` where the path was evaluated at all of them.
+
+    Args:
+        paths: long-form profiles (``paths.csv``): ``keys`` (the cell's axes and the pair
+            id, e.g. ``[load, temperature, "pair"]``), ``path``, ``t`` and ``train_err``
+            (percent).
+        points: the values of t to keep.
+
+    Returns:
+        One row per (``keys``) of ``path``: the keys, ``mc_all`` (on every evaluated point),
+        ``n_points``, and ``mc_points`` (on ``points``; NaN when one of them was not
+        evaluated).
+    """
+    keys = list(keys)
+    need = keys + ["path", "t", "train_err"]
+    missing = [c for c in need if c not in paths.columns]
+    if missing:
+        raise KeyError(f"mc_on_points: columns {missing} not in the paths table")
+    want = np.asarray(points, dtype=np.float64)
+    rows = []
+    for k, g in paths[paths["path"] == path].groupby(keys, sort=True):
+        g = g.sort_values("t")
+        t = g["t"].to_numpy(np.float64)
+        err = g["train_err"].to_numpy(np.float64)
+        hit = [np.flatnonzero(np.isclose(t, p, atol=atol)) for p in want]
+        sub = (mode_connectivity(err[[h[0] for h in hit]])[0]
+               if all(h.size for h in hit) and np.all(np.isfinite(err)) else np.nan)
+        mc_all = mode_connectivity(err)[0] if np.all(np.isfinite(err)) and err.size >= 2 else np.nan
+        rows.append({**dict(zip(keys, k if isinstance(k, tuple) else (k,))),
+                     "mc_all": mc_all, "n_points": int(t.size), "mc_points": sub})
+    return pd.DataFrame(rows, columns=keys + ["mc_all", "n_points", "mc_points"])
 
 
 # --------------------------------------------------------------------------------------

@@ -516,3 +516,26 @@ def test_seed_jackknife_covers_at_the_nominal_rate(n_seeds):
     assert old < 0.85
     # with noise of the pairs' own on top the jackknife is conservative, never below nominal
     assert _coverage(n_seeds, "jackknife", sd_pair=1.0) > 0.9 - 0.035
+
+
+def test_mc_on_points_by_hand():
+    from landscape_utils.taxonomy import PAPER_POINTS, mc_on_points, mode_connectivity
+
+    t9 = np.linspace(0, 1, 9)                       # holds the paper's five points
+    err9 = np.array([1.0, 9.0, 2.0, 3.0, 4.0, 3.0, 2.5, 2.0, 1.0])  # a spike at t = 1/8 only
+    t11 = np.linspace(0, 1, 11)                     # 0.25 and 0.75 not evaluated
+    rows = [{"width": 4, "batch_size": 8, "pair": 0, "path": "bezier", "t": t, "train_err": e}
+            for t, e in zip(t9, err9)]
+    rows += [{"width": 4, "batch_size": 8, "pair": 0, "path": "linear", "t": t, "train_err": 50.0}
+             for t in t9]
+    rows += [{"width": 8, "batch_size": 8, "pair": 0, "path": "bezier", "t": t, "train_err": 1.0}
+             for t in t11]
+    out = mc_on_points(pd.DataFrame(rows), ["width", "batch_size", "pair"]).set_index("width")
+    assert out.loc[4, "mc_all"] == pytest.approx(1.0 - 9.0)            # the spike counts
+    five = err9[[0, 2, 4, 6, 8]]
+    assert out.loc[4, "mc_points"] == pytest.approx(mode_connectivity(five)[0]) == 1.0 - 4.0
+    assert abs(out.loc[4, "mc_points"]) <= abs(out.loc[4, "mc_all"])   # fewer points, smaller |mc|
+    assert out.loc[4, "n_points"] == 9 and np.isnan(out.loc[8, "mc_points"])
+    assert PAPER_POINTS == (0.0, 0.25, 0.5, 0.75, 1.0)
+    with pytest.raises(KeyError, match="train_err"):
+        mc_on_points(pd.DataFrame(rows).drop(columns="train_err"), ["width", "batch_size", "pair"])
