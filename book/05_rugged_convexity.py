@@ -85,6 +85,7 @@ anneal_realizations: int = 16       # landscapes averaged over in the annealing 
 anneal_runs: int = 64               # runs per cell and landscape in the annealing experiment
 explorer_runs: int = 32             # endpoints per cell in the explorers (keeps chart data < 5000 rows)
 placement_tol: float = 0.25         # heat-position difference (0 coldest, 1 hottest) up to which two grids place a phase alike
+placement_init_stds: list = [0.5, 4.0]  # other init_std values at which phase III's placement is redrawn (annealed state)
 
 # %%
 import time
@@ -275,6 +276,20 @@ rugged.placement_table({**{f"1D, {s}": e for s, e in extents.items()},
 # %%
 alt.hconcat(*[plotting.phase_map(df, x=x, y=y, title=f"networks: {g}")
               for g, (df, x, y) in networks.items()])
+
+# %% [markdown]
+# How much does the 1D placement of phase III depend on where the runs start? The same
+# diagram redrawn at the other `placement_init_stds` (annealed state only, the one compared
+# with the networks):
+
+# %%
+by_init = {f"init_std {init_std:g}": extents["annealed to T = 0"]}
+for s0 in placement_init_stds:
+    t0 = rugged.phase_diagram(loads, temperatures, n_runs, seed, landscape=landscape,
+                              n_realizations=diagram_realizations, n_steps=n_steps,
+                              anneal_steps=anneal_steps, lr=lr, init_std=float(s0))
+    by_init[f"init_std {float(s0):g}"] = rugged.phase_extent(t0[t0.annealed])
+rugged.placement_table(by_init).round(2)
 
 # %% [markdown]
 # ## Does training to zero loss help? It depends on the connectivity
