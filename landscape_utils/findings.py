@@ -382,10 +382,11 @@ def difference_verdict(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.
     d = ma - mb
     if se == 0.0:
         p = 0.0 if d != 0 else 1.0
-    elif fixed_b:
-        p = float(stats.ttest_1samp(xa, mb).pvalue)
     else:
-        p = float(stats.ttest_ind(xa, xb, equal_var=False).pvalue)
+        with warnings.catch_warnings():  # near-identical seeds: scipy warns of precision loss
+            warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+            p = float(stats.ttest_1samp(xa, mb).pvalue if fixed_b
+                      else stats.ttest_ind(xa, xb, equal_var=False).pvalue)
     evidence = (f"{names[0]} {_fmt(ma)} ± {_fmt(xa.std(ddof=1))} (sd), {names[1]} {_fmt(mb)}"
                 + ("" if fixed_b else f" ± {_fmt(xb.std(ddof=1))}")
                 + f"; difference {_fmt(d)}")
