@@ -55,7 +55,10 @@
 # `confidence_level` is **undetermined**. IV is split into IV-A and IV-B only where the CKA
 # separates the well connected cells beyond the seed spread. The Hessian column of the
 # table is checked, not used: a cell whose λmax or train loss sits on the other side of its
-# phase's row is flagged. (Methods appendix, `methods-phase-confidence` and
+# phase's row is flagged. A cell whose seeds cannot give a spread (two seeds make one pair)
+# borrows it from neighbouring cells, as described for the authors' grid below; on a grid
+# too small for that the metric is held fixed and the cell's label is *conditional* on it
+# (its `reason` says so). (Methods appendix, `methods-phase-confidence` and
 # `methods-statistics`.)
 #
 # We apply this first to the metrics the authors released for their ResNet18 / CIFAR-10
@@ -117,7 +120,8 @@ from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import run_id
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
                                       classify_with_confidence, contrast_loads, mc_on_points,
-                                      phase_summary, sensitivity, spearman_table)
+                                      neighbour_spread, phase_summary, sensitivity,
+                                      spearman_table)
 from landscape_utils.utils import resolve_device
 from landscape_utils.widgets import PhaseExplorer, linked_explorer, live_or_static
 
@@ -250,8 +254,12 @@ pairs = (tables.read_table(workdir, "global_pairs")
          if tables.table_path(workdir, "global_pairs").exists() else None)
 runs = book.grid if book.local is None else book.grid.merge(
     book.local[["run_id", "lambda_max"]], on="run_id", how="left")
+# a cell whose seeds cannot give a pair metric's spread (two seeds: one pair) borrows it from
+# neighbouring cells, as for the authors' grid; NaN (a grid too small) holds it fixed
+borrowed = {m: neighbour_spread(cells, m, load_axis, temperature_axis)
+            for m in ("mc", "cka") if m in cells}
 conf = classify_with_confidence(cells, pairs, runs, load=load_axis, temperature=temperature_axis,
-                                thresholds=thresholds, level=confidence_level)
+                                thresholds=thresholds, level=confidence_level, spread=borrowed)
 cells = cells.join(conf)
 cells["iv_split"] = conf.attrs["iv_split"]  # whether the CKA splits IV on this grid
 tables.write_table(workdir, "phase_cells", cells, axes=book.keys)
