@@ -268,3 +268,24 @@ def test_chapter4_findings_on_the_authors_grid():
     m = metric_ranking(cells, grid="authors' grid", n_boot=500)
     assert "n=89" in m.evidence and m.n == "182 cells, 89 well-trained"
     assert m.evidence.index("well-trained (n=89): cka") >= 0
+
+
+def test_findings_csv_carries_the_corrected_verdict(tmp_path):
+    found = [Finding("a", "c", "holds", "e", "n", p_value=0.01, kind="test"),
+             Finding("b", "c", "fails", "e", "n", p_value=0.03, kind="test"),
+             Finding("b2", "c", "holds", "e", "n", p_value=0.04, kind="test"),
+             Finding("d", "c", "holds", "e", "n", kind="description")]
+    rows = write_findings(tmp_path, "02_x", found)
+    assert list(rows.columns) == list(FINDINGS_COLUMNS)
+    back = read_findings(tmp_path)
+    # Holm over 3 tests: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06
+    assert list(back.corrected_verdict) == ["holds", "inconclusive", "inconclusive", "description"]
+    assert list(back.p_adjusted) == ["0.03", "0.06", "0.06", ""]
+    html = show_findings(back).html
+    assert "Holm-corrected: inconclusive" in html and "description" in html
+    # a file written before the new columns existed still reads, with them empty
+    legacy = tmp_path / "old"
+    (legacy / "tables").mkdir(parents=True)
+    back[list(FINDINGS_COLUMNS[:7])].to_csv(legacy / "tables" / "findings.csv", index=False)
+    old = read_findings(legacy)
+    assert list(old.columns) == list(FINDINGS_COLUMNS) and (old.corrected_verdict == "").all()
