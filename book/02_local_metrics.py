@@ -279,8 +279,9 @@ else:
 # Each row tests one of the hypotheses above on this build's models; a verdict is
 # *inconclusive* when the differences lie inside the seed spread (Welch's t per load, seeds
 # as the unit) or the grid has too few cells to rank. The fitting hypothesis is tested here
-# as one rank correlation over all cells (this chapter has no phases yet); chapter 4 checks
-# it per phase, on the medians of I and II against III and IV. That the trace rises with
+# as one rank correlation over all cells (this chapter has no phases yet); chapter 4 tests
+# it per phase (`high_loss_is_sharp_per_phase`: λmax of the I and II cells against the III
+# and IV cells). That the trace rises with
 # λmax is shown as a description: both measure the same curvature, so it can hardly fail.
 
 # %%

@@ -114,7 +114,8 @@ from IPython.display import display
 from landscape_utils import plotting, sweeps, tables
 from landscape_utils.authors_grid import load_authors_grid
 from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
-                                      metric_ranking, show_findings, write_findings)
+                                      metric_ranking, phase_sharpness, show_findings,
+                                      write_findings)
 from landscape_utils.protocol import read_study, study_table, target_findings
 from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import run_id
@@ -454,6 +455,8 @@ found = [best_accuracy_phase(paper, paper.phase, iv_split=authors.iv_split, grid
                              iv_split=conf.attrs["iv_split"]),
          metric_ranking(paper, train_loss_high=paper_thresholds.train_loss_high, grid=AUTHORS_GRID),
          metric_ranking(cells, train_loss_high=thresholds.train_loss_high),
+         phase_sharpness(paper, paper.phase, grid=AUTHORS_GRID),
+         phase_sharpness(cells, cells.phase),
          *target_findings(cells, list(cells.phase), conf.attrs["iv_split"], load=load_axis,
                           temperature=temperature_axis),
          Finding("zero_loss_hurts_when_poorly_connected", "Training longer (from the median "

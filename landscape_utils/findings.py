@@ -67,6 +67,7 @@ __all__ = [
     "best_accuracy_phase",
     "metric_ranking",
     "EXPECTED_SIGNS",
+    "phase_sharpness",
 ]
 
 #: The three verdicts.
@@ -693,3 +694,29 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
         verdict = "inconclusive"
     return Finding("metric_ranking", METRIC_RANKING_CLAIM, verdict, evidence, n_desc, grid,
                    p, "test")
+
+
+PHASE_SHARPNESS_CLAIM = ("Cells of the unfitted phases (I, II) are sharper (larger λmax) than cells "
+                         "of the fitted phases (III, IV), per phase as the paper's table has it.")
+
+
+def phase_sharpness(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, *,
+                    hessian: str = "lambda_max", grid: str = THIS_BUILD,
+                    alpha: float = ALPHA) -> Finding:
+    """``high_loss_is_sharp_per_phase``: the paper's table read per phase. The log of the
+    cell means of ``hessian`` in cells labelled I or II against those labelled III or IV
+    (IV-A, IV-B), by Welch's t test (:func:`difference_verdict`, cells as the units;
+    undetermined and unlabelled cells left out). The evidence gives the median per phase.
+    """
+    ph = pd.Series(list(phases), index=cells.index, dtype=object).astype(str)
+    lam = numeric_column(cells, hessian)
+    ok = np.isfinite(lam) & (lam > 0)
+    high = ok & ph.isin(["I", "II"]).to_numpy()
+    low = ok & ph.isin(["III", "IV", "IV-A", "IV-B"]).to_numpy()
+    v = difference_verdict(np.log(lam[high]), np.log(lam[low]), expect="greater",
+                           names=(f"log {hessian} in I, II", "in III, IV"), alpha=alpha)
+    med = ", ".join(f"{p} {np.median(lam[ok & (ph == p).to_numpy()]):.3g}"
+                    for p in ("I", "II", "III", "IV", "IV-A", "IV-B") if (ok & (ph == p).to_numpy()).any())
+    return Finding("high_loss_is_sharp_per_phase", PHASE_SHARPNESS_CLAIM, v.verdict,
+                   f"median {hessian} per phase: {med or 'none'}; {v.evidence}",
+                   f"{int(high.sum())} vs {int(low.sum())} cells", grid, v.p_value, v.kind)

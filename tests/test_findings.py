@@ -289,3 +289,18 @@ def test_findings_csv_carries_the_corrected_verdict(tmp_path):
     back[list(FINDINGS_COLUMNS[:7])].to_csv(legacy / "tables" / "findings.csv", index=False)
     old = read_findings(legacy)
     assert list(old.columns) == list(FINDINGS_COLUMNS) and (old.corrected_verdict == "").all()
+
+
+def test_phase_sharpness_goes_both_ways():
+    from landscape_utils.findings import phase_sharpness
+
+    cells = pd.DataFrame({"lambda_max": [80.0, 90.0, 100.0, 60.0, 5.0, 6.0, 4.0, 7.0, 50.0]})
+    ph = ["I", "I", "II", "II", "III", "IV-A", "IV-B", "IV", "undetermined"]
+    f = phase_sharpness(cells, ph)
+    assert f.verdict == "holds" and f.kind == "test" and f.n == "4 vs 4 cells"
+    assert f.p_value == pytest.approx(stats.ttest_ind(np.log([80, 90, 100, 60]), np.log([5, 6, 4, 7]),
+                                                      equal_var=False).pvalue)
+    assert "I 85" in f.evidence
+    flipped = ["III", "IV", "IV-A", "IV-B", "I", "II", "I", "II", "undetermined"]
+    assert phase_sharpness(cells, flipped).verdict == "fails"
+    assert phase_sharpness(cells, ["I"] * 9).verdict == "inconclusive"
