@@ -78,7 +78,10 @@
 # build's grid actually shows is computed from its tables: the numbers in the chapters'
 # code cells, and the **What this grid shows** table of findings that closes each
 # experiment (a claim, a verdict of *holds*, *fails* or *inconclusive*, the evidence, and
-# the number of cells or seeds it rests on), all collected in `tables/findings.csv`.
+# the number of cells or seeds it rests on), all collected in `tables/findings.csv`. The
+# seed is the unit of replication, so spreads come from resampling seeds; under each verdict
+# stands the same verdict corrected for the number of tests in its chapter (Holm), and
+# checks that can only go one way are marked as descriptions ({ref}`methods-statistics`).
 #
 # 1. **Training grid**: trains the grid and shows accuracy and loss per cell.
 # 2. **Local metrics**: Hessian sharpness.

@@ -43,15 +43,23 @@
 # of `PhaseThresholds`, set on the authors' grid; the parameters of this chapter set them
 # for ours.
 #
-# **Phases with a confidence** (`classify_with_confidence`). A cell holds a few seeds and
-# seed pairs, and a mean of three values can sit on either side of a threshold by chance.
-# So every cell's mc, CKA and train loss are redrawn from their per-pair and per-seed
-# values (a mean plus its standard error times a Student-t draw), the rule is applied to
-# each draw, and each cell gets a probability per phase. A cell whose most likely phase
-# has a probability below `confidence_level` is **undetermined**. IV is split into IV-A and
-# IV-B only where the CKA separates the well connected cells beyond the seed spread. The
-# Hessian column of the table is checked, not used: a cell whose λmax or train loss sits on
-# the other side of its phase's row is flagged.
+# **Phases with a confidence** (`classify_with_confidence`). A cell holds a few seeds, and
+# a mean of three values can sit on either side of a threshold by chance. The seed is the
+# unit of replication: the three pairs of three seeds share them, so the pairs' own spread
+# understates how much their mean would move with other seeds. Every cell is therefore
+# redrawn by resampling its *seeds*: a jackknife over seeds (leaving one out drops its run
+# and every pair it is in) gives the spread of each metric, and mc, CKA and train loss are
+# drawn together from it as a Student t with S − 1 degrees of freedom, so they move as they
+# do when a seed is swapped. The rule is applied to each draw, and each cell gets a
+# probability per phase. A cell whose most likely phase has a probability below
+# `confidence_level` is **undetermined**. IV is split into IV-A and IV-B only where the CKA
+# separates the well connected cells beyond the seed spread. The Hessian column of the
+# table is checked, not used: a cell whose λmax or train loss sits on the other side of its
+# phase's row is flagged. A cell whose seeds cannot give a spread (two seeds make one pair)
+# borrows it from neighbouring cells, as described for the authors' grid below; on a grid
+# too small for that the metric is held fixed and the cell's label is *conditional* on it
+# (its `reason` says so). (Methods appendix, `methods-phase-confidence` and
+# `methods-statistics`.)
 #
 # We apply this first to the metrics the authors released for their ResNet18 / CIFAR-10
 # grid, redrawing the paper's figure, then to our grid. Two small experiments follow
@@ -101,17 +109,20 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 import torch
+from IPython.display import display
 
 from landscape_utils import plotting, sweeps, tables
 from landscape_utils.authors_grid import load_authors_grid
 from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
-                                      metric_ranking, show_findings, write_findings)
+                                      metric_ranking, phase_sharpness, show_findings,
+                                      write_findings)
 from landscape_utils.protocol import read_study, study_table, target_findings
 from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import run_id
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
-                                      classify_with_confidence, contrast_loads, phase_summary,
-                                      sensitivity, spearman_table)
+                                      classify_with_confidence, contrast_loads, mc_on_points,
+                                      neighbour_spread, phase_summary, sensitivity,
+                                      spearman_table)
 from landscape_utils.utils import resolve_device
 from landscape_utils.widgets import PhaseExplorer, linked_explorer, live_or_static
 
@@ -137,19 +148,58 @@ pd.DataFrame({AUTHORS_GRID: vars(paper_thresholds), THIS_BUILD: vars(thresholds)
 # (MIT license). A per-cell, per-run and per-pair table derived from their
 # `results.tar.gz` ships with this package (`landscape_utils/reference_data`), so the figure
 # is drawn in every clone, offline; set `paper_results` to read the tarball instead. mc comes
-# from the training error along the authors' Bezier curve between runs 0 and 1 (one pair, so
-# its spread is unknown and it is held fixed in the resampling); CKA is their softmax CKA on
-# mixup inputs, per pair of runs. Below the seven panels of the paper's figure, the phase
-# map our classifier draws from them (faded cells: lower confidence).
+# from the training error along the authors' Bezier curve between runs 0 and 1; CKA is their
+# softmax CKA on mixup inputs, per pair of runs. Below the seven panels of the paper's
+# figure, the phase map our classifier draws from them (faded cells: lower confidence).
+#
+# **mc from one pair.** No cell of this grid can say how much its mc would move with other
+# seeds. Holding mc fixed would make every label *conditional on mc*, and a cell whose mc
+# sits just past a threshold would look certain. We choose instead to **borrow a spread**
+# for mc from the grid itself: neighbouring cells measure nearly the same thing, so the
+# second differences of mc along each axis are mostly seed noise, and their robust size
+# gives the sd of one pair's mc (`taxonomy.neighbour_spread`; steep steps at phase
+# boundaries can only make it larger). Every cell's mc is drawn with that sd, and a cell
+# that the borrowed spread cannot decide is **undetermined**. The table after the figure
+# compares the labels with mc held fixed.
 
 # %%
 authors = load_authors_grid(paper_results, paper_thresholds, level=confidence_level)
 paper = authors.cells
-print(f"{len(paper)} cells of the authors' grid, from {authors.source}")
+print(f"{len(paper)} cells of the authors' grid, from {authors.source}; sd of one pair's mc "
+      f"borrowed from neighbouring cells: {authors.mc_spread:.2f} points of train error")
 print(textwrap.fill(authors.iv_reason, 95))
 alt.vconcat(plotting.phase_panels(paper, PAPER_METRICS, "width", "batch_size"),
             plotting.phase_map(paper, x="width", y="batch_size", width=plotting.fit_width(1),
                                title="phase (our classifier, with its confidence)"))
+
+# %% [markdown]
+# How many cells are decided once mc's uncertainty counts: the labels with the borrowed
+# spread next to those with mc held fixed (conditional on mc), and the transition column
+# (width 16), whose mc lies near `mc_neg`.
+
+# %%
+held = load_authors_grid(paper_results, paper_thresholds, level=confidence_level,
+                         mc_spread=None)
+
+
+def label_counts(df: pd.DataFrame) -> pd.Series:
+    """Cells per confidence label, and how many have a label at p >= 0.9."""
+    counts = df.phase.astype(object).value_counts().reindex(CONFIDENCE_PHASES, fill_value=0)
+    decided = int((df.phase.astype(str) != "undetermined").sum())
+    return pd.concat([counts, pd.Series({"decided": decided,
+                                         "p >= 0.9": int((df.p_phase >= 0.9).sum())})])
+
+
+print(f"decided with mc's spread borrowed: {label_counts(paper)['decided']} of {len(paper)} "
+      f"cells; with mc held fixed: {label_counts(held.cells)['decided']} (conditional on mc)")
+display(pd.DataFrame({"mc spread borrowed": label_counts(paper),
+                      "mc held (conditional on mc)": label_counts(held.cells)}).T)
+col = paper.width == 16
+pd.DataFrame({"batch_size": paper.batch_size[col], "mc": paper.mc[col],
+              "train_loss": paper.train_loss[col],
+              "phase (borrowed)": paper.phase[col].astype(str), "p (borrowed)": paper.p_phase[col],
+              "phase (mc held)": held.cells.phase[col].astype(str),
+              "p (mc held)": held.cells.p_phase[col]}).set_index("batch_size").round(3)
 
 # %% [markdown]
 # The paper's layout, as a hypothesis to check on its own numbers: narrow networks underfit
@@ -205,8 +255,12 @@ pairs = (tables.read_table(workdir, "global_pairs")
          if tables.table_path(workdir, "global_pairs").exists() else None)
 runs = book.grid if book.local is None else book.grid.merge(
     book.local[["run_id", "lambda_max"]], on="run_id", how="left")
+# a cell whose seeds cannot give a pair metric's spread (two seeds: one pair) borrows it from
+# neighbouring cells, as for the authors' grid; NaN (a grid too small) holds it fixed
+borrowed = {m: neighbour_spread(cells, m, load_axis, temperature_axis)
+            for m in ("mc", "cka") if m in cells}
 conf = classify_with_confidence(cells, pairs, runs, load=load_axis, temperature=temperature_axis,
-                                thresholds=thresholds, level=confidence_level)
+                                thresholds=thresholds, level=confidence_level, spread=borrowed)
 cells = cells.join(conf)
 cells["iv_split"] = conf.attrs["iv_split"]  # whether the CKA splits IV on this grid
 tables.write_table(workdir, "phase_cells", cells, axes=book.keys)
@@ -216,6 +270,35 @@ print(f"{len(cells)} cells of {load_axis} x {temperature_axis}; "
 alt.vconcat(plotting.phase_panels(cells, present, load_axis, temperature_axis),
             plotting.phase_map(cells, x=load_axis, y=temperature_axis, width=plotting.fit_width(1),
                                title="phase, with its confidence"))
+
+# %% [markdown]
+# **mc on how many points?** The thresholds (`mc_neg`, `mc_pos`) were read off the authors'
+# mc, a maximum over five points of the curve (t = 0, ¼, ½, ¾, 1). Chapter 3 evaluates each
+# curve on `num_points` points, and over more points |mc| can only grow. The phase rule
+# applies the thresholds to mc on this build's points, as chapter 3 measured it. Below, mc
+# recomputed on the paper's five points wherever the curves were evaluated at them
+# (`taxonomy.mc_on_points`), and how many cells the rule would place differently with it.
+
+# %%
+if book.paths is not None and len(book.paths):
+    pts = mc_on_points(book.paths, [load_axis, temperature_axis, "pair"])
+    five = pts.groupby([load_axis, temperature_axis], as_index=False)[["mc_all", "mc_points"]].mean()
+    n_pts = ", ".join(str(n) for n in sorted(pts.n_points.unique()))
+    if five.mc_points.notna().any():
+        on5 = cells.drop(columns="mc").merge(five.rename(columns={"mc_points": "mc"})[
+            [load_axis, temperature_axis, "mc"]], on=[load_axis, temperature_axis], how="left")
+        moved = int((classify(on5, thresholds).astype(str).to_numpy()
+                     != classify(cells, thresholds).astype(str).to_numpy()).sum())
+        print(f"mc on {n_pts} points (used) and on the paper's 5: mean |mc| "
+              f"{five.mc_all.abs().mean():.2f} vs {five.mc_points.abs().mean():.2f} points of "
+              f"train error; {moved} of {len(cells)} cells change phase on the 5 points")
+    else:
+        print(textwrap.fill(f"the curves were evaluated on {n_pts} points, which do not include "
+                            "t = 0.25 and 0.75, so mc on the paper's five points cannot be "
+                            f"recomputed here (chapter 3's num_points = 9 or 17 includes them); "
+                            f"the thresholds apply to mc on {n_pts} points", 95))
+else:
+    print("no paths table (chapter 3): mc's points cannot be compared")
 
 # %% [markdown]
 # The cells whose phase is undetermined, or flagged because their train loss or Hessian
@@ -296,8 +379,11 @@ sweeps.epochs_chart(ep_runs, load_axis, {v: f"{load_axis} {v} ({here.get(v, '?')
 # %% [markdown]
 # Read the two lines against each other: for the poorly connected load, a drop at the right
 # end of the left panel (lower loss, lower accuracy) is the paper's warning; for the well
-# connected load the accuracy should keep rising or level off. A gap smaller than the seed
-# spread (the points of the right panel) is no evidence; the findings apply that rule.
+# connected load the accuracy should keep rising or level off. The finding compares two
+# lengths fixed before the runs (the median of `sweep_epochs` and the longest), not the
+# best length against the last, which would find a drop on flat curves a quarter of the
+# time: Welch's t on the difference of the two loads' drops. It needs a phase-IV cell as
+# the well connected load; without one it is inconclusive.
 
 # %% [markdown]
 # ## Double descent with label noise
@@ -356,7 +442,10 @@ live_or_static(None, lambda: PhaseExplorer.from_tables(book, cells))
 #
 # Each claim checked on the authors' grid and on this build's, with the rule in
 # `landscape_utils.findings` and `landscape_utils.sweeps`; `inconclusive` where the seed
-# spread or the number of cells cannot decide.
+# spread or the number of cells cannot decide. Under each verdict, the same verdict after
+# Holm's correction for the number of tests in this chapter (a test keeps holds or fails
+# only when its adjusted p-value is below 0.05); rules without a p-value (the protocol
+# targets, the best cell's phase) are marked exploratory.
 
 # %%
 zero = sweeps.zero_loss_verdict(sweeps.epochs_summary(ep_runs, load_axis), load_axis,
@@ -366,10 +455,13 @@ found = [best_accuracy_phase(paper, paper.phase, iv_split=authors.iv_split, grid
                              iv_split=conf.attrs["iv_split"]),
          metric_ranking(paper, train_loss_high=paper_thresholds.train_loss_high, grid=AUTHORS_GRID),
          metric_ranking(cells, train_loss_high=thresholds.train_loss_high),
+         phase_sharpness(paper, paper.phase, grid=AUTHORS_GRID),
+         phase_sharpness(cells, cells.phase),
          *target_findings(cells, list(cells.phase), conf.attrs["iv_split"], load=load_axis,
                           temperature=temperature_axis),
-         Finding("zero_loss_hurts_when_poorly_connected", "Training longer lowers the test "
-                 "accuracy in a poorly connected cell, not in a well connected one.", **zero)]
+         Finding("zero_loss_hurts_when_poorly_connected", "Training longer (from the median "
+                 "to the longest length, fixed in advance) lowers the test accuracy more in a "
+                 "poorly connected (I, III) cell than in a well connected (IV) one.", **zero)]
 for key, x, df in (("double_descent_label_noise", "width", by_width),
                    ("double_descent_label_noise_temperature", temperature_axis, by_temp)):
     found.append(Finding(key, f"With label noise {noise_level}, the test error peaks along "

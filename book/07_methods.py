@@ -540,23 +540,28 @@ workdir: str = "../build/work/lab"  # unused here
 # (methods-phase-confidence)=
 # ### Phases with a confidence
 #
-# A label computed from cell means can flip on noise: with a handful of seed pairs, one
-# outlying pair moves the mean mc across a threshold. The classifier therefore also works
-# from the **per-pair** values (mc and CKA) and the **per-seed** values (the training loss,
-# and $\lambda_{\max}$ when $\lambda_{\text{large}}$ is used). For every cell and every such
-# metric with $n \ge 2$ values $x_1, \dots, x_n$ it draws $R$ resampled cell means (default
-# $R = 2000$), centred on the cell value $\bar x$:
+# A label computed from cell means can flip on noise: with a handful of seeds, one outlying
+# seed moves the mean mc across a threshold. The classifier therefore redraws every cell by
+# **resampling its seeds** ({ref}`methods-statistics`): for each metric the rule reads (mc
+# and CKA per pair, the training loss per run, and $\lambda_{\max}$ when
+# $\lambda_{\text{large}}$ is used) it forms the leave-one-seed-out means
+# $\theta_{(1)}, \dots, \theta_{(S)}$ (leaving out seed $i$ drops its run and every pair
+# that involves it) and draws $R$ cell values (default $R = 2000$), centred on the cell
+# value $\hat\theta$:
 #
-# $$ \bar x^{(r)} = \bar x + \frac{s}{\sqrt n}\, T^{(r)}, \qquad T^{(r)} \sim t_{n-1}, \qquad
-#    s^2 = \frac{1}{n-1} \sum_{i=1}^n (x_i - \bar x)^2 , $$
+# $$ \theta^{(r)} = \hat\theta + \sqrt{\frac{S-1}{S}} \sum_{i=1}^{S} g^{(r)}_i
+#    \bigl(\theta_{(i)} - \bar\theta_{(\cdot)}\bigr) \sqrt{\frac{\nu}{\chi^{2(r)}_\nu}}, \qquad
+#    g^{(r)} \sim N(0, I_S), \quad \chi^{2(r)}_\nu \sim \chi^2_{\nu}, \quad \nu = S - 1 . $$
 #
-# the sampling distribution of the mean of $n$ normal values whose spread is estimated from
-# the same $n$ values (a parametric bootstrap). With two to five seeds this is the honest
-# choice: the ordinary bootstrap of three values can take only ten distinct means and
-# understates the spread. Resampling the values with replacement is offered for grids with
-# many seeds. The metrics are drawn independently of each other; a metric with fewer than
-# two values in a cell (a single seed pair, for instance) is held at its cell value, and the
-# cell's note says so.
+# Each metric's draws are then $\hat\theta$ plus its jackknife standard error times a
+# Student $t_{S-1}$ variable, and because every metric of a cell uses the same $g^{(r)}$ and
+# $\chi^{2(r)}$, mc, CKA and the training loss move together as they do when a seed is
+# swapped. A metric whose cell cannot give its spread (one pair, as the authors' mc; two
+# seeds of a pairwise metric) is either held at its cell value, so that the label is
+# **conditional** on it (the cell's note says so), or drawn with a spread **borrowed** from
+# the grid (the authors' mc, {ref}`methods-statistics`). The former rule, which drew each
+# metric on its own as $\bar x + (s/\sqrt n)\,T_{n-1}$ over its $n$ pairs as if they were
+# independent, is kept for comparison only.
 #
 # Every draw is classified by {ref}`the phase rule <methods-phases>`, and the fraction of
 # draws that land in a phase is that phase's **probability** for the cell.
@@ -582,6 +587,59 @@ workdir: str = "../build/work/lab"  # unused here
 #   training loss is on the wrong side of $\mathcal L_{\text{high}}$. Undetermined cells are
 #   not flagged.
 #
+
+# (methods-statistics)=
+# ### Statistics with a few seeds
+#
+# The **seed is the unit of replication**. A cell's $S$ runs are its seeds; its
+# $\binom{S}{2}$ pairs share them, so a pair mean is not a mean of independent values. With
+# additive seed effects (pair value $\mu + a_i + a_j + e_{ij}$) the standard error
+# $s/\sqrt{n_{\text{pairs}}}$ understates the spread of the pair mean (on average by up to a
+# factor 2 at $S = 3$, when the seed effects dominate: each seed enters two of the three
+# pairs), and intervals built on it cover less often than they claim.
+#
+# - **Jackknife over seeds.** For a mean $\hat\theta$ of per-run or per-pair values and its
+#   leave-one-seed-out means $\theta_{(i)}$,
+#   $\widehat{\mathrm{SE}}^2 = \frac{S-1}{S} \sum_i (\theta_{(i)} - \bar\theta_{(\cdot)})^2$ with
+#   $S - 1$ degrees of freedom (`taxonomy.seed_jackknife`). For per-run values it is the
+#   usual $s/\sqrt S$. For pairs it is exact under additive seed effects and larger than the
+#   truth when pairs also carry noise of their own (the jackknife variance errs upward;
+#   Efron and Stein 1981): at $S = 3$ the two sources cannot be told apart, so the book takes
+#   the conservative side. On simulated cells with additive seed effects the intervals of
+#   the phase probabilities cover the true mean at their nominal rate, and the former
+#   per-pair intervals well below it (`tests/test_taxonomy.py` measures both).
+# - **A spread borrowed from the grid.** When a cell holds one value (the authors' mc, one
+#   pair of runs), neighbouring cells stand in for other seeds: with independent noise of sd
+#   $\sigma$ and a locally linear trend, the second difference
+#   $r = x_{k-1} - 2x_k + x_{k+1}$ along an axis has sd $\sqrt 6\,\sigma$, so
+#   $\hat\sigma = \operatorname{med}|r| / (0.6745\sqrt 6)$ over both axes
+#   (`taxonomy.neighbour_spread`). The median keeps the few steep steps at phase boundaries
+#   from dominating; curvature can only make $\hat\sigma$ larger.
+# - **t quantiles, not 2 SE.** A difference is tested with a one-sample t test against a
+#   fixed value, or Welch's t test (Welch–Satterthwaite degrees of freedom) between two
+#   groups of seeds (`scipy.stats.ttest_1samp`, `ttest_ind(equal_var=False)`), two-sided at
+#   $\alpha = 0.05$; the sign is read only when the test rejects. "Mean ± 2 SE" with a
+#   normal cut-off, with three seeds, calls a difference far more often than 5% of the time
+#   when there is none (`tests/test_findings.py` measures both rules).
+# - **No pick-the-best without a correction.** Picking the best of $k$ settings and testing it
+#   against the seed spread is biased (the winner's curse): on flat curves it "shows" an
+#   effect far more often than its nominal rate. The book either compares points fixed
+#   before the runs (training longer: the median length against the longest, by Welch's t on
+#   the difference of two cells' drops; the 1D model: the annealed state) or tests the
+#   picked value against the same pick on null data (double descent: the peak's height over
+#   the pooled seed sd, against flat curves with the same seeds per point, drawn from their
+#   normal model with the pooled sd re-estimated in each draw).
+# - **Many findings per chapter.** Each finding is a *test* (it has a p-value and can go
+#   either way), a *rule* (it can go either way but has no p-value: exploratory), or a
+#   *description* (it can only go one way, e.g. a Bezier curve trained to beat the straight
+#   line: not a test). Beside each raw verdict, `findings.csv` and the findings tables give
+#   the verdict corrected by Holm's step-down procedure over the chapter's tests
+#   (family-wise error at 0.05 under any dependence): with adjusted p-values
+#   $\tilde p_{(k)} = \max_{j \le k} \min\{1, (m - j + 1)\, p_{(j)}\}$, a test keeps holds
+#   or fails only when $\tilde p < 0.05$.
+# - **Ranks with a direction.** A metric that tracks test accuracy the wrong way is no
+#   support for it: `metric_ranking` scores each metric by Spearman's $\rho$ times its
+#   expected sign, not by $|\rho|$.
 
 # (methods-spearman)=
 # ### Correlation with test accuracy
@@ -819,6 +877,8 @@ workdir: str = "../build/work/lab"  # unused here
 #   variance: analysis and recommendations. *The American Statistician* 37(3).
 # - Entezari, R., Sedghi, H., Saukh, O., Neyshabur, B. (2022). The role of permutation
 #   invariance in linear mode connectivity of neural networks. *ICLR*.
+# - Efron, B., Stein, C. (1981). The jackknife estimate of variance. *The Annals of
+#   Statistics* 9(3).
 # - Fort, S., Jastrzebski, S. (2019). Large scale structure of neural network loss landscapes.
 #   *NeurIPS*.
 # - Frankle, J., Dziugaite, G. K., Roy, D. M., Carbin, M. (2020). Linear mode connectivity and
@@ -831,6 +891,8 @@ workdir: str = "../build/work/lab"  # unused here
 #   Princeton University Press.
 # - Goodfellow, I. J., Vinyals, O., Saxe, A. M. (2015). Qualitatively characterizing neural
 #   network optimization problems. *ICLR*.
+# - Holm, S. (1979). A simple sequentially rejective multiple test procedure. *Scandinavian
+#   Journal of Statistics* 6(2).
 # - Hutchinson, M. F. (1990). A stochastic estimator of the trace of the influence matrix for
 #   Laplacian smoothing splines. *Communications in Statistics – Simulation and Computation*
 #   19(2).
@@ -853,6 +915,8 @@ workdir: str = "../build/work/lab"  # unused here
 #   6(1).
 # - Song, L., Smola, A., Gretton, A., Bedo, J., Borgwardt, K. (2012). Feature selection via
 #   dependence maximization. *Journal of Machine Learning Research* 13.
+# - Welch, B. L. (1947). The generalization of "Student's" problem when several different
+#   population variances are involved. *Biometrika* 34(1/2).
 # - Yang, Y., Hodgkinson, L., Theisen, R., Zou, J., Gonzalez, J. E., Ramchandran, K.,
 #   Mahoney, M. W. (2021). Taxonomizing local versus global structure in neural network loss
 #   landscapes. *NeurIPS*.

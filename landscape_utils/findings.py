@@ -9,10 +9,19 @@ with :func:`write_findings`.
 The verdict helpers turn data into a :class:`Verdict` (verdict, evidence, n) with a rule
 stated in their docstrings; ``Verdict.finding(key, claim)`` makes the :class:`Finding`:
 
-* :func:`difference_verdict`: a difference of two means against its standard error;
+* :func:`difference_verdict`: a difference of two means, by a one-sample or Welch t test
+  (scipy.stats), with its p-value;
 * :func:`spearman_verdict`: a rank correlation, inconclusive below a minimum n or when
   not distinguishable from 0;
 * :func:`majority_verdict`: "in most cases", with undecided cases counted both ways.
+
+**Three kinds of finding.** A *test* carries a p-value and can come out either way; a
+*rule* can come out either way but has no p-value (exploratory); a *description* can only
+come out one way (a check that cannot fail is not a test) and is shown as such.
+:func:`write_findings` adds, beside each raw verdict, a verdict corrected for the number of
+tests in the chapter (Holm's step-down, family-wise at :data:`ALPHA`): a test whose
+adjusted p-value is not below it becomes ``inconclusive``; rules are marked
+``exploratory`` and descriptions ``description``.
 
 Chapter 4's findings, computed from cell tables (the authors' or ours):
 :func:`best_accuracy_phase` and :func:`metric_ranking`.
@@ -36,7 +45,11 @@ from .taxonomy import UNDETERMINED, PhaseThresholds, numeric_column, well_traine
 
 __all__ = [
     "VERDICTS",
+    "KINDS",
+    "ALPHA",
     "FINDINGS_COLUMNS",
+    "holm",
+    "corrected_verdicts",
     "THIS_BUILD",
     "AUTHORS_GRID",
     "GLOBAL_METRICS",
@@ -53,12 +66,22 @@ __all__ = [
     "majority_verdict",
     "best_accuracy_phase",
     "metric_ranking",
+    "EXPECTED_SIGNS",
+    "phase_sharpness",
 ]
 
 #: The three verdicts.
 VERDICTS: tuple[str, ...] = ("holds", "fails", "inconclusive")
-#: Columns of ``{workdir}/tables/findings.csv``.
-FINDINGS_COLUMNS: tuple[str, ...] = ("chapter", "key", "claim", "verdict", "evidence", "n", "grid")
+#: Kinds of finding: a test (with a p-value), a rule (either way, no p-value: exploratory),
+#: a description (can only come out one way).
+KINDS: tuple[str, ...] = ("test", "rule", "description")
+#: Level of the verdict rules and of the chapter-wise correction.
+ALPHA = 0.05
+#: Columns of ``{workdir}/tables/findings.csv``: the original seven, then the p-value, the
+#: kind, Holm's adjusted p-value and the corrected verdict.
+FINDINGS_COLUMNS: tuple[str, ...] = ("chapter", "key", "claim", "verdict", "evidence", "n", "grid",
+                                     "kind", "p_value", "p_adjusted", "corrected_verdict")
+_BASE_COLUMNS = FINDINGS_COLUMNS[:7]
 #: Grid labels used by the book.
 THIS_BUILD = "this build"
 AUTHORS_GRID = "authors' grid"
@@ -77,11 +100,19 @@ class Finding:
     evidence: str     # the numbers behind the verdict, short, with seed spread and n
     n: str            # the sample it rests on, e.g. "16 cells x 3 seeds"
     grid: str = THIS_BUILD  # which grid: "this build" or "authors' grid"
+    p_value: float | None = None  # two-sided p-value of the test behind the verdict, if any
+    kind: str = "rule"  # "test" (has a p-value), "rule" (no p-value) or "description"
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
             raise ValueError(f"Finding {self.key!r}: verdict must be one of {VERDICTS}, "
                              f"got {self.verdict!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"Finding {self.key!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.p_value is not None and not np.isfinite(self.p_value):
+            object.__setattr__(self, "p_value", None)
+        if self.kind == "test" and self.p_value is None:
+            object.__setattr__(self, "kind", "rule")  # a test without its p-value is exploratory
         for name in ("key", "claim", "grid"):
             if not str(getattr(self, name)).strip():
                 raise ValueError(f"Finding {self.key!r}: {name} is empty")
@@ -94,28 +125,85 @@ class Verdict:
     verdict: str      # "holds" | "fails" | "inconclusive"
     evidence: str     # numbers, short
     n: str            # the sample, e.g. "3 vs 3 seeds"
+    p_value: float | None = None   # two-sided p-value of the test, None for a rule
+    kind: str = "rule"             # "test" when p_value is set
 
-    def finding(self, key: str, claim: str, grid: str = THIS_BUILD) -> Finding:
-        """This verdict as a :class:`Finding` of ``claim``."""
-        return Finding(key, claim, self.verdict, self.evidence, self.n, grid)
+    def finding(self, key: str, claim: str, grid: str = THIS_BUILD, kind: str | None = None) -> Finding:
+        """This verdict as a :class:`Finding` of ``claim`` (``kind`` overrides, e.g.
+        ``"description"`` for a check that cannot fail)."""
+        return Finding(key, claim, self.verdict, self.evidence, self.n, grid, self.p_value,
+                       kind or self.kind)
+
+    def as_dict(self) -> dict[str, object]:
+        """verdict, evidence, n, p_value, kind: keyword arguments of :class:`Finding`."""
+        return {"verdict": self.verdict, "evidence": self.evidence, "n": self.n,
+                "p_value": self.p_value, "kind": self.kind}
+
+
+def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values, shape (m,) -> (m,); NaN entries stay NaN and do
+    not count in m. Sorted ascending, the k-th smallest (k = 1..m) becomes
+    max over j <= k of min(1, (m − j + 1)·p₍ⱼ₎): rejecting where it is below α keeps the
+    family-wise error at α under any dependence."""
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size:
+        order = ok[np.argsort(p[ok], kind="stable")]
+        m = order.size
+        adj = np.minimum(1.0, (m - np.arange(m)) * p[order])
+        out[order] = np.maximum.accumulate(adj)
+    return out
+
+
+def corrected_verdicts(frame: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """``frame`` (one chapter's findings, columns of :func:`findings_frame`) with
+    ``p_adjusted`` (Holm over the chapter's tests) and ``corrected_verdict``: a test keeps
+    holds / fails only when its adjusted p-value is below ``alpha`` (else inconclusive);
+    an inconclusive verdict stays inconclusive; a rule's holds / fails is ``exploratory``;
+    a description is ``description``."""
+    out = frame.copy()
+    p = pd.to_numeric(out["p_value"], errors="coerce").to_numpy(dtype=np.float64)
+    kind = out["kind"].astype(str).to_numpy()
+    p = np.where(kind == "test", p, np.nan)
+    adj = holm(p)
+    corrected = []
+    for v, k, a in zip(out["verdict"], kind, adj):
+        if k == "description":
+            corrected.append("description")
+        elif v == "inconclusive":
+            corrected.append(v)
+        elif k != "test" or not np.isfinite(a):
+            corrected.append("exploratory")
+        else:
+            corrected.append(v if (v == "inconclusive" or a < alpha) else "inconclusive")
+    out["p_adjusted"] = adj
+    out["corrected_verdict"] = corrected
+    return out
 
 
 def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
-    """The findings as a table: columns key, claim, verdict, evidence, n, grid."""
+    """The findings as a table: columns key, claim, verdict, evidence, n, grid, kind and
+    p_value."""
     rows = [{"key": f.key, "claim": f.claim, "verdict": f.verdict, "evidence": f.evidence,
-             "n": f.n, "grid": f.grid} for f in findings]
-    return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS[1:]))
+             "n": f.n, "grid": f.grid, "kind": f.kind,
+             "p_value": np.nan if f.p_value is None else float(f.p_value)} for f in findings]
+    return pd.DataFrame(rows, columns=list(FINDINGS_COLUMNS[1:9]))
 
 
 def read_findings(workdir: str | os.PathLike) -> pd.DataFrame:
-    """``{workdir}/tables/findings.csv`` (columns :data:`FINDINGS_COLUMNS`); empty if absent."""
+    """``{workdir}/tables/findings.csv`` (columns :data:`FINDINGS_COLUMNS`); empty if absent.
+    A file written before the kind and correction columns existed reads with them empty."""
     path = Path(workdir) / "tables" / "findings.csv"
     if not path.exists():
         return pd.DataFrame(columns=list(FINDINGS_COLUMNS))
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in FINDINGS_COLUMNS if c not in df.columns]
+    missing = [c for c in _BASE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}")
+    for c in FINDINGS_COLUMNS[7:]:
+        if c not in df.columns:
+            df[c] = ""
     return df[list(FINDINGS_COLUMNS)]
 
 
@@ -124,7 +212,8 @@ def write_findings(workdir: str | os.PathLike, chapter: str,
     """Replace ``chapter``'s rows of ``{workdir}/tables/findings.csv`` with ``findings``.
 
     Other chapters' rows are kept; rows are ordered by chapter, a chapter's rows in the
-    order given. The file is rewritten atomically (a temporary file, then a rename) under
+    order given. The chapter's findings are one family for :func:`corrected_verdicts`
+    (Holm), which fills ``p_adjusted`` and ``corrected_verdict``. The file is rewritten atomically (a temporary file, then a rename) under
     a file lock, so chapters running at the same time do not lose each other's rows.
 
     Returns:
@@ -146,8 +235,11 @@ def write_findings(workdir: str | os.PathLike, chapter: str,
         if (f.key, f.grid) in seen:
             raise ValueError(f"write_findings: duplicate finding {f.key!r} for grid {f.grid!r}")
         seen.add((f.key, f.grid))
-    ours = findings_frame(findings)
+    ours = corrected_verdicts(findings_frame(findings))
+    for c in ("p_value", "p_adjusted"):
+        ours[c] = [f"{v:.3g}" if np.isfinite(v) else "" for v in ours[c].astype(float)]
     ours.insert(0, "chapter", chapter)
+    ours = ours[list(FINDINGS_COLUMNS)]
     tables = Path(workdir) / "tables"
     tables.mkdir(parents=True, exist_ok=True)
     path = tables / "findings.csv"
@@ -171,6 +263,11 @@ _VERDICT_STYLE = {
     "fails": ("✗", "#8e1b1b", "#f8e0de"),
     "inconclusive": ("?", "#4d4d4d", "#ececec"),
 }
+
+
+#: How the corrected verdict is introduced under the raw one.
+_CORRECTED_TEXT = {"holds": "Holm-corrected: ", "fails": "Holm-corrected: ",
+                   "inconclusive": "Holm-corrected: ", "exploratory": "", "description": ""}
 
 
 class FindingsTable:
@@ -199,6 +296,10 @@ class FindingsTable:
             verdict = (f'<span style="color:{fg};background:{bg};padding:1px 6px;'
                        f'border-radius:3px;font-weight:600;white-space:nowrap">'
                        f'{mark} {html.escape(str(r["verdict"]))}</span>')
+            corrected = str(r.get("corrected_verdict", "") or "")
+            if corrected:
+                verdict += (f'<br><span style="{small}">{_CORRECTED_TEXT.get(corrected, "")}'
+                            f'{html.escape(corrected)}</span>')
             if show_grid:
                 verdict += f'<br><span style="{small}">{html.escape(str(r["grid"]))}</span>'
             claim = (f'{html.escape(str(r["claim"]))}<br><code style="{small}">'
@@ -218,11 +319,14 @@ class FindingsTable:
 
 def show_findings(findings: Iterable[Finding] | pd.DataFrame) -> FindingsTable:
     """A compact HTML table of findings for a chapter's "What this grid shows" section:
-    verdict marked (✓ holds, ✗ fails, ? inconclusive) and coloured, claim with its key,
+    verdict marked (✓ holds, ✗ fails, ? inconclusive) and coloured, under it the verdict
+    corrected for the chapter's number of tests (or "exploratory", "description"), claim with its key,
     evidence and n wrapped in a fixed layout; a grid column when the findings span more
     than one grid. Accepts findings or a frame with the columns of :func:`findings_frame`
     (e.g. :func:`read_findings`)."""
     frame = findings.copy() if isinstance(findings, pd.DataFrame) else findings_frame(findings)
+    if "corrected_verdict" not in frame.columns and {"kind", "p_value"} <= set(frame.columns):
+        frame = corrected_verdicts(frame)   # the findings shown together are one family
     return FindingsTable(frame.reset_index(drop=True))
 
 
@@ -239,20 +343,27 @@ def _fmt(v: float) -> str:
 
 
 def difference_verdict(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray | float,
-                       *, expect: str = "greater", k: float = 2.0, min_n: int = 2,
-                       names: tuple[str, str] = ("a", "b")) -> Verdict:
+                       *, expect: str = "greater", k: float | None = None, min_n: int = 2,
+                       names: tuple[str, str] = ("a", "b"), alpha: float = ALPHA) -> Verdict:
     """Is mean(a) greater than (``expect="greater"``), less than (``"less"``) or different
     from (``"differ"``) mean(b), beyond the seed spread?
 
-    Rule: d = mean(a) − mean(b) and SE = √(s²_a/n_a + s²_b/n_b) (sample variances,
-    ddof=1). If |d| <= k·SE (default k = 2, "mean ± 2 SE"), the difference lies inside the
-    seed spread: **inconclusive**. Otherwise **holds** when the sign of d is the one
-    expected (any sign for ``"differ"``) and **fails** when it is the opposite. With fewer
-    than ``min_n`` finite values on a side whose spread is needed the spread is unknown:
-    **inconclusive**. A scalar ``b`` is a fixed reference (no spread of its own).
+    Rule: d = mean(a) − mean(b), tested two-sided with a t test: one-sample
+    (``scipy.stats.ttest_1samp``, n_a − 1 df) when ``b`` is a scalar, a fixed reference;
+    Welch's (``scipy.stats.ttest_ind(equal_var=False)``, Welch–Satterthwaite df) otherwise.
+    If p >= ``alpha`` the difference lies inside the seed spread: **inconclusive**.
+    Otherwise **holds** when the sign of d is the one expected (any sign for ``"differ"``)
+    and **fails** when it is the opposite. (A two-sided test at α that then reads the sign
+    makes each one-sided error α/2.) With fewer than ``min_n`` finite values on a side whose
+    spread is needed: **inconclusive**.
+
+    ``k`` (legacy): when given, the former rule |d| <= k·SE ⇒ inconclusive, with a normal
+    cut-off; its false-positive rate with 3 seeds is about 18% at k = 2, so it is not the
+    default. The p-value is reported either way.
 
     Args:
-        a, b: per-seed (or per-pair) values, shape (n_a,), (n_b,); NaNs are dropped.
+        a, b: per-seed values (the seed is the unit of replication), shape (n_a,), (n_b,);
+            NaNs are dropped.
         names: how the evidence names a and b.
     """
     if expect not in ("greater", "less", "differ"):
@@ -270,18 +381,28 @@ def difference_verdict(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.
     var_b = 0.0 if fixed_b else xb.var(ddof=1) / nb
     se = float(np.sqrt(xa.var(ddof=1) / na + var_b))
     d = ma - mb
+    if se == 0.0:
+        p = 0.0 if d != 0 else 1.0
+    else:
+        with warnings.catch_warnings():  # near-identical seeds: scipy warns of precision loss
+            warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+            p = float(stats.ttest_1samp(xa, mb).pvalue if fixed_b
+                      else stats.ttest_ind(xa, xb, equal_var=False).pvalue)
     evidence = (f"{names[0]} {_fmt(ma)} ± {_fmt(xa.std(ddof=1))} (sd), {names[1]} {_fmt(mb)}"
                 + ("" if fixed_b else f" ± {_fmt(xb.std(ddof=1))}")
-                + f"; difference {_fmt(d)}, {k:g} SE = {_fmt(k * se)}")
-    if abs(d) <= k * se:
-        return Verdict("inconclusive", evidence + ": inside the spread", n)
+                + f"; difference {_fmt(d)}")
+    evidence += (f", {k:g} SE = {_fmt(k * se)}, p = {p:.2g}" if k is not None else
+                 f", {'one-sample' if fixed_b else 'Welch'} t test p = {p:.2g}")
+    inside = abs(d) <= k * se if k is not None else p >= alpha
+    if inside:
+        return Verdict("inconclusive", evidence + ": inside the spread", n, p, "test")
     if expect == "differ" or (d > 0) == (expect == "greater"):
-        return Verdict("holds", evidence, n)
-    return Verdict("fails", evidence + ": the opposite direction", n)
+        return Verdict("holds", evidence, n, p, "test")
+    return Verdict("fails", evidence + ": the opposite direction", n, p, "test")
 
 
 def spearman_verdict(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *,
-                     expect: str = "positive", min_n: int = 5, alpha: float = 0.05,
+                     expect: str = "positive", min_n: int = 5, alpha: float = ALPHA,
                      names: tuple[str, str] = ("x", "y")) -> Verdict:
     """Does y rise (``expect="positive"``) or fall (``"negative"``) with x, by rank, or do
     they move together at all (``"nonzero"``)?
@@ -314,10 +435,11 @@ def spearman_verdict(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.nd
     rho, p = float(r.statistic), float(r.pvalue)
     evidence = f"Spearman ρ({names[0]}, {names[1]}) = {rho:.3f}, p = {p:.2g}, n = {n}"
     if p >= alpha:
-        return Verdict("inconclusive", evidence + f": not distinguishable from 0 (p >= {alpha:g})", ns)
+        return Verdict("inconclusive", evidence + f": not distinguishable from 0 (p >= {alpha:g})",
+                       ns, p, "test")
     if expect == "nonzero" or (rho > 0) == (expect == "positive"):
-        return Verdict("holds", evidence, ns)
-    return Verdict("fails", evidence + ": the opposite sign", ns)
+        return Verdict("holds", evidence, ns, p, "test")
+    return Verdict("fails", evidence + ": the opposite sign", ns, p, "test")
 
 
 def majority_verdict(flags: Sequence[bool | None] | np.ndarray, *, threshold: float = 0.5,
@@ -362,13 +484,16 @@ BEST_ACCURACY_CLAIM = "The best test accuracy is in phase IV-B (IV where IV is n
 
 def best_accuracy_phase(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, *,
                         load: str = "width", temperature: str = "batch_size",
-                        target: str = "test_acc", k: float = 2.0,
-                        iv_split: bool | None = None, grid: str = THIS_BUILD) -> Finding:
+                        target: str = "test_acc", k: float | None = None,
+                        iv_split: bool | None = None, grid: str = THIS_BUILD,
+                        alpha: float = ALPHA) -> Finding:
     """``best_accuracy_phase``: the phase of the cell with the best mean ``target``.
 
-    The cells tied with the best are those whose mean lies within k standard errors of
-    the difference (SE from ``<target>_std`` and ``n_seeds``/``n_runs``; a cell without a
-    spread ties only with an equal mean). Rule: **holds** when every tied cell (the best
+    The cells tied with the best are those whose mean is not below it by a Welch t test at
+    ``alpha`` (two-sided): gap <= t₁₋α/₂(ν)·SE, SE and the Welch–Satterthwaite ν from
+    ``<target>_std`` and ``n_seeds``/``n_runs``; a cell without a spread ties only with an
+    equal mean. ``k`` (legacy) replaces the t quantile by a fixed k. The best cell is picked
+    after looking, so the rule is a description of the ties, not a test (kind ``rule``). Rule: **holds** when every tied cell (the best
     included) is IV-B, or IV where IV is not split; **fails** when none of them is, nor
     could be (undetermined, missing, or IV in a grid where IV is split); **inconclusive**
     otherwise.
@@ -402,7 +527,12 @@ def best_accuracy_phase(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, 
     std = numeric_column(cells, f"{target}_std")
     se = np.where(np.isfinite(std) & (seeds > 0), std / np.sqrt(np.where(seeds > 0, seeds, 1)), 0.0)
     gap = acc[i_best] - acc
-    tied = ok & (gap <= k * np.sqrt(se[i_best] ** 2 + se ** 2))
+    se2 = se[i_best] ** 2 + se ** 2
+    if k is None:
+        q = _welch_quantile(se, seeds, i_best, alpha)
+    else:
+        q = np.full(len(acc), float(k))
+    tied = ok & (gap <= q * np.sqrt(se2))
     tied_phases = [ph[i] if ph[i] is not None else "missing" for i in np.flatnonzero(tied)]
 
     def where(i: int) -> str:
@@ -414,7 +544,8 @@ def best_accuracy_phase(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, 
     others = int(tied.sum()) - 1
     if others:
         counts = pd.Series(tied_phases).value_counts()
-        evidence += (f"; {others} other cell(s) within {k:g} SE of it, phases of all tied: "
+        within = f"{k:g} SE" if k is not None else f"a Welch t test at {alpha:g}"
+        evidence += (f"; {others} other cell(s) not below it by {within}, phases of all tied: "
                      + ", ".join(f"{p} {c}" for p, c in counts.items()))
     if not iv_split:
         evidence += "; IV not split"
@@ -427,13 +558,31 @@ def best_accuracy_phase(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, 
     return Finding("best_accuracy_phase", BEST_ACCURACY_CLAIM, verdict, evidence, n_desc, grid)
 
 
+def _welch_quantile(se: np.ndarray, seeds: np.ndarray, i_best: int, alpha: float) -> np.ndarray:
+    """t₁₋α/₂ with the Welch–Satterthwaite df of each cell against cell ``i_best``, shape
+    (cells,); the normal quantile where a df cannot be formed (one seed)."""
+    n = np.where(np.isfinite(seeds), seeds, 0.0)
+    v_b, v = se[i_best] ** 2, se ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = np.where(n[i_best] > 1, v_b ** 2 / (n[i_best] - 1), np.inf) + \
+            np.where(n > 1, v ** 2 / np.maximum(n - 1, 1), np.inf)
+        df = (v_b + v) ** 2 / den
+    df = np.where(np.isfinite(df) & (df > 0), df, np.inf)
+    return stats.t.ppf(1 - alpha / 2, df)
+
+
 def _plain(v: object) -> object:
     return v.item() if isinstance(v, np.generic) else v
 
 
-METRIC_RANKING_CLAIM = ("Among well-trained cells a global metric (mc, CKA or L2) ranks test "
-                        "accuracy better (larger |Spearman ρ|) than the train loss and the "
-                        "Hessian metrics.")
+METRIC_RANKING_CLAIM = ("Among well-trained cells a global metric (mc or CKA) ranks test "
+                        "accuracy better, in its expected direction (Spearman ρ times the "
+                        "expected sign), than the train loss and the Hessian metrics.")
+#: The direction in which each metric is expected to track test accuracy: +1 higher is
+#: better (mc nearer 0 from below, a higher CKA), -1 lower is better (train loss, a flatter
+#: Hessian). A metric without a stated direction (L2) is listed but not ranked.
+EXPECTED_SIGNS: dict[str, int] = {"mc": +1, "cka": +1, "train_loss": -1, "lambda_max": -1,
+                                  "trace": -1}
 #: Metrics compared by :func:`metric_ranking`, global ones and the others.
 GLOBAL_METRICS: tuple[str, ...] = ("mc", "cka", "l2")
 LOCAL_METRICS: tuple[str, ...] = ("train_loss", "lambda_max", "trace")
@@ -464,36 +613,49 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
                    well_trained_mask: Sequence[bool] | np.ndarray | None = None,
                    train_loss_high: float = PhaseThresholds.train_loss_high,
                    min_n: int = 8, n_boot: int = 2000, seed: int = 0,
-                   grid: str = THIS_BUILD) -> Finding:
-    """``metric_ranking``: which metric ranks ``target`` best by |Spearman ρ|, over all
-    cells and over well-trained cells (``train_loss < train_loss_high``, or
+                   grid: str = THIS_BUILD, signs: dict[str, int] | None = None) -> Finding:
+    """``metric_ranking``: which metric ranks ``target`` best in its expected direction,
+    over all cells and over well-trained cells (``train_loss < train_loss_high``, or
     ``well_trained_mask``).
 
-    Rule (on the well-trained cells): D = max |ρ| over ``global_metrics`` − max |ρ| over
-    ``local_metrics``, with a 95% bootstrap interval over cells (``n_boot`` resamples of
-    the cells with replacement, the maxima recomputed in each). **holds** when the interval
-    lies above 0, **fails** when it lies below 0, **inconclusive** when it covers 0, when
-    fewer than ``min_n`` well-trained cells have the target, or when a side has no metric.
-    The evidence lists each metric's ρ over all cells and over well-trained cells, with n.
+    Each metric's score is its Spearman ρ with ``target`` times its expected sign
+    (``signs``, default :data:`EXPECTED_SIGNS`), so a metric that tracks accuracy the wrong
+    way scores below 0 and counts against the claim (ranking by |ρ| would count it as
+    support). Metrics without an expected sign are listed, not ranked.
+
+    Rule (on the well-trained cells): D = max score over ``global_metrics`` − max score
+    over ``local_metrics``, with a 95% bootstrap interval over cells (``n_boot`` resamples
+    of the cells with replacement, the maxima recomputed in each) and a bootstrap p-value
+    (twice the share of resamples on the far side of 0). **holds** when the interval lies
+    above 0, **fails** when it lies below 0, **inconclusive** when it covers 0, when fewer
+    than ``min_n`` well-trained cells have the target, or when a side has no metric. The
+    evidence lists each metric's ρ over all cells and over well-trained cells, with n.
     """
+    signs = dict(EXPECTED_SIGNS if signs is None else signs)
     y = numeric_column(cells, target)
     well = well_trained(cells, train_loss_high, well_trained_mask)
-    g = [m for m in global_metrics if m in cells.columns and np.isfinite(numeric_column(cells, m)).any()]
-    loc = [m for m in local_metrics if m in cells.columns and np.isfinite(numeric_column(cells, m)).any()]
+    present = [m for m in (*global_metrics, *local_metrics)
+               if m in cells.columns and np.isfinite(numeric_column(cells, m)).any()]
+    unsigned = [m for m in present if not signs.get(m)]
+    g = [m for m in global_metrics if m in present and signs.get(m)]
+    loc = [m for m in local_metrics if m in present and signs.get(m)]
     n_all = int(np.isfinite(y).sum())
     n_well = int((np.isfinite(y) & well).sum())
     n_desc = f"{n_all} cells, {n_well} well-trained"
 
     def ranking(mask: np.ndarray) -> list[tuple[str, float]]:
-        rows = [(m, _rho(numeric_column(cells, m)[mask], y[mask])) for m in g + loc]
-        return sorted(rows, key=lambda kv: -abs(kv[1]) if np.isfinite(kv[1]) else np.inf)
+        rows = [(m, _rho(numeric_column(cells, m)[mask], y[mask])) for m in g + loc + unsigned]
+        score = {m: r * signs.get(m, 0) for m, r in rows}
+        return sorted(rows, key=lambda kv: -score[kv[0]] if np.isfinite(kv[1]) and signs.get(kv[0])
+                      else np.inf)
 
     def fmt(rows: list[tuple[str, float]]) -> str:
         return ", ".join(f"{m} {r:+.3f}" for m, r in rows if np.isfinite(r)) or "none"
 
     all_rows, well_rows = ranking(np.ones(len(cells), bool)), ranking(well)
-    evidence = (f"well-trained (n={n_well}): {fmt(well_rows)}; all cells (n={n_all}): "
-                f"{fmt(all_rows)}")
+    evidence = (f"ρ with {target}, ranked by ρ × expected sign; well-trained (n={n_well}): "
+                f"{fmt(well_rows)}; all cells (n={n_all}): {fmt(all_rows)}"
+                + (f"; not ranked (no expected sign): {', '.join(unsigned)}" if unsigned else ""))
     if not g or not loc:
         return Finding("metric_ranking", METRIC_RANKING_CLAIM, "inconclusive",
                        evidence + "; no " + ("global" if not g else "local") + " metric",
@@ -510,14 +672,18 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
     rng = np.random.default_rng(seed)
     sel = np.vstack([np.arange(idx.size), rng.integers(0, idx.size, (n_boot, idx.size))])
     yb = y[idx][sel]                                               # (1 + n_boot, m)
-    absrho = np.stack([np.abs(_rho_rows(x[idx][sel], yb)) for x in xs])  # (metrics, 1 + n_boot)
+    sgn = np.array([signs[m] for m in g + loc], dtype=np.float64)[:, None]
+    score = np.stack([_rho_rows(x[idx][sel], yb) for x in xs]) * sgn  # (metrics, 1 + n_boot)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a draw where a side is all NaN
-        gaps = np.nanmax(absrho[:len(g)], axis=0) - np.nanmax(absrho[len(g):], axis=0)
+        gaps = np.nanmax(score[:len(g)], axis=0) - np.nanmax(score[len(g):], axis=0)
     d, boots = gaps[0], gaps[1:][np.isfinite(gaps[1:])]
     lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots.size else (np.nan, np.nan))
-    evidence += (f"; best global − best local |ρ| = {d:+.3f}, 95% bootstrap interval over the "
-                 f"{idx.size} well-trained cells [{lo:+.3f}, {hi:+.3f}]")
+    # two-sided bootstrap p-value, never 0: (1 + resamples on the far side) / (1 + resamples)
+    p = (float(min(1.0, 2 * (1 + min(np.sum(boots <= 0), np.sum(boots >= 0))) / (1 + boots.size)))
+         if boots.size else float("nan"))
+    evidence += (f"; best global − best local score = {d:+.3f}, 95% bootstrap interval over the "
+                 f"{idx.size} well-trained cells [{lo:+.3f}, {hi:+.3f}], p = {p:.2g}")
     if not np.isfinite(lo):
         verdict = "inconclusive"
     elif lo > 0:
@@ -526,4 +692,31 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
         verdict = "fails"
     else:
         verdict = "inconclusive"
-    return Finding("metric_ranking", METRIC_RANKING_CLAIM, verdict, evidence, n_desc, grid)
+    return Finding("metric_ranking", METRIC_RANKING_CLAIM, verdict, evidence, n_desc, grid,
+                   p, "test")
+
+
+PHASE_SHARPNESS_CLAIM = ("Cells of the unfitted phases (I, II) are sharper (larger λmax) than cells "
+                         "of the fitted phases (III, IV), per phase as the paper's table has it.")
+
+
+def phase_sharpness(cells: pd.DataFrame, phases: Sequence[str] | pd.Series, *,
+                    hessian: str = "lambda_max", grid: str = THIS_BUILD,
+                    alpha: float = ALPHA) -> Finding:
+    """``high_loss_is_sharp_per_phase``: the paper's table read per phase. The log of the
+    cell means of ``hessian`` in cells labelled I or II against those labelled III or IV
+    (IV-A, IV-B), by Welch's t test (:func:`difference_verdict`, cells as the units;
+    undetermined and unlabelled cells left out). The evidence gives the median per phase.
+    """
+    ph = pd.Series(list(phases), index=cells.index, dtype=object).astype(str)
+    lam = numeric_column(cells, hessian)
+    ok = np.isfinite(lam) & (lam > 0)
+    high = ok & ph.isin(["I", "II"]).to_numpy()
+    low = ok & ph.isin(["III", "IV", "IV-A", "IV-B"]).to_numpy()
+    v = difference_verdict(np.log(lam[high]), np.log(lam[low]), expect="greater",
+                           names=(f"log {hessian} in I, II", "in III, IV"), alpha=alpha)
+    med = ", ".join(f"{p} {np.median(lam[ok & (ph == p).to_numpy()]):.3g}"
+                    for p in ("I", "II", "III", "IV", "IV-A", "IV-B") if (ok & (ph == p).to_numpy()).any())
+    return Finding("high_loss_is_sharp_per_phase", PHASE_SHARPNESS_CLAIM, v.verdict,
+                   f"median {hessian} per phase: {med or 'none'}; {v.evidence}",
+                   f"{int(high.sum())} vs {int(low.sum())} cells", grid, v.p_value, v.kind)

@@ -31,6 +31,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -477,33 +478,51 @@ def mli_table(workdir: str | os.PathLike, run_ids: Sequence[str], settings: MLIS
 
 # --------------------------------------------------------------------------- findings
 def small_load_poorly_connected(pairs: pd.DataFrame, load: str, temperature: str,
-                                k: float = 2.0) -> Finding:
+                                k: float | None = None, alpha: float = 0.05) -> Finding:
     """Finding ``small_load_poorly_connected``: at the smallest load, mc < 0 at most temperatures.
 
-    Each temperature of the smallest load is decided from its per-pair mc values: poorly
-    connected when mean + k·SE < 0, well connected when mean − k·SE > 0, undecided
-    otherwise (or with fewer than two pairs, unless all its pairs agree in sign and there
-    are at least two). The verdict is :func:`~landscape_utils.findings.majority_verdict`
-    over the temperatures.
+    Each temperature of the smallest load is decided from its per-pair mc values and the
+    seeds they share: the mean's standard error is a jackknife over seeds
+    (:func:`~landscape_utils.taxonomy.seed_jackknife`, leaving out a seed drops every pair
+    that involves it; S − 1 degrees of freedom), and the temperature is poorly connected
+    when mean + t·SE < 0, well connected when mean − t·SE > 0, undecided otherwise, with t
+    the two-sided ``alpha`` quantile of Student's t (``k``, legacy, replaces it by a fixed
+    multiple). A temperature whose seeds cannot give a spread (two seeds, one pair) is
+    undecided. Pairs without ``seed_a``/``seed_b`` are treated as independent (per-pair SE
+    on n − 1 df, which understates the spread; the evidence says so). The verdict is
+    :func:`~landscape_utils.findings.majority_verdict` over the temperatures.
 
     Args:
-        pairs: one row per seed pair with the columns ``load``, ``temperature`` and ``mc``.
+        pairs: one row per seed pair with the columns ``load``, ``temperature``, ``mc`` and
+            ``seed_a``, ``seed_b``.
     """
+    from .taxonomy import seed_jackknife
+
     claim = "At the smallest load (least capacity per sample), mc < 0 (poorly connected) at most temperatures"
     ok = pairs[np.isfinite(pd.to_numeric(pairs["mc"], errors="coerce"))]
     if ok.empty:
         return Finding("small_load_poorly_connected", claim, "inconclusive", "no finite mc", "0 pairs")
+    seeded = {"seed_a", "seed_b"} <= set(ok.columns)
     smallest = load_order(load, ok[load])[0]  # the least capacity per sample
     flags, parts = [], []
     for tv, g in ok[ok[load] == smallest].groupby(temperature, sort=True):
         v = g["mc"].to_numpy(dtype=float)
-        mean = float(v.mean())
-        se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("inf")
-        flag = True if mean + k * se < 0 else False if mean - k * se > 0 else None
+        if seeded:
+            jk = seed_jackknife(v, g[["seed_a", "seed_b"]].to_numpy(dtype=object))
+            mean, se, df = jk.mean, jk.se, jk.df
+        else:
+            mean = float(v.mean())
+            se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
+            df = v.size - 1
+        q = k if k is not None else (float(stats.t.ppf(1 - alpha / 2, df)) if df >= 1 else np.inf)
+        known = np.isfinite(se)
+        flag = (True if known and mean + q * se < 0 else False if known and mean - q * se > 0
+                else None)
         flags.append(flag)
-        spread = f" ± {v.std(ddof=1):.2g}" if v.size > 1 else ""
-        parts.append(f"{temperature}={tv:g}: {mean:.3g}{spread} (n={v.size}, "
+        spread = f" ± {se:.2g} (SE over {'seeds' if seeded else 'pairs'})" if known else ""
+        parts.append(f"{temperature}={tv:g}: {mean:.3g}{spread} (n={v.size} pairs, "
                      f"{'<0' if flag else '>0' if flag is False else 'undecided'})")
     v = majority_verdict(flags, what=f"temperatures at {load}={smallest:g}")
+    note = "" if seeded else "; pairs without seed ids, treated as independent"
     return Finding("small_load_poorly_connected", claim, v.verdict,
-                   f"{v.evidence}; mc per temperature: " + "; ".join(parts), v.n)
+                   f"{v.evidence}; mc per temperature: " + "; ".join(parts) + note, v.n)

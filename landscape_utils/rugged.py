@@ -41,6 +41,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from landscape_utils.taxonomy import mode_connectivity
 
@@ -740,14 +741,17 @@ def phase_extent(cells: pd.DataFrame, load: str = "load", temperature: str = "te
 
 
 def placement_verdict(one_d: dict[str, pd.DataFrame], network: pd.DataFrame,
-                      phase: str = "III", tol: float = 0.25) -> dict[str, object]:
+                      phase: str = "III", tol: float = 0.25, *,
+                      state: str | None = None) -> dict[str, object]:
     """Does the 1D model put ``phase`` at the same place on the temperature axis as a grid
     of networks?
 
     Args:
         one_d: state name → :func:`phase_extent` of the 1D model in that state (e.g.
-            "stopped at T", "annealed to T = 0"). The state with the most ``phase`` cells is
-            compared (ties: the first given).
+            "stopped at T", "annealed to T = 0").
+        state: the state compared, fixed before looking (pre-registered). When None (legacy)
+            the state with the most ``phase`` cells is compared (ties: the first given), a
+            pick made after looking, which the evidence says.
         network: :func:`phase_extent` of the networks' grid.
         tol: ``heat_pos`` difference up to which the placements agree (holds); from
             ``2 · tol`` on they disagree (fails); in between, inconclusive.
@@ -762,7 +766,11 @@ def placement_verdict(one_d: dict[str, pd.DataFrame], network: pd.DataFrame,
     heats = {s: float(ext.heat_pos[phase]) for s, ext in one_d.items() if phase in ext.index}
     if not counts:
         raise ValueError("one_d is empty")
-    state = max(counts, key=lambda s: (counts[s], -list(counts).index(s)))
+    picked = state is None
+    if picked:
+        state = max(counts, key=lambda s: (counts[s], -list(counts).index(s)))
+    elif state not in one_d:
+        raise KeyError(f"placement_verdict: state {state!r} not in {list(one_d)}")
     n_net = int(network.n_cells.get(phase, 0))
     where = ", ".join(f"{s}: {c}" for s, c in counts.items())
     n = f"1D {counts[state]} cells ({state}), networks {n_net} cells"
@@ -775,8 +783,8 @@ def placement_verdict(one_d: dict[str, pd.DataFrame], network: pd.DataFrame,
     verdict = "holds" if delta <= tol else ("fails" if delta >= 2 * tol else "inconclusive")
     evidence = (f"heat position of {phase} (0 coldest, 1 hottest): networks {hn:.2f}; 1D "
                 + ", ".join(f"{s} {h:.2f} ({counts[s]} cells)" for s, h in heats.items())
-                + f"; compared: {state}, difference {delta:.2f} (agree <= {tol:g}, "
-                f"disagree >= {2 * tol:g})")
+                + f"; compared: {state} ({'the most III cells, picked after looking' if picked else 'fixed in advance'}), "
+                f"difference {delta:.2f} (agree <= {tol:g}, disagree >= {2 * tol:g})")
     return {"verdict": verdict, "evidence": evidence, "n": n, "state": state, "delta": delta}
 
 
@@ -820,12 +828,18 @@ def annealing_summary(deltas: pd.DataFrame, mc_neg: float = RUGGED_THRESHOLDS["m
     return out
 
 
-def annealing_verdicts(summary: pd.DataFrame, z: float = 2.0) -> dict[str, dict[str, object]]:
-    """Two verdicts on :func:`annealing_summary`, each ``{"verdict", "evidence", "n"}``:
+def annealing_verdicts(summary: pd.DataFrame, z: float | None = None,
+                       alpha: float = 0.05) -> dict[str, dict[str, object]]:
+    """Two verdicts on :func:`annealing_summary`, each ``{"verdict", "evidence", "n"}``
+    (``"hurts"`` also ``"p_value"`` and ``"kind"``):
 
     * ``"hurts"``: annealing raises the test loss at the poorly connected loads (the paper's
-      claim, in 1D). holds when every poorly connected load has mean d_test > z · sem; fails
-      when every one has mean d_test < −z · sem; inconclusive otherwise or with no such load.
+      claim, in 1D). Each such load is a one-sample t test of mean d_test against 0 (n − 1
+      df over its landscape × temperature points); holds when every poorly connected load
+      has mean d_test > q · sem, fails when every one has mean d_test < −q · sem, with q the
+      two-sided ``alpha`` quantile of t (``z``, legacy: a fixed multiple); inconclusive
+      otherwise or with no such load. The p-value is the largest over the loads (all must
+      agree: an intersection-union test).
     * ``"gap"``: annealing lowers the test loss less, relative to the train loss, at poorly
       connected loads: holds when the largest ``ratio`` among them is below the smallest
       among the well connected loads; fails when the smallest is above the largest;
@@ -835,15 +849,23 @@ def annealing_verdicts(summary: pd.DataFrame, z: float = 2.0) -> dict[str, dict[
     fmt = lambda d: ", ".join(f"load {k:g}: {v:+.3g}" for k, v in d.items())  # noqa: E731
     n = f"{len(poor)} poorly and {len(well)} well connected loads, {int(summary.n.sum())} points"
     if poor.empty:
-        hurts = {"verdict": "inconclusive", "n": n,
+        hurts = {"verdict": "inconclusive", "n": n, "p_value": None, "kind": "test",
                  "evidence": "no poorly connected load (mean annealed mc below -mc_neg)"}
     else:
-        up, down = poor.d_test > z * poor.d_test_sem, poor.d_test < -z * poor.d_test_sem
+        df = np.maximum(poor.n.to_numpy(dtype=float) - 1, 1)
+        q = np.full(len(poor), float(z)) if z is not None else stats.t.ppf(1 - alpha / 2, df)
+        up, down = poor.d_test > q * poor.d_test_sem, poor.d_test < -q * poor.d_test_sem
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tstat = poor.d_test.to_numpy(dtype=float) / poor.d_test_sem.to_numpy(dtype=float)
+        p_each = 2 * stats.t.sf(np.abs(tstat), df)
+        p = float(np.max(p_each)) if np.all(np.isfinite(p_each)) else None
         verdict = "holds" if up.all() else ("fails" if down.all() else "inconclusive")
-        hurts = {"verdict": verdict, "n": n,
-                 "evidence": f"mean change of the test loss ({z:g} sem): "
-                             + "; ".join(f"load {k:g}: {d:+.3g} ± {z * s:.2g}" for k, d, s in
-                                         zip(poor.index, poor.d_test, poor.d_test_sem))}
+        what = f"{z:g} sem" if z is not None else f"t quantile at {alpha:g} x sem"
+        hurts = {"verdict": verdict, "n": n, "p_value": p, "kind": "test",
+                 "evidence": f"mean change of the test loss ± {what}: "
+                             + "; ".join(f"load {k:g}: {d:+.3g} ± {qq * s:.2g}" for k, d, s, qq in
+                                         zip(poor.index, poor.d_test, poor.d_test_sem, q))
+                             + (f"; p = {p:.2g} (largest over the loads)" if p is not None else "")}
     if poor.empty or well.empty:
         gap = {"verdict": "inconclusive", "n": n,
                "evidence": "needs both a poorly and a well connected load"}

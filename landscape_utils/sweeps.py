@@ -5,14 +5,16 @@
   run. Yang et al. (2021) read phase III (fitted, poorly connected) as the regime where
   driving the train loss further down can lower the test accuracy; in the well connected
   phase IV it should not. :func:`epochs_summary` averages the runs over seeds and
-  :func:`zero_loss_verdict` checks that reading against the seed spread.
+  :func:`zero_loss_verdict` tests that reading at lengths fixed in advance (Welch's t on the
+  difference of the two cells' drops).
 * **Double descent with label noise**: a fraction of the training labels is replaced by a
   random other class, and the test error is followed along the width (at one temperature)
   and along the temperature (at one width). :func:`noise_curve` averages the runs and
   :func:`double_descent_verdict` asks whether the test error has an interior peak that
-  stands out of the seed spread.
+  stands out of the seed spread, against flat curves whose peak is picked the same way.
 
-Verdicts are dicts ``{"verdict", "evidence", "n"}`` with verdict ``holds``, ``fails`` or
+Verdicts are dicts ``{"verdict", "evidence", "n", "p_value", "kind"}`` (keyword arguments
+of :class:`landscape_utils.findings.Finding`) with verdict ``holds``, ``fails`` or
 ``inconclusive`` (:mod:`landscape_utils.findings` turns them into findings). The chart
 builders import altair lazily and size every chart to the book's content column.
 """
@@ -22,10 +24,12 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 __all__ = [
     "epochs_summary",
     "zero_loss_verdict",
+    "reference_length",
     "noise_curve",
     "double_descent_verdict",
     "epochs_chart",
@@ -34,6 +38,8 @@ __all__ = [
 
 #: Phases whose seeds are separated by a barrier (mc < 0): "poorly connected".
 POORLY_CONNECTED: tuple[str, ...] = ("I", "III")
+#: Phases whose seeds are joined by a low-loss path: "well connected".
+WELL_CONNECTED: tuple[str, ...] = ("IV", "IV-A", "IV-B")
 
 
 def _ok(runs: pd.DataFrame) -> pd.DataFrame:
@@ -58,58 +64,92 @@ def epochs_summary(runs: pd.DataFrame, load: str) -> pd.DataFrame:
     return out.reset_index().sort_values([load, "num_epochs"]).reset_index(drop=True)
 
 
-def _drop(summary: pd.DataFrame, load: str, value: Any) -> tuple[float, float, int, int]:
-    """(best mean test acc − mean at the longest run, mean seed std over lengths, epochs of
-    the best, epochs of the longest) of one load."""
-    one = summary[summary[load] == value].sort_values("num_epochs")
-    if one.empty:
-        raise ValueError(f"no run of the epochs sweep at {load} = {value}")
-    best = one.loc[one.test_acc.idxmax()]
-    last = one.iloc[-1]
-    return (float(best.test_acc - last.test_acc), float(one.test_acc_std.mean()),
-            int(best.num_epochs), int(last.num_epochs))
+def _welch(means: np.ndarray, sds: np.ndarray, ns: np.ndarray, weights: np.ndarray
+           ) -> tuple[float, float, float, float]:
+    """A contrast Σ wᵢ·meanᵢ of independent group means, its SE, Welch–Satterthwaite df and
+    two-sided p-value (t distribution). NaN SE, df and p when a group has fewer than 2
+    seeds."""
+    est = float(np.sum(weights * means))
+    if np.any(ns < 2) or not np.all(np.isfinite(sds)):
+        return est, float("nan"), float("nan"), float("nan")
+    v = weights ** 2 * sds ** 2 / ns
+    se = float(np.sqrt(v.sum()))
+    if se == 0.0:
+        return est, 0.0, float("inf"), (0.0 if est != 0 else 1.0)
+    df = float(v.sum() ** 2 / np.sum(v ** 2 / (ns - 1)))
+    return est, se, df, float(2 * stats.t.sf(abs(est) / se, df))
+
+
+def reference_length(lengths: list[int] | np.ndarray) -> int:
+    """The training length the longest run is compared with, fixed before looking at the
+    accuracies: the median of the sweep's lengths (the lower one of an even count)."""
+    ls = sorted(int(e) for e in set(lengths))
+    return ls[(len(ls) - 1) // 2]
+
+
+def _at(summary: pd.DataFrame, load: str, value: Any, epochs: int) -> pd.Series:
+    row = summary[(summary[load] == value) & (summary.num_epochs == epochs)]
+    if row.empty:
+        raise ValueError(f"no run of the epochs sweep at {load} = {value}, {epochs} epochs")
+    return row.iloc[0]
 
 
 def zero_loss_verdict(summary: pd.DataFrame, load: str, poor: Any, good: Any,
-                      phases: Mapping[Any, Any]) -> dict[str, object]:
-    """Does training longer hurt the test accuracy in the poorly connected cell, and not
+                      phases: Mapping[Any, Any], *, reference: int | None = None,
+                      alpha: float = 0.05) -> dict[str, object]:
+    """Does training longer lower the test accuracy more in the poorly connected cell than
     in the well connected one?
 
-    For each load the *drop* is the best mean test accuracy over training lengths minus
-    the mean at the longest run (0 when the longest run is the best), and the *spread* is
-    the mean over lengths of the seed std of the test accuracy.
+    The compared lengths are fixed in advance, not picked from the accuracies (picking the
+    best length and testing it against the seed spread says "holds" about a quarter of the
+    time on a flat curve): the longest run against ``reference`` (default
+    :func:`reference_length`, the median length). For each load the *drop* is the mean test
+    accuracy at the reference minus that at the longest run; the test is Welch's t on the
+    difference of the two drops, D = drop(poor) − drop(good), from the four groups' means,
+    seed sds and seed counts (Welch–Satterthwaite df), two-sided at ``alpha``.
 
-    * inconclusive: ``phases[poor]`` is not I or III (no poorly connected cell at this
-      temperature), or the spread is unknown (one seed), or the poor cell's drop is inside
-      its spread, or the well connected cell drops beyond its spread too;
-    * holds: the poor cell drops by more than its spread, the good one does not;
-    * fails: the poor cell's test accuracy is highest at the longest run (drop 0).
+    * inconclusive: ``phases[poor]`` is not I or III, or ``phases[good]`` is not IV (IV-A,
+      IV-B): the contrast needs one poorly and one well connected cell at this temperature;
+      fewer than two lengths; one seed (no spread); or p >= alpha;
+    * holds: D > 0 with p < alpha (the poor cell loses more by training longer);
+    * fails: D < 0 with p < alpha (the well connected cell loses more).
 
     Args:
         summary: :func:`epochs_summary`.
         phases: load value → phase of that cell at the sweep's temperature (chapter 4).
+
+    Returns:
+        ``{"verdict", "evidence", "n", "p_value", "kind"}``.
     """
-    d_poor, s_poor, best_poor, last = _drop(summary, load, poor)
-    d_good, s_good, _, _ = _drop(summary, load, good)
+    lengths = sorted(int(e) for e in summary.num_epochs.unique())
     n_seeds = int(summary[summary[load].isin([poor, good])].n.min())
-    n = f"2 cells x {summary.num_epochs.nunique()} lengths x {n_seeds} seed(s)"
-    where = (f"highest at the longest run ({last} epochs)" if best_poor == last else
-             f"highest after {best_poor} epochs, {d_poor:.3f} lower after {last}")
-    evidence = (f"{load} {poor} ({phases.get(poor)}): test accuracy {where} (seed spread "
-                f"{s_poor:.3f}); {load} {good} ({phases.get(good)}): drop {d_good:.3f} "
-                f"(spread {s_good:.3f})")
-    if str(phases.get(poor)) not in POORLY_CONNECTED:
-        return {"verdict": "inconclusive", "n": n,
-                "evidence": f"no poorly connected cell at this temperature; {evidence}"}
-    if d_poor <= 0:
-        verdict = "fails"
-    elif not np.isfinite(s_poor) or not np.isfinite(s_good):
-        verdict, evidence = "inconclusive", f"one seed, no spread; {evidence}"
-    elif d_poor > s_poor and d_good <= s_good:
-        verdict = "holds"
-    else:
-        verdict = "inconclusive"
-    return {"verdict": verdict, "evidence": evidence, "n": n}
+    n = f"2 cells x {len(lengths)} lengths x {n_seeds} seed(s)"
+    out = {"n": n, "p_value": None, "kind": "test"}
+    if len(lengths) < 2:
+        return {**out, "verdict": "inconclusive", "evidence": "fewer than two training lengths"}
+    longest = lengths[-1]
+    ref = int(reference) if reference is not None else reference_length(lengths)
+    if ref == longest or ref not in lengths:
+        raise ValueError(f"reference must be one of the shorter lengths {lengths[:-1]}, got {ref}")
+    rows = [_at(summary, load, v, e) for v in (poor, good) for e in (ref, longest)]
+    means = np.array([r.test_acc for r in rows], dtype=float)
+    sds = np.array([r.test_acc_std for r in rows], dtype=float)
+    ns = np.array([r.n for r in rows], dtype=float)
+    d, se, df, p = _welch(means, sds, ns, np.array([1.0, -1.0, -1.0, 1.0]))
+    drop_p, drop_g = means[0] - means[1], means[2] - means[3]
+    evidence = (f"test accuracy from {ref} to {longest} epochs (lengths fixed in advance): "
+                f"{load} {poor} ({phases.get(poor)}) {means[0]:.3f} → {means[1]:.3f} (drop "
+                f"{drop_p:+.3f}); {load} {good} ({phases.get(good)}) {means[2]:.3f} → "
+                f"{means[3]:.3f} (drop {drop_g:+.3f}); difference of drops {d:+.3f}")
+    if str(phases.get(poor)) not in POORLY_CONNECTED or str(phases.get(good)) not in WELL_CONNECTED:
+        return {**out, "verdict": "inconclusive",
+                "evidence": f"needs a poorly (I, III) and a well connected (IV) cell at this "
+                            f"temperature; {evidence}"}
+    if not np.isfinite(p):
+        return {**out, "verdict": "inconclusive", "evidence": f"one seed, no spread; {evidence}"}
+    evidence += f" ± {se:.3f} (SE), Welch t on {df:.1f} df, p = {p:.2g}"
+    verdict = "inconclusive" if p >= alpha else ("holds" if d > 0 else "fails")
+    return {**out, "verdict": verdict, "evidence": evidence, "p_value": p}
 
 
 # --------------------------------------------------------------------------------------
@@ -130,40 +170,75 @@ def noise_curve(runs: pd.DataFrame, x: str) -> pd.DataFrame:
                          "train_err": g.train_err.mean()}).reset_index().sort_values(x)
 
 
-def double_descent_verdict(curve: pd.DataFrame, x: str) -> dict[str, object]:
-    """Is there a peak of the test error inside the sweep, outside the seed spread?
+def _peak_statistic(means: np.ndarray) -> np.ndarray:
+    """Rows of means (..., k) → how far the largest mean stands above the lowest mean on
+    each side of it: min(peak − min left, peak − min right); −inf when the largest is at an
+    end (no interior peak)."""
+    k = means.shape[-1]
+    top = np.argmax(means, axis=-1)
+    out = np.full(means.shape[:-1], -np.inf)
+    for j in range(1, k - 1):
+        sel = top == j
+        if sel.any():
+            m = means[sel]
+            out[sel] = np.minimum(m[:, j] - m[:, :j].min(axis=1), m[:, j] - m[:, j + 1:].min(axis=1))
+    return out
 
-    The peak is the largest mean test error. It stands out when it exceeds the lowest mean
-    on its left and the lowest on its right each by more than the largest seed std among
-    those three points.
+
+def double_descent_verdict(curve: pd.DataFrame, x: str, *, n_null: int = 4000, seed: int = 0,
+                           alpha: float = 0.05) -> dict[str, object]:
+    """Is there a peak of the test error inside the sweep, beyond the seed spread?
+
+    The peak is the largest mean test error, so it is picked after looking; its height is
+    therefore tested against the same pick made on flat curves (a parametric bootstrap
+    null). Statistic: T = min(peak − lowest mean on its left, peak − lowest on its right),
+    divided by the pooled seed sd s (ddof=1 per point, pooled over points). Null: every
+    point has the same mean; the n_i seed values per point are normal with one sd, so
+    (means, s) are redrawn as N(0, 1/n_i) and √(χ²_ν/ν) with ν = Σ(n_i − 1), and T/s is
+    recomputed ``n_null`` times; p = (1 + #{T*/s* >= T/s}) / (1 + n_null).
 
     * fails: the largest mean test error is at an end of the sweep (no interior peak);
-    * holds: an interior peak that stands out;
-    * inconclusive: fewer than 3 values, one seed (no spread), or an interior peak inside
-      the spread.
+    * holds: an interior peak with p < alpha;
+    * inconclusive: fewer than 3 values, one seed everywhere (no spread), or p >= alpha.
+
+    Returns:
+        ``{"verdict", "evidence", "n", "p_value", "kind"}``.
     """
     c = curve.sort_values(x).reset_index(drop=True)
     n = f"{len(c)} values of {x} x {int(c.n.min()) if len(c) else 0} seed(s)"
+    out = {"n": n, "p_value": None, "kind": "test"}
     if len(c) < 3:
-        return {"verdict": "inconclusive", "n": n, "evidence": f"only {len(c)} value(s) of {x}"}
-    k = int(c.test_err.idxmax())
+        return {**out, "verdict": "inconclusive", "evidence": f"only {len(c)} value(s) of {x}"}
+    means = c.test_err.to_numpy(dtype=float)
+    k = int(np.argmax(means))
     peak = c.loc[k]
     if k in (0, len(c) - 1):
         end = "first" if k == 0 else "last"
-        return {"verdict": "fails", "n": n,
+        return {**out, "verdict": "fails",
                 "evidence": f"test error highest at the {end} value, {x} {peak[x]:g} "
                             f"({peak.test_err:.3f}): no interior peak"}
     left, right = c.loc[: k - 1], c.loc[k + 1:]
     lo_l, lo_r = left.loc[left.test_err.idxmin()], right.loc[right.test_err.idxmin()]
-    spread = float(np.max([peak.test_err_std, lo_l.test_err_std, lo_r.test_err_std]))
     rise, fall = float(peak.test_err - lo_l.test_err), float(peak.test_err - lo_r.test_err)
+    ns = c.n.to_numpy(dtype=float)
+    sds = c.test_err_std.to_numpy(dtype=float)
+    dof = float(np.sum(np.where(np.isfinite(sds), ns - 1, 0)))
     evidence = (f"peak {peak.test_err:.3f} at {x} {peak[x]:g} (train error "
                 f"{peak.train_err:.3f}); rise {rise:.3f} from {x} {lo_l[x]:g}, fall {fall:.3f} "
-                f"to {x} {lo_r[x]:g}; seed spread {spread:.3f}")
-    if not np.isfinite(spread):
-        return {"verdict": "inconclusive", "n": n, "evidence": f"one seed, no spread; {evidence}"}
-    verdict = "holds" if min(rise, fall) > spread else "inconclusive"
-    return {"verdict": verdict, "evidence": evidence, "n": n}
+                f"to {x} {lo_r[x]:g}")
+    if dof < 1:
+        return {**out, "verdict": "inconclusive", "evidence": f"one seed, no spread; {evidence}"}
+    pooled = float(np.sqrt(np.nansum(np.where(np.isfinite(sds), (ns - 1) * sds ** 2, 0)) / dof))
+    rng = np.random.default_rng(seed)
+    null_means = rng.standard_normal((n_null, len(c))) / np.sqrt(ns)
+    null_sd = np.sqrt(rng.chisquare(dof, n_null) / dof)
+    t_obs = min(rise, fall) / pooled if pooled > 0 else np.inf
+    t_null = _peak_statistic(null_means) / null_sd
+    p = float((1 + np.sum(t_null >= t_obs)) / (1 + n_null))
+    evidence += (f"; pooled seed sd {pooled:.3f}; p = {p:.2g} against flat curves with the "
+                 f"peak picked the same way")
+    verdict = "holds" if p < alpha else "inconclusive"
+    return {**out, "verdict": verdict, "evidence": evidence, "p_value": p}
 
 
 # --------------------------------------------------------------------------------------

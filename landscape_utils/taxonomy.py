@@ -38,6 +38,8 @@ from scipy import stats
 
 __all__ = [
     "mode_connectivity",
+    "PAPER_POINTS",
+    "mc_on_points",
     "PHASES",
     "METRICS",
     "PhaseThresholds",
@@ -46,6 +48,10 @@ __all__ = [
     "cell_table",
     "classify",
     "classify_with_confidence",
+    "METHODS",
+    "SeedJackknife",
+    "seed_jackknife",
+    "neighbour_spread",
     "sensitivity",
     "phase_summary",
     "spearman_table",
@@ -86,6 +92,51 @@ def mode_connectivity(errors: Sequence[float]) -> tuple[float, int]:
     mid = 0.5 * (err[0] + err[-1])
     t_star = int(np.argmax(np.abs(mid - err)))
     return float(mid - err[t_star]), t_star
+
+
+#: The points along the curve where the paper evaluated mc (t = 0, 1/4, 1/2, 3/4, 1); the
+#: default thresholds were read off mc on these five points.
+PAPER_POINTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def mc_on_points(paths: pd.DataFrame, keys: Sequence[str], points: Sequence[float] = PAPER_POINTS,
+                 path: str = "bezier", atol: float = 1e-6) -> pd.DataFrame:
+    """mc of every pair recomputed on a subset of the evaluated points of its path.
+
+    mc is a maximum over the points of the path, so on more points |mc| can only grow: mc
+    on the book's grid of points is not the quantity the paper's thresholds were read off
+    (its five points, :data:`PAPER_POINTS`). This recomputes :func:`mode_connectivity` on
+    ``points`` where the path was evaluated at all of them.
+
+    Args:
+        paths: long-form profiles (``paths.csv``): ``keys`` (the cell's axes and the pair
+            id, e.g. ``[load, temperature, "pair"]``), ``path``, ``t`` and ``train_err``
+            (percent).
+        points: the values of t to keep.
+
+    Returns:
+        One row per (``keys``) of ``path``: the keys, ``mc_all`` (on every evaluated point),
+        ``n_points``, and ``mc_points`` (on ``points``; NaN when one of them was not
+        evaluated).
+    """
+    keys = list(keys)
+    need = keys + ["path", "t", "train_err"]
+    missing = [c for c in need if c not in paths.columns]
+    if missing:
+        raise KeyError(f"mc_on_points: columns {missing} not in the paths table")
+    want = np.asarray(points, dtype=np.float64)
+    rows = []
+    for k, g in paths[paths["path"] == path].groupby(keys, sort=True):
+        g = g.sort_values("t")
+        t = g["t"].to_numpy(np.float64)
+        err = g["train_err"].to_numpy(np.float64)
+        hit = [np.flatnonzero(np.isclose(t, p, atol=atol)) for p in want]
+        sub = (mode_connectivity(err[[h[0] for h in hit]])[0]
+               if all(h.size for h in hit) and np.all(np.isfinite(err)) else np.nan)
+        mc_all = mode_connectivity(err)[0] if np.all(np.isfinite(err)) and err.size >= 2 else np.nan
+        rows.append({**dict(zip(keys, k if isinstance(k, tuple) else (k,))),
+                     "mc_all": mc_all, "n_points": int(t.size), "mc_points": sub})
+    return pd.DataFrame(rows, columns=keys + ["mc_all", "n_points", "mc_points"])
 
 
 # --------------------------------------------------------------------------------------
@@ -421,47 +472,156 @@ def _scalar(v: object) -> object:
 CONFIDENCE_PHASES: tuple[str, ...] = ("I", "II", "III", "IV", "IV-A", "IV-B", "undetermined")
 #: The label of a cell whose most likely phase is less likely than the level.
 UNDETERMINED = "undetermined"
+#: Resampling methods of :func:`classify_with_confidence`: ``"jackknife"`` resamples the
+#: seeds (the unit of replication); ``"t"`` and ``"bootstrap"`` are the former per-value
+#: rules, kept to compare with (they treat the pairs of a cell as independent).
+METHODS: tuple[str, ...] = ("jackknife", "t", "bootstrap")
 #: Per-pair metrics (from ``pairs``) and per-run metrics (from ``runs``) the rule reads.
 _PAIR_METRICS = ("mc", "cka")
 _RUN_METRICS = ("train_loss", "lambda_max")
 _HIGH_LOCAL = ("I", "II")                      # the table's "high loss, large Hessian" rows
 _LOW_LOCAL = ("III", "IV", "IV-A", "IV-B")     # "small loss, small Hessian"
+#: Columns naming the seed of a run, and the two seeds of a pair, first match wins.
+RUN_SEED_COLUMNS: tuple[str, ...] = ("seed", "run")
+PAIR_SEED_COLUMNS: tuple[tuple[str, str], ...] = (("seed_a", "seed_b"), ("run_a", "run_b"))
 
 
-def _values_by_cell(table: pd.DataFrame | None, keys: list[str], metric: str,
-                    cell_keys: list[tuple]) -> list[np.ndarray] | None:
-    """Finite values of ``metric`` per cell (in ``cell_keys`` order), or None when the
-    table lacks the column. Rows with ``status == "diverged"`` are left out."""
+# --------------------------------------------------------------------------------------
+# The seed jackknife
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeedJackknife:
+    """A cell mean and its spread over seeds (:func:`seed_jackknife`)."""
+
+    mean: float            # mean of the values (runs or pairs)
+    se: float              # jackknife standard error over seeds; NaN when it cannot be formed
+    df: int                # degrees of freedom for t quantiles: seeds - 1
+    n_seeds: int           # seeds that enter the values
+    n_values: int          # runs or pairs
+    loo: np.ndarray        # shape (n_seeds,): the mean with each seed left out
+
+
+def seed_jackknife(values: Sequence[float] | np.ndarray, seeds: Sequence | np.ndarray) -> SeedJackknife:
+    """The mean of per-run or per-pair values and its jackknife standard error over seeds.
+
+    The seed is the unit of replication: the C(S, 2) pairs of a cell share seeds, so their
+    spread understates the spread of their mean (by 1.2-2.4x at S = 3 under additive seed
+    effects). Leaving out seed i drops every value that involves it; with θ₍ᵢ₎ those
+    leave-one-out means and θ̄ their mean, SE² = (S − 1)/S · Σᵢ (θ₍ᵢ₎ − θ̄)², with S − 1
+    degrees of freedom. For per-run values it equals the usual s/√S; for pairs it is exact
+    under additive seed effects and conservative when pairs also carry noise of their own.
+
+    Args:
+        values: shape (n,), one value per run or per pair; NaN values are dropped.
+        seeds: shape (n,) (the seed of each run) or (n, 2) (the two seeds of each pair).
+
+    Returns:
+        :class:`SeedJackknife`; ``se`` is NaN with fewer than two seeds or when leaving a
+        seed out leaves no value (two seeds, one pair).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    ids = np.asarray(seeds, dtype=object)
+    ids = ids.reshape(-1, 1) if ids.ndim == 1 else ids
+    if ids.ndim != 2 or ids.shape[0] != v.size:
+        raise ValueError(f"seeds must have one row per value, got {ids.shape[0]} for {v.size}")
+    ok = np.isfinite(v)
+    v, ids = v[ok], ids[ok]
+    uniq = list(dict.fromkeys(ids.ravel().tolist()))
+    mean = float(v.mean()) if v.size else float("nan")
+    loo = np.array([v[~(ids == s).any(axis=1)].mean() if (~(ids == s).any(axis=1)).any()
+                    else np.nan for s in uniq])
+    s = len(uniq)
+    if s < 2 or not np.all(np.isfinite(loo)):
+        return SeedJackknife(mean, float("nan"), max(s - 1, 0), s, int(v.size), loo)
+    se = float(np.sqrt((s - 1) / s * np.sum((loo - loo.mean()) ** 2)))
+    return SeedJackknife(mean, se, s - 1, s, int(v.size), loo)
+
+
+def neighbour_spread(cells: pd.DataFrame, metric: str = "mc", load: str = "width",
+                     temperature: str = "batch_size") -> float:
+    """The spread (sd) of one value of ``metric`` around its cell's trend, read off the grid.
+
+    For grids that hold one value per cell (the authors' mc comes from one seed pair), the
+    spread cannot come from the cell. Neighbouring cells of a grid measure nearly the same
+    thing, so the second differences along each axis, r = x₋ − 2x + x₊, are mostly noise:
+    with independent noise of sd σ and a locally linear trend, r has sd √6·σ. The estimate
+    is robust, σ = median |r| / (0.6745·√6), so that the few steep steps at phase boundaries
+    do not dominate; curvature can only inflate it (a conservative borrow).
+
+    Args:
+        cells: one row per cell with ``load``, ``temperature`` and ``metric``.
+
+    Returns:
+        σ, or NaN when the grid has no three cells in a row along either axis.
+    """
+    x = cells.pivot_table(index=load, columns=temperature, values=metric, aggfunc="mean")
+    x = x.sort_index().sort_index(axis=1).to_numpy(dtype=np.float64)
+    r = np.concatenate([np.diff(x, n=2, axis=0).ravel() if x.shape[0] >= 3 else np.array([]),
+                        np.diff(x, n=2, axis=1).ravel() if x.shape[1] >= 3 else np.array([])])
+    r = r[np.isfinite(r)]
+    if not r.size:
+        return float("nan")
+    return float(np.median(np.abs(r)) / (stats.norm.ppf(0.75) * np.sqrt(6.0)))
+
+
+# --------------------------------------------------------------------------------------
+# Phases with a confidence: the stages
+# --------------------------------------------------------------------------------------
+def _ok_rows(t: pd.DataFrame) -> pd.DataFrame:
+    if "status" not in t.columns:
+        return t
+    return t[~t["status"].astype("string").str.lower().eq("diverged").fillna(False).astype(bool)]
+
+
+def _seed_columns(table: pd.DataFrame, pair: bool) -> list[str] | None:
+    for cols in (PAIR_SEED_COLUMNS if pair else [(c,) for c in RUN_SEED_COLUMNS]):
+        if all(c in table.columns for c in cols):
+            return list(cols)
+    return None
+
+
+def _seeded_values(table: pd.DataFrame | None, keys: list[str], metric: str,
+                   cell_keys: list[tuple], pair: bool) -> list[tuple[np.ndarray, np.ndarray | None]] | None:
+    """Per cell (in ``cell_keys`` order): the finite values of ``metric``, shape (n,), and
+    their seed ids, shape (n, 1) for runs or (n, 2) for pairs (None when the table names no
+    seeds). None when the table lacks the column. Diverged rows are left out."""
     if table is None or metric not in table.columns:
         return None
     missing = [k for k in keys if k not in table.columns]
     if missing:
         raise KeyError(f"classify_with_confidence: key columns {missing} not in the table "
                        f"that holds {metric!r}")
-    t = table
-    if "status" in t.columns:
-        t = t[~t["status"].astype("string").str.lower().eq("diverged").fillna(False).astype(bool)]
-    vals = pd.to_numeric(t[metric], errors="coerce")
-    groups = {k if isinstance(k, tuple) else (k,): v.to_numpy(np.float64)
-              for k, v in vals.groupby([t[k] for k in keys], sort=False)}
+    t = _ok_rows(table)
+    scols = _seed_columns(t, pair)
+    t = t.assign(_v=pd.to_numeric(t[metric], errors="coerce"))
+    t = t[np.isfinite(t["_v"].to_numpy(dtype=np.float64))]
+    groups = {k if isinstance(k, tuple) else (k,): g for k, g in t.groupby(keys, sort=False)}
     out = []
     for ck in cell_keys:
-        v = groups.get(ck, np.array([]))
-        out.append(v[np.isfinite(v)])
+        g = groups.get(ck)
+        if g is None:
+            out.append((np.array([]), None if scols is None else np.empty((0, 1), dtype=object)))
+            continue
+        ids = None if scols is None else g[scols].to_numpy(dtype=object)
+        out.append((g["_v"].to_numpy(np.float64), ids))
     return out
+
+
+def _values_by_cell(table: pd.DataFrame | None, keys: list[str], metric: str,
+                    cell_keys: list[tuple]) -> list[np.ndarray] | None:
+    """Finite values of ``metric`` per cell, or None when the table lacks the column."""
+    seeded = _seeded_values(table, keys, metric, cell_keys, pair=False)
+    return None if seeded is None else [v for v, _ in seeded]
 
 
 def _draw_means(center: np.ndarray, values: list[np.ndarray] | None, n_resamples: int,
                 method: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Resampled cell means, shape (cells, n_resamples), and the number of values per cell.
-
-    ``center`` (shape (cells,)) is the cell value the draws are centred on. A cell with
-    fewer than 2 values (or no per-seed values at all) is held at its centre.
-    """
-    n_cells = len(center)
+    """The former per-value draws (``method`` "t" or "bootstrap"), one metric at a time:
+    shape (cells, n_resamples), and the number of values per cell. A cell with fewer than
+    2 values is held at its centre."""
     draws = np.repeat(center[:, None], n_resamples, axis=1)
     if values is None:
-        return draws, np.zeros(n_cells, dtype=int)
+        return draws, np.zeros(len(center), dtype=int)
     n = np.array([v.size for v in values])
     for i, v in enumerate(values):
         if v.size < 2 or not np.isfinite(center[i]):
@@ -475,133 +635,132 @@ def _draw_means(center: np.ndarray, values: list[np.ndarray] | None, n_resamples
     return draws, n
 
 
-def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = None,
-                             runs: pd.DataFrame | None = None, *, load: str = "width",
-                             temperature: str = "batch_size",
-                             thresholds: PhaseThresholds = PhaseThresholds(),
-                             level: float = 0.7, n_resamples: int = 2000, method: str = "t",
-                             hessian: str = "lambda_max", hessian_high: float | None = None,
-                             seed: int = 0) -> pd.DataFrame:
-    """Phases with a probability: :func:`classify`'s rule applied to resampled cell values.
+def _jackknife_cell(center: dict[str, float], vals: dict[str, tuple[np.ndarray, np.ndarray | None]],
+                    n_resamples: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Joint draws of one cell's metrics from a jackknife over its seeds.
 
-    **Resampling.** Each metric the rule reads (mc and cka per seed pair from ``pairs``;
-    train_loss, and lambda_max when ``thresholds.lambda_large`` is set, per seed from
-    ``runs``) is redrawn ``n_resamples`` times per cell, centred on the cell's value in
-    ``cells`` (or the mean of its values when ``cells`` lacks the column):
-
-    * ``method="t"`` (default): the cell mean of n values is drawn as
-      ``mean + SE · T``, SE = sample std / √n, T ~ Student t with n − 1 degrees of freedom
-      (the sampling distribution of a mean of n normal values whose spread is estimated
-      from the same n values: a parametric bootstrap). With the 2-5 seeds of a grid this
-      is the honest choice: the ordinary bootstrap of 3 values can only take 10 distinct
-      means and understates the spread by a factor (n − 1)/n, so it would call the pairs
-      (−3.4, +4.25, −3.75) phase I with probability 20/27 = 0.74 although one pair of three
-      says II.
-    * ``method="bootstrap"``: the values are resampled with replacement (fine with many
-      seeds or pairs).
-
-    Metrics are drawn independently of each other. A metric with fewer than 2 values in a
-    cell (the authors' mc comes from one pair), or with no per-seed table, is held at its
-    cell value, and the cell's ``reason`` says so. Every draw is classified with
-    :func:`classify` and ``thresholds``; ``p_<phase>`` is the fraction of draws in that
-    phase.
-
-    **The IV-A/IV-B split.** Made only where the CKA separates the well connected cells
-    beyond the seed spread: when at least one cell is IV-B and at least one IV-A, each with
-    probability ``>= level``. Otherwise every well connected cell is reported as ``"IV"``
-    (``p_IV = p_IV-A + p_IV-B``) and the reason is in ``reason`` and ``.attrs["iv_reason"]``.
-    When the split is made, a cell that is IV with probability ``>= level`` but neither IV-A
-    nor IV-B with that probability is also reported as ``"IV"``.
-
-    **Undetermined.** A cell whose most likely label has probability below ``level`` is
-    ``"undetermined"``; ``p_phase`` is then that largest probability.
-
-    **The local axis (flags only; the label is :func:`classify`'s rule).** The paper's table
-    has the Hessian large in I and II, small in III and IV. ``hessian`` (column, default
-    ``lambda_max``) is called *large* above ``hessian_high``; when that is None the threshold
-    is the ranking rule: the geometric mean of the median Hessian of the cells labelled I or
-    II and that of the cells labelled III or IV (any split), so it needs a cell on each side.
-    ``hessian_flag`` marks a labelled cell whose Hessian is on the other side of its phase's
-    row; ``loss_flag`` one whose train loss is (high: ``> thresholds.train_loss_high``; I and
-    II have a high train loss, III and IV a small one). Undetermined cells are not flagged.
-
-    Args:
-        cells: one row per cell with ``load``, ``temperature`` and the cell values (``mc``,
-            ``train_loss``, ``cka``, ``hessian``), as for :func:`classify`.
-        pairs: one row per seed pair (``load``, ``temperature``, ``mc``, ``cka``), e.g.
-            chapter 3's ``global_pairs.csv`` or :func:`reference.load_shipped_pairs`.
-        runs: one row per run (``load``, ``temperature``, ``train_loss``, ``lambda_max``;
-            rows with ``status == "diverged"`` are ignored), e.g. chapter 1's ``grid.csv``
-            joined with chapter 2's ``local.csv``, or ``load_shipped_results(long=True)``.
-        level: probability at or above which a label is given, in (0.5, 1].
-        n_resamples: draws per cell (the Monte Carlo error of a p near 0.7 is ~0.01 at 2000).
-        seed: seed of the resampling; the result is deterministic for a given seed.
-
-    Returns:
-        A frame aligned with ``cells.index``: ``phase`` (categorical over
-        :data:`CONFIDENCE_PHASES`; missing where :func:`classify` gives no label),
-        ``p_phase``, ``p_I``, ``p_II``, ``p_III``, ``p_IV-A``, ``p_IV-B``, ``p_IV``,
-        ``phase_of_means`` (:func:`classify` on the cell values), ``hessian_large``,
-        ``hessian_flag``, ``loss_flag``, ``n_mc`` and ``n_cka`` (pairs), ``n_train_loss``
-        (runs), and ``reason`` (why undetermined, IV or flagged; empty otherwise).
-        ``.attrs`` holds ``iv_split`` (bool), ``iv_reason``, ``hessian_threshold``,
-        ``level`` and ``method``.
+    Every metric with seed ids gets its leave-one-seed-out means θ₍ᵢ₎; one draw is
+    θ̂ + √((S−1)/S)·Σᵢ gᵢ(θ₍ᵢ₎ − θ̄)·√(ν/χ²_ν) with the same g ~ N(0, I_S) and χ² for every
+    metric, so the metrics stay jointly drawn (a multivariate t with ν = S − 1 whose
+    marginals are θ̂ + SE_jack·T_ν). Returns the draws (metric → (n_resamples,)) of the
+    metrics whose spread is known, and the status of the others ("unknown", "no seed ids").
     """
-    if not 0.5 < level <= 1.0:
-        raise ValueError(f"level must be in (0.5, 1], got {level}")
-    if method not in ("t", "bootstrap"):
-        raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    keys = [load, temperature]
-    missing = [k for k in keys if k not in cells.columns]
-    if missing:
-        raise KeyError(f"classify_with_confidence: key columns {missing} not in cells")
+    seeds = list(dict.fromkeys(s for v, ids in vals.values() if ids is not None for s in ids.ravel()))
+    pos = {s: i for i, s in enumerate(seeds)}
+    devs, status, dfs = {}, {}, []
+    for m, (v, ids) in vals.items():
+        if ids is None:
+            status[m] = "no seed ids"
+            continue
+        jk = seed_jackknife(v, ids)
+        if not np.isfinite(jk.se) or not np.isfinite(center[m]):
+            status[m] = "unknown"
+            continue
+        cols = [pos[s] for s in dict.fromkeys(ids.ravel().tolist())]
+        devs[m] = (cols, np.sqrt((jk.n_seeds - 1) / jk.n_seeds) * (jk.loo - jk.loo.mean()))
+        dfs.append(jk.df)
+    if not devs:
+        return {}, status
+    df = min(dfs)
+    g = rng.standard_normal((n_resamples, len(seeds)))
+    tfac = np.sqrt(df / rng.chisquare(df, size=n_resamples))
+    draws = {m: center[m] + tfac * (g[:, cols] @ d) for m, (cols, d) in devs.items()}
+    return draws, status
+
+
+def _draw_cells(cells: pd.DataFrame, pairs: pd.DataFrame | None, runs: pd.DataFrame | None,
+                keys: list[str], needed: list[str], method: str, n_resamples: int,
+                spread: dict[str, float], rng: np.random.Generator
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[dict[str, str]]]:
+    """Draws of every needed metric, shape (cells, n_resamples); the number of values per
+    cell; and per cell how each metric whose spread the cell cannot give was handled
+    (metric → "held" | "borrowed" | "independent")."""
     cell_keys = list(cells[keys].itertuples(index=False, name=None))
     n_cells = len(cells)
-    rng = np.random.default_rng(seed)
-
-    needed = list(_PAIR_METRICS) + ["train_loss"]
-    if thresholds.lambda_large is not None:
-        needed.append("lambda_max")
-    draws: dict[str, np.ndarray] = {}
-    counts: dict[str, np.ndarray] = {}
+    seeded = {m: _seeded_values(pairs if m in _PAIR_METRICS else runs, keys, m, cell_keys,
+                                pair=m in _PAIR_METRICS) for m in needed}
+    centers, counts = {}, {}
     for m in needed:
-        source = pairs if m in _PAIR_METRICS else runs
-        values = _values_by_cell(source, keys, m, cell_keys)
-        center = numeric_column(cells, m)
-        if values is not None and m not in cells.columns:
-            center = np.array([v.mean() if v.size else np.nan for v in values])
-        draws[m], counts[m] = _draw_means(center, values, n_resamples, method, rng)
+        c = numeric_column(cells, m)
+        if seeded[m] is not None and m not in cells.columns:
+            c = np.array([v.mean() if v.size else np.nan for v, _ in seeded[m]])
+        centers[m] = c
+        counts[m] = (np.zeros(n_cells, dtype=int) if seeded[m] is None
+                     else np.array([v.size for v, _ in seeded[m]]))
+    draws = {m: np.repeat(centers[m][:, None], n_resamples, axis=1) for m in needed}
+    handled: list[dict[str, str]] = [{} for _ in range(n_cells)]
+    if method != "jackknife":
+        for m in needed:
+            vals = None if seeded[m] is None else [v for v, _ in seeded[m]]
+            draws[m], _ = _draw_means(centers[m], vals, n_resamples, method, rng)
+            for i in np.flatnonzero(counts[m] < 2):
+                handled[i][m] = "held"
+        return draws, counts, handled
+    for i in range(n_cells):
+        vals = {m: seeded[m][i] for m in needed if seeded[m] is not None}
+        got, status = _jackknife_cell({m: centers[m][i] for m in needed}, vals, n_resamples, rng)
+        for m, d in got.items():
+            draws[m][i] = d
+        for m in needed:
+            if m in got or not np.isfinite(centers[m][i]):
+                continue
+            st = status.get(m, "unknown")
+            if st == "no seed ids" and counts[m][i] >= 2:
+                draws[m][i], _ = _draw_means(centers[m][i:i + 1], [vals[m][0]], n_resamples, "t", rng)
+                handled[i][m] = "independent"
+            elif np.isfinite(spread.get(m, np.nan)):
+                n = max(int(counts[m][i]), 1)
+                draws[m][i] = centers[m][i] + spread[m] / np.sqrt(n) * rng.standard_normal(n_resamples)
+                handled[i][m] = "borrowed"
+            else:
+                handled[i][m] = "held"
+    return draws, counts, handled
 
-    # classify every draw at once: row r * n_cells + i is draw r of cell i
+
+def _phase_probabilities(draws: dict[str, np.ndarray], thresholds: PhaseThresholds
+                         ) -> dict[str, np.ndarray]:
+    """p_<phase> per cell (shape (cells,)) from classifying every draw, plus ``p_IV``."""
+    n_cells, n_resamples = next(iter(draws.values())).shape
+    # row r * n_cells + i is draw r of cell i
     flat = pd.DataFrame({m: d.T.ravel() for m, d in draws.items()})
     labels = np.asarray(classify(flat, thresholds).astype(object)).reshape(n_resamples, n_cells)
-    of_means = classify(cells, thresholds)
-    probs = {}
     n_lab = (~pd.isna(labels)).sum(axis=0)
+    probs = {}
     for ph in PHASES:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            probs[ph] = np.where(n_lab > 0, (labels == ph).sum(axis=0) / np.maximum(n_lab, 1),
-                                 np.nan)
+        probs[ph] = np.where(n_lab > 0, (labels == ph).sum(axis=0) / np.maximum(n_lab, 1), np.nan)
     probs["IV"] = probs["IV-A"] + probs["IV-B"]
-    known = of_means.notna().to_numpy()
+    return probs
 
-    # the IV-A/IV-B split, decided over the grid
+
+def _iv_split(probs: dict[str, np.ndarray], known: np.ndarray, level: float,
+              thresholds: PhaseThresholds) -> tuple[bool, str]:
+    """Whether CKA splits IV over the grid (a sure IV-A and a sure IV-B cell), and why."""
     sure_b = int(np.sum(known & (probs["IV-B"] >= level)))
     sure_a = int(np.sum(known & (probs["IV-A"] >= level)))
     n_iv = int(np.sum(known & (probs["IV"] >= level)))
-    iv_split = sure_a > 0 and sure_b > 0
-    if iv_split:
-        iv_reason = (f"IV split by CKA (cka_high = {thresholds.cka_high:g}): {sure_b} cell(s) "
-                     f"IV-B and {sure_a} IV-A with p >= {level:g}")
-    elif n_iv == 0:
-        iv_reason = "IV not split: no cell is well connected with p >= " f"{level:g}"
-    else:
-        iv_reason = (f"IV not split: CKA does not separate the {n_iv} well connected cell(s) "
-                     f"beyond the seed spread ({sure_b} IV-B and {sure_a} IV-A with p >= "
-                     f"{level:g}; both are needed)")
+    if sure_a > 0 and sure_b > 0:
+        return True, (f"IV split by CKA (cka_high = {thresholds.cka_high:g}): {sure_b} cell(s) "
+                      f"IV-B and {sure_a} IV-A with p >= {level:g}")
+    if n_iv == 0:
+        return False, f"IV not split: no cell is well connected with p >= {level:g}"
+    return False, (f"IV not split: CKA does not separate the {n_iv} well connected cell(s) "
+                   f"beyond the seed spread ({sure_b} IV-B and {sure_a} IV-A with p >= "
+                   f"{level:g}; both are needed)")
 
+
+_HANDLED_TEXT = {
+    "held": "spread unknown, held fixed: the label is conditional on it",
+    "borrowed": "spread borrowed from the grid's neighbouring cells",
+    "independent": "no seed ids: its values treated as independent (understates the spread)",
+}
+
+
+def _labels(probs: dict[str, np.ndarray], known: np.ndarray, level: float, iv_split: bool,
+            iv_reason: str, counts: dict[str, np.ndarray], handled: list[dict[str, str]],
+            spread: dict[str, float]) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """Each cell's label (most likely phase if ``>= level``, else IV or undetermined), its
+    probability and the reasons."""
+    n_cells = len(known)
     phase = np.full(n_cells, None, dtype=object)
     p_phase = np.full(n_cells, np.nan)
     reasons: list[list[str]] = [[] for _ in range(n_cells)]
@@ -625,19 +784,24 @@ def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = N
                               + f" < {level:g}")
         if not iv_split and phase[i] == "IV":
             reasons[i].append(iv_reason)
-        held = [m for m in needed if counts[m][i] < 2 and np.isfinite(draws[m][i, 0])]
-        if held and phase[i] is not None:
-            reasons[i].append(", ".join(f"{m} from {counts[m][i]} value(s)" for m in held)
-                              + ": spread unknown, held fixed")
+        for m, how in handled[i].items():
+            sd = f" (sd {spread[m]:.3g})" if how == "borrowed" else ""
+            reasons[i].append(f"{m} from {counts[m][i]} value(s): {_HANDLED_TEXT[how]}{sd}")
+    return phase, p_phase, reasons
 
-    # the local axis
+
+def _local_flags(cells: pd.DataFrame, runs: pd.DataFrame | None, keys: list[str],
+                 phase: np.ndarray, hessian: str, hessian_high: float | None,
+                 train_loss_high: float, reasons: list[list[str]]) -> dict[str, object]:
+    """The local axis (flags only): which labelled cells have a Hessian or a train loss on
+    the other side of their phase's row; appends the reasons."""
     hess = numeric_column(cells, hessian)
     if not np.isfinite(hess).any() and runs is not None and hessian in runs.columns:
+        cell_keys = list(cells[keys].itertuples(index=False, name=None))
         vals = _values_by_cell(runs, keys, hessian, cell_keys)
         hess = np.array([v.mean() if v.size else np.nan for v in vals])
     ph_arr = np.array([p if p is not None else "" for p in phase], dtype=object)
-    high_side = np.isin(ph_arr, _HIGH_LOCAL)
-    low_side = np.isin(ph_arr, _LOW_LOCAL)
+    high_side, low_side = np.isin(ph_arr, _HIGH_LOCAL), np.isin(ph_arr, _LOW_LOCAL)
     if hessian_high is not None:
         h_thr = float(hessian_high)
     else:
@@ -645,19 +809,128 @@ def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = N
         h_thr = float(np.sqrt(np.median(a) * np.median(b))) if a.size and b.size else np.nan
     with np.errstate(invalid="ignore"):
         large = hess > h_thr
+        loss = numeric_column(cells, "train_loss")
+        high_loss = loss > train_loss_high
     h_known = np.isfinite(hess) & np.isfinite(h_thr)
     hessian_flag = h_known & ((high_side & ~large) | (low_side & large))
-    loss = numeric_column(cells, "train_loss")
-    with np.errstate(invalid="ignore"):
-        high_loss = loss > thresholds.train_loss_high
     loss_flag = np.isfinite(loss) & ((high_side & ~high_loss) | (low_side & high_loss))
-    for i in range(n_cells):
+    for i in range(len(cells)):
         if hessian_flag[i]:
             reasons[i].append(f"Hessian {'small' if high_side[i] else 'large'} for {phase[i]} "
                               f"({hessian} {hess[i]:.3g} vs {h_thr:.3g})")
         if loss_flag[i]:
             reasons[i].append(f"train loss {'low' if high_side[i] else 'high'} for {phase[i]} "
-                              f"({loss[i]:.3g} vs {thresholds.train_loss_high:g})")
+                              f"({loss[i]:.3g} vs {train_loss_high:g})")
+    return {"hessian_large": pd.array(np.where(h_known, large, None), dtype="boolean"),
+            "hessian_flag": hessian_flag, "loss_flag": loss_flag, "threshold": h_thr}
+
+
+def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = None,
+                             runs: pd.DataFrame | None = None, *, load: str = "width",
+                             temperature: str = "batch_size",
+                             thresholds: PhaseThresholds = PhaseThresholds(),
+                             level: float = 0.7, n_resamples: int = 2000,
+                             method: str = "jackknife",
+                             hessian: str = "lambda_max", hessian_high: float | None = None,
+                             seed: int = 0, spread: dict[str, float] | None = None) -> pd.DataFrame:
+    """Phases with a probability: :func:`classify`'s rule applied to resampled cell values.
+
+    **Resampling the seeds** (``method="jackknife"``, the default). The seed is the unit of
+    replication: a cell's runs are its seeds, and its pairs (mc, cka per pair from
+    ``pairs``) share them. Each metric the rule reads (mc, cka; train_loss, and lambda_max
+    when ``thresholds.lambda_large`` is set, per run from ``runs``) gets its
+    leave-one-seed-out means (:func:`seed_jackknife`: leaving out a seed drops its run and
+    every pair that involves it), and the cell is redrawn ``n_resamples`` times as the
+    multivariate t with S − 1 degrees of freedom these give (:func:`_jackknife_cell`):
+    the same normal weights for every metric, so mc, cka and the train loss move together
+    as they do when a seed is swapped. Draws are centred on the cell's value in ``cells``
+    (or the mean of its values when ``cells`` lacks the column). Seeds are read from
+    ``seed_a``/``seed_b`` (pairs) and ``seed`` or ``run`` (runs).
+
+    A metric whose spread the cell cannot give (one pair, as in the authors' mc; two seeds
+    of a pair metric; no per-seed table) is held at its cell value, so the label is
+    *conditional* on it (the reason says so), unless ``spread`` gives a borrowed sd of one
+    value (e.g. :func:`neighbour_spread`): then the cell mean of n values is drawn as
+    value + sd/√n · Z. Pairs without seed ids are treated as independent (t on n − 1 df;
+    this understates the spread; the reason says so).
+
+    ``method="t"`` and ``"bootstrap"`` are the former per-value rules (each metric drawn on
+    its own, its pairs treated as independent), kept to compare with.
+
+    Every draw is classified with :func:`classify` and ``thresholds``; ``p_<phase>`` is the
+    fraction of draws in that phase.
+
+    **The IV-A/IV-B split.** Made only where the CKA separates the well connected cells
+    beyond the seed spread: when at least one cell is IV-B and at least one IV-A, each with
+    probability ``>= level``. Otherwise every well connected cell is reported as ``"IV"``
+    (``p_IV = p_IV-A + p_IV-B``) and the reason is in ``reason`` and ``.attrs["iv_reason"]``.
+    When the split is made, a cell that is IV with probability ``>= level`` but neither IV-A
+    nor IV-B with that probability is also reported as ``"IV"``.
+
+    **Undetermined.** A cell whose most likely label has probability below ``level`` is
+    ``"undetermined"``; ``p_phase`` is then that largest probability.
+
+    **The local axis (flags only; the label is :func:`classify`'s rule).** The paper's table
+    has the Hessian large in I and II, small in III and IV. ``hessian`` (column, default
+    ``lambda_max``) is called *large* above ``hessian_high``; when that is None the threshold
+    is the ranking rule: the geometric mean of the median Hessian of the cells labelled I or
+    II and that of the cells labelled III or IV (any split), so it needs a cell on each side.
+    ``hessian_flag`` marks a labelled cell whose Hessian is on the other side of its phase's
+    row; ``loss_flag`` one whose train loss is (high: ``> thresholds.train_loss_high``; I and
+    II have a high train loss, III and IV a small one). Undetermined cells are not flagged.
+
+    Args:
+        cells: one row per cell with ``load``, ``temperature`` and the cell values (``mc``,
+            ``train_loss``, ``cka``, ``hessian``), as for :func:`classify`.
+        pairs: one row per seed pair (``load``, ``temperature``, ``seed_a``, ``seed_b``,
+            ``mc``, ``cka``), e.g. chapter 3's ``global_pairs.csv`` or
+            :func:`reference.load_shipped_pairs`.
+        runs: one row per run (``load``, ``temperature``, ``seed`` or ``run``,
+            ``train_loss``, ``lambda_max``; rows with ``status == "diverged"`` are ignored),
+            e.g. chapter 1's ``grid.csv`` joined with chapter 2's ``local.csv``, or
+            ``load_shipped_results(long=True)``.
+        level: probability at or above which a label is given, in (0.5, 1].
+        n_resamples: draws per cell (the Monte Carlo error of a p near 0.7 is ~0.01 at 2000).
+        method: one of :data:`METHODS`.
+        seed: seed of the resampling; the result is deterministic for a given seed.
+        spread: metric → borrowed sd of one value, for cells that cannot give their own.
+
+    Returns:
+        A frame aligned with ``cells.index``: ``phase`` (categorical over
+        :data:`CONFIDENCE_PHASES`; missing where :func:`classify` gives no label),
+        ``p_phase``, ``p_I``, ``p_II``, ``p_III``, ``p_IV-A``, ``p_IV-B``, ``p_IV``,
+        ``phase_of_means`` (:func:`classify` on the cell values), ``hessian_large``,
+        ``hessian_flag``, ``loss_flag``, ``n_mc`` and ``n_cka`` (pairs), ``n_train_loss``
+        (runs), ``conditional_on`` (the metrics held fixed in this cell, comma-separated;
+        empty when none) and ``reason`` (why undetermined, IV, flagged or conditional;
+        empty otherwise). ``.attrs`` holds ``iv_split`` (bool), ``iv_reason``,
+        ``hessian_threshold``, ``level``, ``method`` and ``spread``.
+    """
+    if not 0.5 < level <= 1.0:
+        raise ValueError(f"level must be in (0.5, 1], got {level}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
+    keys = [load, temperature]
+    missing = [k for k in keys if k not in cells.columns]
+    if missing:
+        raise KeyError(f"classify_with_confidence: key columns {missing} not in cells")
+    spread = dict(spread or {})
+    needed = list(_PAIR_METRICS) + ["train_loss"]
+    if thresholds.lambda_large is not None:
+        needed.append("lambda_max")
+    rng = np.random.default_rng(seed)
+    draws, counts, handled = _draw_cells(cells, pairs, runs, keys, needed, method,
+                                         n_resamples, spread, rng)
+    probs = _phase_probabilities(draws, thresholds)
+    of_means = classify(cells, thresholds)
+    known = of_means.notna().to_numpy()
+    iv_split, iv_reason = _iv_split(probs, known, level, thresholds)
+    phase, p_phase, reasons = _labels(probs, known, level, iv_split, iv_reason, counts,
+                                      handled, spread)
+    local = _local_flags(cells, runs, keys, phase, hessian, hessian_high,
+                         thresholds.train_loss_high, reasons)
 
     out = pd.DataFrame(index=cells.index)
     out["phase"] = pd.Categorical(phase, categories=list(CONFIDENCE_PHASES))
@@ -665,13 +938,13 @@ def classify_with_confidence(cells: pd.DataFrame, pairs: pd.DataFrame | None = N
     for ph in ("I", "II", "III", "IV-A", "IV-B", "IV"):
         out[f"p_{ph}"] = np.where(known, probs[ph], np.nan)
     out["phase_of_means"] = of_means.to_numpy()
-    out["hessian_large"] = pd.array(np.where(h_known, large, None), dtype="boolean")
-    out["hessian_flag"] = hessian_flag
-    out["loss_flag"] = loss_flag
+    for col in ("hessian_large", "hessian_flag", "loss_flag"):
+        out[col] = local[col]
     out["n_mc"] = counts["mc"]
     out["n_cka"] = counts["cka"]
     out["n_train_loss"] = counts["train_loss"]
+    out["conditional_on"] = [",".join(m for m, how in h.items() if how == "held") for h in handled]
     out["reason"] = ["; ".join(r) for r in reasons]
-    out.attrs.update(iv_split=iv_split, iv_reason=iv_reason, hessian_threshold=h_thr,
-                     level=level, method=method)
+    out.attrs.update(iv_split=iv_split, iv_reason=iv_reason, hessian_threshold=local["threshold"],
+                     level=level, method=method, spread=spread)
     return out

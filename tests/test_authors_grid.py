@@ -45,3 +45,21 @@ def test_resolve_results_path(tmp_path, monkeypatch):
         authors_grid.resolve_results_path("nowhere.tar.gz")
     with pytest.raises(FileNotFoundError):
         authors_grid.load_authors_grid("nowhere.tar.gz")
+
+
+def test_single_pair_mc_borrowed_or_conditional(grid):
+    """mc comes from one pair: with a spread borrowed from neighbouring cells the width-16
+    column (mc -1.7 to -0.4, zig-zagging around mc_neg = 1) is no longer called certain;
+    held fixed, every label says it is conditional on mc."""
+    assert 0.1 < grid.mc_spread < 2.0
+    w16 = grid.cells[grid.cells.width == 16]
+    # (batch 44 is not fitted: I whatever the size of its barrier)
+    near = w16[w16.mc.between(-1.5, -0.5) & (w16.train_loss < 0.01)]
+    assert len(near) >= 4 and (near.p_phase < 0.95).all()
+    assert (w16.phase == "undetermined").any()
+    assert grid.cells.reason.str.contains("mc from 1 value(s): spread borrowed", regex=False).all()
+    held = authors_grid.load_authors_grid(n_resamples=400, mc_spread=None)
+    assert (held.cells.conditional_on == "mc").all() and not (held.mc_spread == held.mc_spread)
+    assert (held.cells.phase == "undetermined").sum() < (grid.cells.phase == "undetermined").sum()
+    with pytest.raises(ValueError, match="mc_spread"):
+        authors_grid.load_authors_grid(n_resamples=10, mc_spread="pairs")

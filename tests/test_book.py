@@ -347,7 +347,7 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
 
     from landscape_utils.findings import FINDINGS_COLUMNS, read_findings
     from landscape_utils.global_metrics import small_load_poorly_connected
-    from landscape_utils.local import hot_is_sharper
+    from landscape_utils.local import hot_is_flatter
     from landscape_utils.tables import read_grid, read_table
 
     work = smoke_book.parent / "work"
@@ -355,7 +355,7 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     assert list(found.columns)[:6] == ["chapter", "key", "claim", "verdict", "evidence", "n"]
     assert list(found.columns) == list(FINDINGS_COLUMNS)
     assert set(found.verdict) <= {"holds", "fails", "inconclusive"}
-    for key in ("hot_is_sharper", "small_load_poorly_connected", "best_accuracy_phase", "metric_ranking",
+    for key in ("hot_is_flatter", "small_load_poorly_connected", "best_accuracy_phase", "metric_ranking",
                 "zero_loss_hurts_when_poorly_connected", "double_descent_label_noise", "phase_iii_placement_1d"):
         assert key in set(found.key), key
     assert found[found.chapter == "06_large_scale_structure"].shape[0] >= 3
@@ -369,8 +369,8 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     grid = read_grid(work)
     load, temp = grid.load.name, grid.temperature.name
     per_run = grid.ok_runs.merge(read_table(work, "local")[["run_id", "lambda_max"]], on="run_id")
-    again = hot_is_sharper(per_run, load, temp, grid.temperature.hot_end == "large")
-    assert (recorded("hot_is_sharper").verdict, recorded("hot_is_sharper").evidence) == (again.verdict, again.evidence)
+    again = hot_is_flatter(per_run, load, temp, grid.temperature.hot_end == "large")
+    assert (recorded("hot_is_flatter").verdict, recorded("hot_is_flatter").evidence) == (again.verdict, again.evidence)
     again = small_load_poorly_connected(read_table(work, "global_pairs"), load, temp)
     row = recorded("small_load_poorly_connected")
     assert (row.verdict, row.evidence) == (again.verdict, again.evidence)

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from landscape_utils.findings import (
+    EXPECTED_SIGNS,
     FINDINGS_COLUMNS,
     Finding,
     Verdict,
@@ -81,7 +82,7 @@ def test_show_findings_html():
     one_grid = show_findings(fs[:2])._repr_html_()
     assert "this build" not in one_grid and "n: 5 cells" in one_grid
     pd.testing.assert_frame_equal(show_findings(findings_frame(fs)).frame, t.frame)
-    assert list(findings_frame(fs).columns) == list(FINDINGS_COLUMNS[1:])
+    assert list(findings_frame(fs).columns) == list(FINDINGS_COLUMNS[1:9])
 
 
 # --------------------------------------------------------------------------------------
@@ -89,20 +90,61 @@ def test_show_findings_html():
 # --------------------------------------------------------------------------------------
 def test_difference_verdict_against_hand_values():
     a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]         # d = -3, SE = sqrt(1/3 + 1/3) = 0.816
-    assert difference_verdict(a, b, expect="less").verdict == "holds"
+    welch = stats.ttest_ind(a, b, equal_var=False).pvalue   # t = -3.67 on 4 df
+    assert welch < 0.05
+    v = difference_verdict(a, b, expect="less")
+    assert v.verdict == "holds" and v.p_value == pytest.approx(welch) and v.kind == "test"
     v = difference_verdict(a, b, expect="greater")
-    assert v.verdict == "fails" and "1.63" in v.evidence and v.n == "3 vs 3 values"
+    assert v.verdict == "fails" and f"p = {welch:.2g}" in v.evidence and v.n == "3 vs 3 values"
     assert difference_verdict(a, b, expect="differ").verdict == "holds"
-    # d = -3 with k = 4: 4 SE = 3.27 > 3 -> inside the spread
+    # legacy k: d = -3 with k = 4: 4 SE = 3.27 > 3 -> inside the spread
     assert difference_verdict(a, b, expect="less", k=4.0).verdict == "inconclusive"
     assert difference_verdict(a, [1.5, 2.5, 3.5], expect="less").verdict == "inconclusive"
     assert difference_verdict([1.0], b, expect="less").verdict == "inconclusive"
     assert difference_verdict([np.nan, np.nan], b).verdict == "inconclusive"
-    # a fixed reference: d = 2 - 0 = 2, SE = 1/sqrt(3) = 0.577, 2 SE = 1.15
-    assert difference_verdict(a, 0.0, expect="greater").verdict == "holds"
-    assert difference_verdict(a, 1.0, expect="greater").verdict == "inconclusive"
+    # a fixed reference: d = 2, SE = 0.577, t = 3.46 on 2 df: p = 0.074. Mean ± 2 SE called
+    # it a difference; the t quantile (4.30) does not
+    v = difference_verdict(a, 0.0, expect="greater")
+    assert v.verdict == "inconclusive" and v.p_value == pytest.approx(stats.ttest_1samp(a, 0.0).pvalue)
+    assert difference_verdict(a, 0.0, expect="greater", k=2.0).verdict == "holds"
+    assert difference_verdict([1.0, 1.1, 1.2], 0.0, expect="greater").verdict == "holds"
+    assert difference_verdict([1.0, 1.1, 1.2], 0.0, expect="less").verdict == "fails"
     with pytest.raises(ValueError, match="expect"):
         difference_verdict(a, b, expect="bigger")
+
+
+@pytest.mark.parametrize("fixed", [True, False])
+def test_difference_verdict_false_positive_rate(fixed):
+    """No difference, 3 seeds: the t rule calls one 5% of the time (1200 draws: sd 0.006),
+    the former mean ± 2 SE rule 18% (one sample vs a fixed value) or 11% (3 vs 3)."""
+    rng = np.random.default_rng(1)
+    draws = rng.normal(size=(1200, 2, 3))
+    def rate(**kw):
+        return np.mean([difference_verdict(x, 0.0 if fixed else y, expect="differ", **kw).verdict
+                        != "inconclusive" for x, y in draws])
+    new, old = rate(), rate(k=2.0)
+    assert abs(new - 0.05) < 0.02
+    assert old > (0.15 if fixed else 0.09)
+
+
+def test_holm_against_brute_force():
+    from landscape_utils.findings import corrected_verdicts, holm
+
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.2])
+    # by hand: sorted 0.01, 0.03, 0.04, 0.2 (m = 4) -> 0.04, 0.09, 0.09 (max with 0.08), 0.2
+    np.testing.assert_allclose(holm(p), [0.04, 0.09, np.nan, 0.09, 0.2])
+    frame = findings_frame([
+        Finding("a", "c", "holds", "e", "n", p_value=0.01, kind="test"),
+        Finding("b", "c", "fails", "e", "n", p_value=0.04, kind="test"),
+        Finding("c", "c", "holds", "e", "n"),                        # a rule, no p-value
+        Finding("d", "c", "holds", "e", "n", kind="description"),
+        Finding("e", "c", "inconclusive", "e", "n", p_value=0.5, kind="test")])
+    out = corrected_verdicts(frame)
+    assert list(out.corrected_verdict) == ["holds", "inconclusive", "exploratory",
+                                           "description", "inconclusive"]
+    np.testing.assert_allclose(out.p_adjusted, [0.03, 0.08, np.nan, np.nan, 0.5])
+    # a "test" without a p-value is a rule
+    assert Finding("x", "c", "holds", "e", "n", kind="test").kind == "rule"
 
 
 def test_spearman_verdict():
@@ -196,8 +238,14 @@ def test_metric_ranking_rules():
     assert f"cka {rho_cka:+.3f}" in f.evidence and "n=30" in f.evidence
     assert f.n == "30 cells, 30 well-trained"
     swapped = cells.rename(columns={"cka": "lambda_max", "lambda_max": "cka"})
-    assert metric_ranking(swapped, n_boot=300).verdict == "fails"
-    both = cells.assign(lambda_max=cells.cka)                # tie: interval covers 0
+    swapped["lambda_max"] = -swapped["lambda_max"]            # flatter is better, as expected
+    f_swapped = metric_ranking(swapped, n_boot=300)
+    assert f_swapped.verdict == "fails" and f_swapped.kind == "test" and f_swapped.p_value < 0.05
+    # a global metric with the wrong sign is no support (ranking by |rho| would hold)
+    wrong = cells.assign(cka=-cells.cka)
+    assert metric_ranking(wrong, n_boot=300).verdict in ("fails", "inconclusive")
+    assert metric_ranking(wrong, n_boot=300, signs={**EXPECTED_SIGNS, "cka": -1}).verdict == "holds"
+    both = cells.assign(lambda_max=-cells.cka)               # tie: interval covers 0
     assert metric_ranking(both, n_boot=300).verdict == "inconclusive"
     few = cells.assign(train_loss=np.r_[np.full(5, 0.001), np.full(n - 5, 1.0)])
     f_few = metric_ranking(few, n_boot=300)
@@ -220,3 +268,39 @@ def test_chapter4_findings_on_the_authors_grid():
     m = metric_ranking(cells, grid="authors' grid", n_boot=500)
     assert "n=89" in m.evidence and m.n == "182 cells, 89 well-trained"
     assert m.evidence.index("well-trained (n=89): cka") >= 0
+
+
+def test_findings_csv_carries_the_corrected_verdict(tmp_path):
+    found = [Finding("a", "c", "holds", "e", "n", p_value=0.01, kind="test"),
+             Finding("b", "c", "fails", "e", "n", p_value=0.03, kind="test"),
+             Finding("b2", "c", "holds", "e", "n", p_value=0.04, kind="test"),
+             Finding("d", "c", "holds", "e", "n", kind="description")]
+    rows = write_findings(tmp_path, "02_x", found)
+    assert list(rows.columns) == list(FINDINGS_COLUMNS)
+    back = read_findings(tmp_path)
+    # Holm over 3 tests: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06
+    assert list(back.corrected_verdict) == ["holds", "inconclusive", "inconclusive", "description"]
+    assert list(back.p_adjusted) == ["0.03", "0.06", "0.06", ""]
+    html = show_findings(back).html
+    assert "Holm-corrected: inconclusive" in html and "description" in html
+    # a file written before the new columns existed still reads, with them empty
+    legacy = tmp_path / "old"
+    (legacy / "tables").mkdir(parents=True)
+    back[list(FINDINGS_COLUMNS[:7])].to_csv(legacy / "tables" / "findings.csv", index=False)
+    old = read_findings(legacy)
+    assert list(old.columns) == list(FINDINGS_COLUMNS) and (old.corrected_verdict == "").all()
+
+
+def test_phase_sharpness_goes_both_ways():
+    from landscape_utils.findings import phase_sharpness
+
+    cells = pd.DataFrame({"lambda_max": [80.0, 90.0, 100.0, 60.0, 5.0, 6.0, 4.0, 7.0, 50.0]})
+    ph = ["I", "I", "II", "II", "III", "IV-A", "IV-B", "IV", "undetermined"]
+    f = phase_sharpness(cells, ph)
+    assert f.verdict == "holds" and f.kind == "test" and f.n == "4 vs 4 cells"
+    assert f.p_value == pytest.approx(stats.ttest_ind(np.log([80, 90, 100, 60]), np.log([5, 6, 4, 7]),
+                                                      equal_var=False).pvalue)
+    assert "I 85" in f.evidence
+    flipped = ["III", "IV", "IV-A", "IV-B", "I", "II", "I", "II", "undetermined"]
+    assert phase_sharpness(cells, flipped).verdict == "fails"
+    assert phase_sharpness(cells, ["I"] * 9).verdict == "inconclusive"

@@ -276,17 +276,34 @@ def test_mli_table_is_the_mli_of_each_stored_run(tmp_path):
 
 
 def test_small_load_poorly_connected_decides_each_temperature_from_its_pairs():
+    from scipy import stats
+
     from landscape_utils.global_metrics import small_load_poorly_connected
 
-    def pairs(values):
-        return pd.DataFrame([{"width": w, "batch_size": b, "mc": v} for (w, b), vs in values.items() for v in vs])
+    seeds = [(0, 1), (0, 2), (1, 2)]
 
-    clear = pairs({(4, 16): [-3.0, -2.5, -3.2], (4, 64): [-1.0, -1.2, -0.9], (4, 256): [0.5, 0.4, 0.6],
-                   (16, 16): [5.0, 5.0, 5.0]})
-    f = small_load_poorly_connected(clear, "width", "batch_size")
-    assert f.verdict == "holds" and "2 of 3" in f.evidence
+    def pairs(values, seeded=True):
+        return pd.DataFrame([{"width": w, "batch_size": b, "mc": v,
+                              **({"seed_a": seeds[k][0], "seed_b": seeds[k][1]} if seeded else {})}
+                             for (w, b), vs in values.items() for k, v in enumerate(vs)])
+
+    clear = {(4, 16): [-3.0, -2.5, -3.2], (4, 64): [-1.0, -1.2, -0.9], (4, 256): [0.5, 0.45, 0.55],
+             (16, 16): [5.0, 5.0, 5.0]}
+    f = small_load_poorly_connected(pairs(clear), "width", "batch_size")
+    assert f.verdict == "holds" and "2 of 3" in f.evidence and "SE over seeds" in f.evidence
+    # by hand for batch 64: leaving a seed out leaves one pair; SE^2 = (2/3) sum (pair - mean)^2
+    v = np.array(clear[(4, 64)])
+    se = np.sqrt(2 / 3 * np.sum((v - v.mean()) ** 2))
+    assert f"{v.mean():.3g} ± {se:.2g}" in f.evidence
+    assert v.mean() + stats.t.ppf(0.975, 2) * se < 0
     # mc values whose signs flip between pairs (the noise of issue 15) decide nothing.
-    noise = pairs({(4, 16): [-3.4, 4.25, -3.75], (4, 64): [-4.8, -3.1, 5.8], (4, 256): [0.5, 0.4, 0.6]})
-    assert small_load_poorly_connected(noise, "width", "batch_size").verdict == "inconclusive"
-    well = pairs({(4, 16): [1.0, 1.1, 0.9], (4, 64): [1.0, 1.2, 0.8], (4, 256): [0.5, 0.4, 0.6]})
-    assert small_load_poorly_connected(well, "width", "batch_size").verdict == "fails"
+    noise = {(4, 16): [-3.4, 4.25, -3.75], (4, 64): [-4.8, -3.1, 5.8], (4, 256): [0.5, 0.4, 0.6]}
+    assert small_load_poorly_connected(pairs(noise), "width", "batch_size").verdict == "inconclusive"
+    well = {(4, 16): [1.0, 1.1, 0.9], (4, 64): [1.0, 1.1, 0.9], (4, 256): [0.5, 0.45, 0.55]}
+    assert small_load_poorly_connected(pairs(well), "width", "batch_size").verdict == "fails"
+    # the seed jackknife is twice as wide as the per-pair SE at 3 seeds: a cell the pairs
+    # would decide stays undecided
+    edge = {(4, 16): [-1.0, -0.7, -1.3], (4, 64): [-1.0, -0.7, -1.3], (4, 256): [-1.0, -0.7, -1.3]}
+    assert small_load_poorly_connected(pairs(edge), "width", "batch_size").verdict == "inconclusive"
+    f_old = small_load_poorly_connected(pairs(edge, seeded=False), "width", "batch_size")
+    assert f_old.verdict == "holds" and "treated as independent" in f_old.evidence

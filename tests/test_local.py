@@ -234,21 +234,22 @@ def _runs(values: dict[tuple[float, float], list[float]]) -> pd.DataFrame:
                          for (w, b), vs in values.items() for v in vs])
 
 
-def test_hot_is_sharper_reads_the_direction_per_load():
-    from landscape_utils.local import hot_is_sharper
+def test_hot_is_flatter_reads_the_direction_per_load():
+    from landscape_utils.local import hot_is_flatter
 
-    # Small batches are hot: sharper at the hot end at both widths, well outside the spread.
+    # Small batches are hot: sharper at the hot end at every width, well outside the spread:
+    # the paper's picture (hot is flatter) fails.
     sharp_hot = _runs({(4, 16): [5.0, 5.1, 4.9], (4, 256): [1.0, 1.1, 0.9],
                        (8, 16): [6.0, 6.2, 5.8], (8, 256): [2.0, 2.1, 1.9],
                        (16, 16): [7.0, 7.2, 6.8], (16, 64): [5.0, 5.0, 5.1], (16, 256): [3.0, 3.1, 2.9]})
-    f = hot_is_sharper(sharp_hot, "width", "batch_size", hot_high=False)
-    assert f.key == "hot_is_sharper" and f.verdict == "holds"
-    # The same numbers with the axis read the other way round: hot is flatter.
-    assert hot_is_sharper(sharp_hot, "width", "batch_size", hot_high=True).verdict == "fails"
+    f = hot_is_flatter(sharp_hot, "width", "batch_size", hot_high=False)
+    assert f.key == "hot_is_flatter" and f.verdict == "fails"
+    # The same numbers with the axis read the other way round: hot is flatter, it holds.
+    assert hot_is_flatter(sharp_hot, "width", "batch_size", hot_high=True).verdict == "holds"
     # Differences inside the seed spread decide nothing.
     noisy = _runs({(4, 16): [1.0, 3.0, 2.0], (4, 256): [2.0, 1.0, 3.0],
                    (8, 16): [1.0, 3.0, 2.0], (8, 256): [2.5, 1.5, 2.0],
                    (16, 16): [1.0, 3.0, 2.0], (16, 256): [2.5, 1.5, 2.0]})
-    assert hot_is_sharper(noisy, "width", "batch_size", hot_high=False).verdict == "inconclusive"
+    assert hot_is_flatter(noisy, "width", "batch_size", hot_high=False).verdict == "inconclusive"
     one_temp = _runs({(4, 16): [1.0, 2.0], (8, 16): [1.0, 2.0]})
-    assert hot_is_sharper(one_temp, "width", "batch_size", hot_high=False).verdict == "inconclusive"
+    assert hot_is_flatter(one_temp, "width", "batch_size", hot_high=False).verdict == "inconclusive"

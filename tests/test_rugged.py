@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from landscape_utils import rugged
 from landscape_utils.connectivity import mode_connectivity
@@ -370,6 +371,15 @@ def test_phase_extent_and_placement_by_hand():
     assert rugged.placement_verdict({"s": mid3}, ext)["verdict"] == "inconclusive"  # tol < Δ < 2 tol
     v = rugged.placement_verdict({"s": none}, ext)
     assert v["verdict"] == "inconclusive" and "1D model" in v["evidence"]
+    # a state fixed in advance is compared even when another has more III cells
+    states = {"stopped": hot_iii, "annealed": mid}
+    v = rugged.placement_verdict(states, ext, state="annealed")
+    assert v["state"] == "annealed" and v["verdict"] == "holds" and "fixed in advance" in v["evidence"]
+    v = rugged.placement_verdict(states, ext, state="stopped")
+    assert v["verdict"] == "fails"
+    assert "picked after looking" in rugged.placement_verdict(states, ext)["evidence"]
+    with pytest.raises(KeyError, match="nope"):
+        rugged.placement_verdict(states, ext, state="nope")
 
 
 def _ann_runs(d_test_poor, d_test_well):
@@ -386,20 +396,26 @@ def _ann_runs(d_test_poor, d_test_well):
 
 
 def test_annealing_deltas_summary_and_verdicts_by_hand():
-    runs = _ann_runs([0.1, 0.3, 0.2], [-0.5, -0.5, -0.5])
+    runs = _ann_runs([0.18, 0.22, 0.2], [-0.5, -0.5, -0.5])
     d = rugged.annealing_deltas(runs)
     assert len(d) == 6
     poor = d[d.load == 0.2]
-    np.testing.assert_allclose(poor.d_test, [0.1, 0.3, 0.2]) and np.testing.assert_allclose(
+    np.testing.assert_allclose(poor.d_test, [0.18, 0.22, 0.2]) and np.testing.assert_allclose(
         poor.d_train, -1.0)
     s = rugged.annealing_summary(d, mc_neg=0.05)
     assert s.loc[0.2, "connected"] == "poorly" and s.loc[3.0, "connected"] == "well"
     assert s.loc[0.2, "d_test"] == pytest.approx(0.2)
-    assert s.loc[0.2, "d_test_sem"] == pytest.approx(np.std([0.1, 0.3, 0.2], ddof=1) / np.sqrt(3))
+    assert s.loc[0.2, "d_test_sem"] == pytest.approx(np.std([0.18, 0.22, 0.2], ddof=1) / np.sqrt(3))
     assert s.loc[0.2, "frac_worse"] == 1.0 and s.loc[3.0, "frac_worse"] == 0.0
     assert s.loc[0.2, "ratio"] == pytest.approx(-0.2) and s.loc[3.0, "ratio"] == pytest.approx(1.0)
     v = rugged.annealing_verdicts(s)
     assert v["hurts"]["verdict"] == "holds" and v["gap"]["verdict"] == "holds"
+    assert v["hurts"]["p_value"] == pytest.approx(stats.ttest_1samp([0.18, 0.22, 0.2], 0.0).pvalue)
+    # t quantiles, not 2 sem: t = 3.46 on 2 df is inside the spread (the legacy z = 2 said holds)
+    wide = rugged.annealing_summary(rugged.annealing_deltas(_ann_runs([0.1, 0.3, 0.2], [-0.5] * 3)),
+                                    mc_neg=0.05)
+    assert rugged.annealing_verdicts(wide)["hurts"]["verdict"] == "inconclusive"
+    assert rugged.annealing_verdicts(wide, z=2.0)["hurts"]["verdict"] == "holds"
     # test loss falls at the poor load by more than the train loss: both claims fail
     s2 = rugged.annealing_summary(rugged.annealing_deltas(_ann_runs([-2.1, -1.9, -2.0],
                                                                     [-0.5, -0.5, -0.5])))

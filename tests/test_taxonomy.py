@@ -308,7 +308,9 @@ HAND = {
 
 
 def _hand_tables(hand=HAND):
-    pairs = pd.DataFrame([{"width": w, "batch_size": b, "pair": k, "mc": mc[k], "cka": cka[k]}
+    seeds_of_pair = [(0, 1), (0, 2), (1, 2)]
+    pairs = pd.DataFrame([{"width": w, "batch_size": b, "pair": k, "seed_a": seeds_of_pair[k][0],
+                           "seed_b": seeds_of_pair[k][1], "mc": mc[k], "cka": cka[k]}
                           for (w, b), (mc, _, cka, _) in hand.items() for k in range(3)])
     runs = pd.DataFrame([{"width": w, "batch_size": b, "seed": s, "train_loss": tl[s],
                           "lambda_max": lam[s], "status": "ok"}
@@ -332,17 +334,20 @@ def test_confidence_hand_made_cells():
     assert out.attrs["iv_split"] and "IV split" in out.attrs["iv_reason"]
     r = out.set_index(pd.MultiIndex.from_frame(cells[["width", "batch_size"]]))
     # brute force for the noisy cell: train loss is always high, so p_I = P(mc draw < 0)
-    # with mc draw = mean + SE * T_2
+    # with mc draw = mean + SE_jack * T_2; leaving a seed out leaves the one pair without
+    # it, so SE_jack^2 = (2/3) * sum((pair - mean)^2) = (4/3) s^2: twice the per-pair SE
     mc = np.array(HAND[(4, 16)][0])
-    exact = stats.t.cdf(-mc.mean() / (mc.std(ddof=1) / np.sqrt(3)), df=2)
-    assert 0.55 < exact < 0.7
+    se_jack = np.sqrt(2 / 3 * np.sum((mc - mc.mean()) ** 2))
+    assert se_jack == pytest.approx(2 * mc.std(ddof=1) / np.sqrt(3))
+    exact = stats.t.cdf(-mc.mean() / se_jack, df=2)
+    assert 0.5 < exact < 0.7
     assert r.loc[(4, 16), "p_I"] == pytest.approx(exact, abs=0.03)
     assert r.loc[(4, 16), "p_phase"] == pytest.approx(r.loc[(4, 16), "p_I"])
     # (t with 2 df has heavy tails: a few draws of the train loss fall below the threshold)
     assert r.loc[(4, 16), "p_I"] + r.loc[(4, 16), "p_II"] == pytest.approx(1.0, abs=2e-3)
     assert "undetermined" in r.loc[(4, 16), "reason"]
     for cell in [(4, 64), (64, 16), (16, 256), (64, 64), (64, 256)]:
-        assert r.loc[cell, "p_phase"] >= 0.95, cell
+        assert r.loc[cell, "p_phase"] >= 0.9, cell
     # probabilities of the phases sum to one
     np.testing.assert_allclose(out[["p_I", "p_II", "p_III", "p_IV-A", "p_IV-B"]].sum(axis=1), 1.0)
     np.testing.assert_allclose(out["p_IV"], out["p_IV-A"] + out["p_IV-B"])
@@ -379,7 +384,7 @@ def test_confidence_iv_not_split_and_ambiguous_cells():
     out = classify_with_confidence(cells, pairs, runs)
     assert not out.attrs["iv_split"] and "IV not split" in out.attrs["iv_reason"]
     iv = out[(cells.width == 64) & (cells.batch_size == 64)].iloc[0]
-    assert iv.phase == "IV" and iv.p_phase == pytest.approx(1.0, abs=0.02)
+    assert iv.phase == "IV" and iv.p_phase == pytest.approx(1.0, abs=0.05)
     assert "IV not split" in iv.reason
     # split grid, one cell whose CKA straddles cka_high: IV, not IV-A or IV-B
     hand2 = dict(HAND)
@@ -407,7 +412,7 @@ def test_confidence_bad_arguments():
     with pytest.raises(ValueError, match="level"):
         classify_with_confidence(cells, pairs, runs, level=0.4)
     with pytest.raises(ValueError, match="method"):
-        classify_with_confidence(cells, pairs, runs, method="jackknife")
+        classify_with_confidence(cells, pairs, runs, method="pairs")
     with pytest.raises(KeyError, match="lr"):
         classify_with_confidence(cells, pairs, runs, temperature="lr")
     with pytest.raises(KeyError, match="width"):
@@ -432,3 +437,105 @@ def test_confidence_on_the_authors_grid():
     sure = ~ph.isin([UNDETERMINED, "IV"])
     assert (ph[sure] == out.phase_of_means[sure].astype(object)).all()
     assert sure.mean() > 0.95
+
+
+# --------------------------------------------------------------------------------------
+# Resampling the seeds: the jackknife against brute force, and its coverage
+# --------------------------------------------------------------------------------------
+from itertools import combinations  # noqa: E402
+
+from landscape_utils.taxonomy import neighbour_spread, seed_jackknife  # noqa: E402
+
+
+def test_seed_jackknife_brute_force():
+    # per run: the jackknife SE of a mean is s / sqrt(n)
+    v = np.array([1.0, 3.0, 2.5, 7.0])
+    jk = seed_jackknife(v, [10, 11, 12, 13])
+    assert jk.se == pytest.approx(v.std(ddof=1) / 2) and jk.df == 3 and jk.n_seeds == 4
+    # per pair: leave each seed out by hand
+    seeds = [0, 1, 2, 3]
+    pairs = list(combinations(seeds, 2))
+    x = np.array([0.3, -1.0, 2.0, 0.7, 1.1, -0.4])
+    loo = [np.mean([xv for (a, b), xv in zip(pairs, x) if s not in (a, b)]) for s in seeds]
+    jk = seed_jackknife(x, pairs)
+    np.testing.assert_allclose(jk.loo, loo)
+    assert jk.se == pytest.approx(np.sqrt(3 / 4 * np.sum((np.array(loo) - np.mean(loo)) ** 2)))
+    assert jk.mean == pytest.approx(x.mean()) and jk.df == 3 and jk.n_values == 6
+    # two seeds, one pair: no seed left after leaving one out
+    assert np.isnan(seed_jackknife([1.0], [(0, 1)]).se)
+    with pytest.raises(ValueError, match="one row per value"):
+        seed_jackknife([1.0, 2.0], [0, 1, 2])
+
+
+def test_neighbour_spread_recovers_the_noise():
+    rng = np.random.default_rng(3)
+    w, b = np.meshgrid(np.arange(14), np.arange(13), indexing="ij")
+    cells = pd.DataFrame({"width": w.ravel(), "batch_size": b.ravel(),
+                          "mc": 0.3 * w.ravel() - 0.2 * b.ravel() + rng.normal(0, 0.5, w.size)})
+    assert neighbour_spread(cells) == pytest.approx(0.5, rel=0.15)
+    assert np.isnan(neighbour_spread(cells[cells.width < 2].loc[lambda d: d.batch_size < 2]))
+
+
+def _seed_effect_cells(n_cells, n_seeds, sd_seed, sd_pair, seed=0, mu=-1.0):
+    """Cells whose pair mc is mu + a_i + a_j + e_ij (a seed effect a per seed, shared by its
+    pairs), with a fitted train loss and a fixed CKA: the expected cell mean of mc is mu."""
+    rng = np.random.default_rng(seed)
+    pairs, runs = [], []
+    for c in range(n_cells):
+        a = rng.normal(0.0, sd_seed, n_seeds)
+        for i, j in combinations(range(n_seeds), 2):
+            pairs.append({"width": c, "batch_size": 1, "seed_a": i, "seed_b": j,
+                          "mc": mu + a[i] + a[j] + rng.normal(0.0, sd_pair), "cka": 0.5})
+        runs += [{"width": c, "batch_size": 1, "seed": i, "train_loss": 0.001}
+                 for i in range(n_seeds)]
+    pairs, runs = pd.DataFrame(pairs), pd.DataFrame(runs)
+    cells = pairs.groupby(["width", "batch_size"])[["mc", "cka"]].mean().reset_index()
+    return cells.assign(train_loss=0.001), pairs, runs
+
+
+def _coverage(n_seeds, method, sd_pair=0.0, n_cells=800, nominal=0.9):
+    """Fraction of cells whose central `nominal` interval of the mc draws covers the true mean
+    mu = -mc_neg: P(draw < mu) is p_III here (fitted cells), so covered iff p_III is within
+    [(1 - nominal) / 2, (1 + nominal) / 2]."""
+    cells, pairs, runs = _seed_effect_cells(n_cells, n_seeds, 1.0, sd_pair, seed=n_seeds)
+    out = classify_with_confidence(cells, pairs, runs, n_resamples=1000, method=method,
+                                   level=0.99)
+    tail = (1 - nominal) / 2
+    return float(out.p_III.between(tail, 1 - tail).mean())
+
+
+@pytest.mark.parametrize("n_seeds", [3, 5])
+def test_seed_jackknife_covers_at_the_nominal_rate(n_seeds):
+    """Additive seed effects: the seed jackknife's 90% intervals cover the true cell mean at
+    90% (800 cells: Monte Carlo sd 0.011; 3 sd allowed), the former per-pair t does not.
+    Measured: python -m pytest -q tests/test_taxonomy.py -k covers -s"""
+    new = _coverage(n_seeds, "jackknife")
+    old = _coverage(n_seeds, "t")
+    print(f"\n{n_seeds} seeds, 90% nominal: seed jackknife {new:.3f}, per-pair t {old:.3f}")
+    assert abs(new - 0.9) < 0.035
+    assert old < 0.85
+    # with noise of the pairs' own on top the jackknife is conservative, never below nominal
+    assert _coverage(n_seeds, "jackknife", sd_pair=1.0) > 0.9 - 0.035
+
+
+def test_mc_on_points_by_hand():
+    from landscape_utils.taxonomy import PAPER_POINTS, mc_on_points, mode_connectivity
+
+    t9 = np.linspace(0, 1, 9)                       # holds the paper's five points
+    err9 = np.array([1.0, 9.0, 2.0, 3.0, 4.0, 3.0, 2.5, 2.0, 1.0])  # a spike at t = 1/8 only
+    t11 = np.linspace(0, 1, 11)                     # 0.25 and 0.75 not evaluated
+    rows = [{"width": 4, "batch_size": 8, "pair": 0, "path": "bezier", "t": t, "train_err": e}
+            for t, e in zip(t9, err9)]
+    rows += [{"width": 4, "batch_size": 8, "pair": 0, "path": "linear", "t": t, "train_err": 50.0}
+             for t in t9]
+    rows += [{"width": 8, "batch_size": 8, "pair": 0, "path": "bezier", "t": t, "train_err": 1.0}
+             for t in t11]
+    out = mc_on_points(pd.DataFrame(rows), ["width", "batch_size", "pair"]).set_index("width")
+    assert out.loc[4, "mc_all"] == pytest.approx(1.0 - 9.0)            # the spike counts
+    five = err9[[0, 2, 4, 6, 8]]
+    assert out.loc[4, "mc_points"] == pytest.approx(mode_connectivity(five)[0]) == 1.0 - 4.0
+    assert abs(out.loc[4, "mc_points"]) <= abs(out.loc[4, "mc_all"])   # fewer points, smaller |mc|
+    assert out.loc[4, "n_points"] == 9 and np.isnan(out.loc[8, "mc_points"])
+    assert PAPER_POINTS == (0.0, 0.25, 0.5, 0.75, 1.0)
+    with pytest.raises(KeyError, match="train_err"):
+        mc_on_points(pd.DataFrame(rows).drop(columns="train_err"), ["width", "batch_size", "pair"])
