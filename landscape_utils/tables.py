@@ -56,8 +56,9 @@ file                        chapter  columns (besides the axis columns where "ax
 ``phase_cells.csv``         4        axes; every metric of the cells, phase (+ p_phase if given)
 ``rugged_phase_cells.csv``  5        load, temperature (the 1D model's own axes), annealed,
                                      the 1D metrics, phase
-``findings.csv``            any      chapter, key, claim, verdict, evidence, n, grid (written and
-                                     read by ``landscape_utils.findings``)
+``findings.csv``            any      chapter, key, claim, verdict, evidence, n, grid, kind,
+                                     p_value, p_adjusted, corrected_verdict (written and read
+                                     by ``landscape_utils.findings``)
 ==========================  =======  ==============================================================
 
 :func:`write_table` checks a table's required columns before writing it;
