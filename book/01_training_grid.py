@@ -78,6 +78,7 @@ import torch
 
 from landscape_utils import plotting
 from landscape_utils.findings import majority_verdict, show_findings, spearman_verdict, write_findings
+from landscape_utils.protocol import cold_end_converges
 from landscape_utils.runner import grid_from_params, run_grid
 from landscape_utils.store import load_history
 from landscape_utils.tables import axis_info, hot_order, load_order, write_grid, write_table
@@ -157,6 +158,13 @@ alt.Chart(hist, width=plotting.fit_width(panels), height=140).mark_line(
 # its mean train accuracy over seeds reaches `fit_acc`. Whether the fitted solutions differ
 # in sharpness (chapter 2) and in how they connect to each other (chapter 3) is what
 # separates the phases (chapter 4).
+#
+# One control comes first: **the cold end converges**. In the paper's grids the train loss
+# falls toward the cold end, where runs converge, while noise keeps the hot ones from it. A
+# cold column whose runs trained for fewer steps (a large batch on a small training set
+# takes few steps per epoch) ends with a higher train loss instead, and its phase labels
+# then have another cause than the paper's. The finding compares, at every load, the
+# per-seed train losses of the coldest and the hottest temperature.
 
 # %%
 by_load = load_order(load_axis, cells[load_axis])  # least capacity first
@@ -177,5 +185,6 @@ findings.append(spearman_verdict(
     cells[load_axis].map(by_load.index), cells.train_loss, expect="negative",
     names=("load rank", "train loss")).finding(
     "train_loss_falls_with_load", "The train loss falls as the load gives more capacity per sample"))
+findings.insert(0, cold_end_converges(results, load_axis, temperature_axis))
 write_findings(workdir, "01_training_grid", findings)
 show_findings(findings)

@@ -264,3 +264,61 @@ def study_table(table: pd.DataFrame) -> pd.DataFrame:
              "targets 1 2 3 4": " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))}
             for _, r in table.iterrows()]
     return pd.DataFrame(rows).set_index("candidate")
+
+
+def cold_end_converges(runs: pd.DataFrame, load: str, temperature: str, *,
+                       alpha: float = 0.05, grid: str = THIS_BUILD) -> Finding:
+    """The control that separates a cold cell from an under-trained one.
+
+    In the paper's grids the train loss *falls* toward the cold end (a cold run converges;
+    noise keeps a hot one from it). A cold column that trained for fewer steps (a large
+    batch on a small training set) ends with a *higher* loss instead, and its cells then get
+    phase labels (often II, with mc > 0 from a curve trained far longer than its endpoints)
+    for a reason that is not the paper's.
+
+    Rule: at each load, the per-seed train losses of the coldest and the hottest
+    temperature are compared by Welch's t test (``findings.difference_verdict``); the p-values
+    of the loads are corrected by Holm's method. **fails** when at some load the coldest
+    temperature's mean train loss is above the hottest's with a corrected p below ``alpha``
+    (the evidence names those loads: their cold cells are under-trained; a test, with that
+    p-value); **holds** otherwise (no evidence of under-training: a rule, without a p-value);
+    **inconclusive** with fewer than two seeds per end at every load.
+
+    Args:
+        runs: one row per run: ``load``, ``temperature``, ``seed``, ``train_loss``
+            (``tables/grid.csv``); diverged runs (NaN loss) are dropped.
+    """
+    from .findings import difference_verdict, holm
+    from .tables import coldest, hottest, load_order
+
+    df = runs.dropna(subset=["train_loss"])
+    temps = df[temperature].unique()
+    claim = (f"The cold end converges: at every {load}, the mean train loss at the coldest "
+             f"{temperature} is not above that at the hottest beyond the seed spread")
+    if len(temps) < 2:
+        return Finding("cold_end_converges", claim, "inconclusive", f"one {temperature} value only",
+                       f"{df[load].nunique()} loads", grid)
+    cold, hot = coldest(temperature, temps), hottest(temperature, temps)
+    rows = []
+    for value in load_order(load, df[load]):
+        at = df[df[load] == value]
+        c, h = at[at[temperature] == cold].train_loss.to_numpy(), at[at[temperature] == hot].train_loss.to_numpy()
+        v = difference_verdict(c, h, expect="greater", names=(f"cold {cold:g}", f"hot {hot:g}"))
+        rows.append((value, c, h, v))
+    tested = [r for r in rows if r[3].p_value is not None]
+    n = f"{len(rows)} loads x (coldest {temperature} {cold:g} vs hottest {hot:g}), per-seed losses"
+    if not tested:
+        return Finding("cold_end_converges", claim, "inconclusive", "fewer than two seeds at an end", n, grid)
+    adjusted = holm([r[3].p_value for r in tested])
+    above = [(r, p) for r, p in zip(tested, adjusted) if p < alpha and r[1].mean() > r[2].mean()]
+    parts = "; ".join(f"{load} {r[0]:g}: cold {r[1].mean():.3g} ± {r[1].std(ddof=1):.2g} vs hot "
+                      f"{r[2].mean():.3g} ± {r[2].std(ddof=1):.2g}" for r in rows if len(r[1]) > 1 and len(r[2]) > 1)
+    p_min = float(np.nanmin(adjusted))
+    if above:
+        loads = ", ".join(f"{r[0]:g}" for r, _ in above)
+        evidence = (f"under-trained cold cells at {load} {loads} (Holm-corrected p ≤ {max(p for _, p in above):.2g}): "
+                    f"their phase labels do not mean what the paper's do; train loss mean ± sd over seeds: {parts}")
+        return Finding("cold_end_converges", claim, "fails", evidence, n, grid, p_min, "test")
+    return Finding("cold_end_converges", claim, "holds",
+                   f"no load with the cold end above the hot beyond the spread (smallest corrected p "
+                   f"{p_min:.2g}); train loss mean ± sd over seeds: {parts}", n, grid, None, "rule")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from landscape_utils.protocol import (check_targets, group_of, phase_counts, phase_medians, read_study,
@@ -130,3 +131,30 @@ def test_study_table_reads_the_committed_csv(tmp_path):
     (tmp_path / "bad.csv").write_text("candidate,phases\nx,I:1\n")
     with pytest.raises(ValueError, match="best_test_acc"):
         read_study(tmp_path / "bad.csv")
+
+
+def _runs(cold_shift: float, seeds: int = 3, loads=(8, 16)) -> pd.DataFrame:
+    """Per-seed train losses: hot batch 8 near 0.1, cold batch 512 near 0.1 + cold_shift."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in loads:
+        for b, base in ((8, 0.1), (128, 0.08), (512, 0.1 + cold_shift)):
+            for s in range(seeds):
+                rows.append({"width": w, "batch_size": b, "seed": s, "train_loss": base + 0.005 * rng.standard_normal()})
+    return pd.DataFrame(rows)
+
+
+def test_cold_end_converges_can_fail_hold_and_be_inconclusive():
+    from landscape_utils.protocol import cold_end_converges
+
+    under = cold_end_converges(_runs(0.4), "width", "batch_size")
+    assert under.verdict == "fails" and under.kind == "test" and under.p_value < 0.05
+    assert "width 8, 16" in under.evidence and "do not mean what the paper's do" in under.evidence
+    fine = cold_end_converges(_runs(-0.05), "width", "batch_size")
+    assert fine.verdict == "holds" and fine.kind == "rule"
+    one_seed = cold_end_converges(_runs(0.4, seeds=1), "width", "batch_size")
+    assert one_seed.verdict == "inconclusive"
+    # only one load under-trained: still fails, naming it
+    mixed = pd.concat([_runs(0.4, loads=(8,)), _runs(-0.05, loads=(64,))])
+    v = cold_end_converges(mixed, "width", "batch_size")
+    assert v.verdict == "fails" and "width 8 " in v.evidence and "width 64 (" not in v.evidence
