@@ -371,6 +371,10 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     per_run = grid.ok_runs.merge(read_table(work, "local")[["run_id", "lambda_max"]], on="run_id")
     again = hot_is_flatter(per_run, load, temp, grid.temperature.hot_end == "large")
     assert (recorded("hot_is_flatter").verdict, recorded("hot_is_flatter").evidence) == (again.verdict, again.evidence)
+    from landscape_utils.protocol import cold_end_converges
+    again = cold_end_converges(grid.ok_runs, load, temp)
+    assert (recorded("cold_end_converges").verdict, recorded("cold_end_converges").evidence) == (
+        again.verdict, again.evidence)
     again = small_load_poorly_connected(read_table(work, "global_pairs"), load, temp)
     row = recorded("small_load_poorly_connected")
     assert (row.verdict, row.evidence) == (again.verdict, again.evidence)
