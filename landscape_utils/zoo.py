@@ -327,9 +327,10 @@ def read_zoo_table(name: str, folder: str | os.PathLike | None = None) -> pd.Dat
         KeyError: an unknown zoo name.
         FileNotFoundError: the file is missing (the message names it and the command that
             writes it).
-        ValueError: the file is unreadable or empty, lacks a column, or a key column
-            (width, batch_size, seed) has a missing or non-integer value (a truncated
-            file); the message names the file and the column.
+        ValueError: the file is unreadable or empty, lacks a column, a key column
+            (width, batch_size, seed) has a missing or non-integer value, or a per-run
+            metric (losses, accuracies) is missing (a truncated file); the message names
+            the file and the column.
     """
     if name not in ZOOS:
         raise KeyError(f"unknown zoo {name!r}; known: {', '.join(ZOOS)}")
@@ -356,6 +357,9 @@ def read_zoo_table(name: str, folder: str | os.PathLike | None = None) -> pd.Dat
         v = pd.to_numeric(df[col], errors="coerce")
         if (v.isna() & df[col].notna()).any():
             raise ValueError(f"{path}: column {col!r} has non-numeric values")
+        if col in RUN_METRICS and v.isna().any():  # every released model has these
+            raise ValueError(f"{path}: column {col!r} has missing values in "
+                             f"{int(v.isna().sum())} row(s) (a truncated file?)")
         df[col] = v.astype(np.float64)
     if df.duplicated(list(_KEYS)).any():
         raise ValueError(f"{path}: a (width, batch_size, seed) appears twice")
