@@ -185,13 +185,6 @@ zoo.style_claims(claims)
 display(Markdown(zoo.contrast_text(shown, reference=authors.label)))
 
 # %% [markdown]
-# Every finding, grid by grid:
-
-# %%
-write_findings(workdir, "04b_released_grids", found + build_found)
-show_findings(shown)
-
-# %% [markdown]
 # ## Where each phase sits
 #
 # `phase_extent` (chapter 5) places every cell on its grid: load position 0 at the least
@@ -201,8 +194,12 @@ show_findings(shown)
 
 # %%
 extents = zoo.extent_table(grids)
-pd.concat({"heat position (0 cold, 1 hot)": extents["heat_pos"],
-           "load position (0 small, 1 large)": extents["load_pos"]}, axis=1).round(2)
+extents["heat_pos"].round(2).astype(object).where(extents["heat_pos"].notna(), "").rename_axis(
+    columns="heat position (0 cold, 1 hot) of phase")
+
+# %%
+extents["load_pos"].round(2).astype(object).where(extents["load_pos"].notna(), "").rename_axis(
+    columns="load position (0 least, 1 most capacity) of phase")
 
 # %% [markdown]
 # ## The released cells as a table
@@ -218,4 +215,15 @@ cells_out = zoo.released_cells(released)
 path = tables.write_table(workdir, "released_cells", cells_out)
 print(f"{len(cells_out)} cells of {cells_out.grid.nunique()} grids written to "
       f"tables/{path.name}")
+
+# %% [markdown]
+# ## What these grids show
+#
+# Every finding of the table above, grid by grid, with its evidence and the sample it rests
+# on (also in `{workdir}/tables/findings.csv`, chapter `04b_released_grids`, one `grid` per
+# released grid; this build's best-accuracy and metric-ranking rows are chapter 4's).
+
+# %%
+write_findings(workdir, "04b_released_grids", found + build_found)
 print(f"chapter 4b ran in {time.perf_counter() - t_start:.0f} s")
+show_findings(shown)
