@@ -25,7 +25,8 @@
 # Chapter 4 checked the paper's claims on two grids: this build's and the authors' ResNet18 /
 # CIFAR-10 release. A claim that holds on both could still be a property of one architecture
 # or one dataset. A second group has released the same measurements for ten more GPU-scale
-# grids, the *Phase Transition Model Zoo* (Schürholt et al., arXiv 2504.18072;
+# grids, the *Phase Transition Model Zoo* (*A Model Zoo on Phase Transitions in Neural
+# Networks*, arXiv 2504.18072;
 # [ModelZoos/PhaseTransitionModelZoo](https://github.com/ModelZoos/PhaseTransitionModelZoo),
 # dataset under CC BY 4.0): ResNet-18 and ResNet-50 on CIFAR-10, CIFAR-100, SVHN and
 # TinyImageNet, and a vision transformer (ViT) on CIFAR-10 and CIFAR-100, each a width (for
