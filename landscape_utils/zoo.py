@@ -52,7 +52,8 @@ Interpretations of the released files (each decided on the files, stated in the 
   means and counted in ``n_failed``; a cell whose seeds all failed keeps no metrics, its
   landscape values included.
 
-This module imports no torch.
+The rules of the claims are in the Methods appendix, ``methods-released``. This module
+imports no torch.
 """
 from __future__ import annotations
 
