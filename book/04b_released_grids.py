@@ -71,6 +71,8 @@ cka_high: float = 0.7             # CKA at or above this makes a well connected 
 confidence_level: float = 0.7     # a cell whose most likely phase is less likely than this is undetermined
 failed_train_acc: float = 0.3     # a released run whose final train accuracy is below this failed (left out like a diverged run)
 n_resamples: int = 2000           # draws per cell of the phase confidence
+sensitivity_rel: float = 0.25     # each threshold is moved down and up by this fraction
+explore: str = "cifar100_resnet18"  # the zoo shown in the explorer (a name of landscape_utils.zoo.ZOOS)
 
 # %%
 import textwrap
@@ -85,9 +87,12 @@ from landscape_utils.authors_grid import load_authors_grid
 from landscape_utils.findings import THIS_BUILD, read_findings, show_findings, write_findings
 from landscape_utils.protocol import phase_counts
 from landscape_utils.rugged import phase_extent
-from landscape_utils.taxonomy import PhaseThresholds
+from landscape_utils.taxonomy import PhaseThresholds, sensitivity
+from landscape_utils.widgets import linked_explorer
 
 t_start = time.perf_counter()
+if explore not in zoo.ZOOS:
+    raise ValueError(f"explore: {explore!r} is not a zoo; the zoos are {', '.join(zoo.ZOOS)}")
 thresholds = PhaseThresholds(train_loss_high=train_loss_high, mc_neg=mc_neg, mc_pos=mc_pos,
                              cka_high=cka_high)
 folder = zoo.resolve_folder(zoo_tables, "zoo_tables")
@@ -159,6 +164,17 @@ counts.index.name = "grid"
 counts
 
 # %% [markdown]
+# How much the thresholds matter on each grid: every threshold moved down and up by
+# `sensitivity_rel`, the others fixed, and the number of cells whose phase (by the rule on the
+# cell values) changes, as in chapter 4. Grids without a labelled cell are left out.
+
+# %%
+moved = {g.label: sensitivity(g.cells, thresholds, rel=sensitivity_rel)
+         .set_index(["threshold", "direction"])["n_changed"]
+         for g in grids if zoo.n_labelled(g) and g is not build}
+pd.DataFrame(moved).T.rename_axis("grid")
+
+# %% [markdown]
 # ## The paper's claims on every grid
 #
 # Each claim is tested on each grid with the same rule (the findings below give the rule's
@@ -201,6 +217,20 @@ extents["heat_pos"].round(2).astype(object).where(extents["heat_pos"].notna(), "
 # %%
 extents["load_pos"].round(2).astype(object).where(extents["load_pos"].notna(), "").rename_axis(
     columns="load position (0 least, 1 most capacity) of phase")
+
+# %% [markdown]
+# ## Explore one zoo
+#
+# Click a cell of the phase map to see its metrics (the zoo released no learning curves,
+# paths or spectra, so the explorer has no detail panels); `explore` picks the zoo.
+
+# %%
+shown_zoo = next((g for g in zoos if g.name == explore), None)
+if shown_zoo is None:
+    print(f"{explore} could not be read: {skipped.get(explore, 'not loaded')}")
+else:
+    print(f"{shown_zoo.label}: {zoo.n_labelled(shown_zoo)} of {len(shown_zoo.cells)} cells labelled")
+    display(linked_explorer(shown_zoo.cells, zoo.LOAD, zoo.TEMPERATURE))
 
 # %% [markdown]
 # ## The released cells as a table

@@ -213,6 +213,11 @@ def check_values(stem: str, values: dict[str, Any]) -> None:
                     ok = x >= 0
                 if not ok:
                     raise bad(key, f"must hold {item} numbers only ({x!r} is not)")
+    if stem == "04b_released_grids" and "explore" in values:
+        from .zoo import ZOOS  # no torch
+
+        if values["explore"] not in ZOOS:
+            raise bad("explore", f"must name a zoo ({', '.join(ZOOS)})")
     if stem == "03_global_connectivity" and {"cka_samples", "cka_batches", "num_points"} <= set(values):
         if values["num_points"] < 3:
             raise bad("num_points", "must be >= 3 (the endpoints and one point between)")

@@ -382,3 +382,19 @@ def test_the_driver_orders_the_chapter_after_chapter_4():
     assert needs["04b_released_grids"] == {"04_taxonomy"}
     assert [c.stem for c in _select("04")] == ["04_taxonomy"]
     assert [c.stem for c in _select("04b")] == ["04b_released_grids"]
+
+
+def test_a_bad_explore_value_is_refused_before_anything_runs(tmp_path):
+    from landscape_utils.book import ParamsError, load_params, preflight
+    from landscape_utils.chapters import BOOK_DIR
+
+    f = tmp_path / "p.yaml"
+    f.write_text("04b_released_grids: {explore: mnist_mlp, failed_train_acc: 0.3}\n")
+    chap = [BOOK_DIR / "04b_released_grids.py"]
+    with pytest.raises(ParamsError, match="key 'explore' must name a zoo"):
+        preflight(load_params(f, chap), f)
+    f.write_text("04b_released_grids: {failed_train_acc: 1.5}\n")
+    with pytest.raises(ParamsError, match="key 'failed_train_acc' must be in"):
+        preflight(load_params(f, chap), f)
+    f.write_text("04b_released_grids: {explore: cifar10_vit}\n")
+    preflight(load_params(f, chap), f)
