@@ -47,7 +47,10 @@
 # ours: CKA of the softmax outputs on mixup training inputs), so the IV-A/IV-B split by
 # `cka_high` is not comparable across sources; `lambda_max` is PyHessian's top eigenvalue on
 # test images and `trace` the Hutchinson trace on training images (the zoo releases their
-# natural logs). A run whose train accuracy ends below `failed_train_acc` is treated as
+# natural logs). The release puts these on the last epoch's row, while the zoo's public
+# scripts compute them from a checkpoint set per script (115 or 125 of 150 epochs in the two
+# we read), so they may describe a slightly earlier model than the losses and accuracies.
+# A run whose train accuracy ends below `failed_train_acc` is treated as
 # failed, as the book treats a diverged run: left out of the cell means; a cell with no seed
 # left has no phase. Some zoos lack some metrics altogether: their cells stay unlabelled and
 # their other claims are still tested.

@@ -34,6 +34,10 @@ and ``scripts/*/evaluate_experiments.ipynb``):
   batches of 64 *training* images. A cell value.
 * ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``: per model (accuracies as
   fractions).
+* **Which checkpoint.** The release puts the landscape values on the last epoch's row; the
+  zoo's public scripts (commit 8cac8d3) compute them from the checkpoint of an epoch set per
+  script (115 for ResNet-18 / CIFAR-10, 125 for ResNet-50 / CIFAR-100, 150 commented out), so
+  they may describe an earlier checkpoint than the losses. We pair them as the release does.
 
 Interpretations of the released files (each decided on the files, stated in the README):
 
