@@ -651,6 +651,55 @@ workdir: str = "../build/work/lab"  # unused here
 # missing.
 
 # %% [markdown]
+# (methods-released)=
+# ## Released grids: the authors' and the Phase Transition Model Zoo's
+#
+# Chapter 4b applies {ref}`the phase rule with its confidence <methods-phase-confidence>`, with
+# one set of thresholds, to eleven grids whose metrics were released by others: the authors'
+# ResNet18 / CIFAR-10 grid ({ref}`methods-paper-grid`) and the ten grids of the Phase
+# Transition Model Zoo (arXiv 2504.18072; dataset under CC BY 4.0): ResNet-18 and ResNet-50 on
+# CIFAR-10, CIFAR-100, SVHN and TinyImageNet, a ViT on CIFAR-10 and CIFAR-100, three seeds per
+# cell, measured at the last epoch.
+#
+# - **Columns.** The zoo's `curve_mc_train_error` is the paper's mc ({ref}`methods-mc`) on the
+#   training error in percent along a quadratic Bezier curve, with the same sign (mc < 0 a
+#   barrier), fitted for each of the three seed pairs of a cell and averaged over them. Its
+#   `representation_similarity` is linear CKA of the logits of two seeds on test images,
+#   averaged over the pairs; this is not the softmax CKA on mixup inputs of {ref}`methods-cka`,
+#   so $\kappa_{\text{high}}$ does not carry over and the IV-A/IV-B split of a zoo is read with
+#   care. Its Hessian columns are natural logarithms of the mean over the seeds of the top
+#   eigenvalue (on test images) and of the trace (on training images); we exponentiate them.
+# - **Cell values.** mc, CKA and the Hessian come as one value per cell. The confidence draws
+#   hold them fixed, as for the authors' single-pair mc: their spread is unknown, so a zoo
+#   cell's confidence reflects the seed spread of its training loss only. A column the release
+#   repeats on the seeds is a cell value too (its standard deviation is missing, not zero).
+# - **Failed runs.** A run whose final training accuracy is below a bar (0.3) is set aside as
+#   the book sets aside a diverged run: left out of the cell means; a cell with no run left
+#   has no metrics and no phase.
+#
+# **The claims on every grid.** Each grid gets the same six tests. Two are chapter 4's: the
+# best test accuracy is in IV-B (IV when the CKA does not split IV), and a global metric ranks
+# test accuracy better than the local ones ({ref}`methods-spearman`). The other four are:
+#
+# - *The paper's table.* For the training loss and for $\lambda_{\max}$, the natural logarithms
+#   of the cell values of the cells labelled I or II against those labelled III or IV: the
+#   difference of the means must exceed twice its standard error
+#   $\sqrt{s_a^2/n_a + s_b^2/n_b}$ in the expected direction. Both must hold; either failing
+#   fails the claim. The training-loss half is partly built into the rule (it splits I from
+#   III), so $\lambda_{\max}$ is the independent half.
+# - *mc tracks accuracy.* Spearman's $\rho$ of the cell mc with the cell test accuracy is
+#   positive with $p < 0.05$ (inconclusive when $p \ge 0.05$ or fewer than five cells).
+# - *The smallest load is behind a barrier.* At the smallest load that has a labelled cell,
+#   more than half of the labelled cells are I or III; an undetermined cell could go either
+#   way (it decides the verdict only if both ways agree); unlabelled cells are left out.
+# - *The hot end is unconverged.* The same count at the hottest temperature with a labelled
+#   cell, for phase II.
+#
+# Where each phase lies is read with the positions of {ref}`methods-rugged`: the rank of a
+# cell's load and temperature among its grid's values, 0 to 1, so grids of different sizes
+# compare.
+
+# %% [markdown]
 # (methods-rugged)=
 # ## A one-dimensional model of rugged convexity
 #

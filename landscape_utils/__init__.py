@@ -32,6 +32,7 @@ Phases (chapters 4 and 5)
     sweeps       chapter 4's epochs and label-noise sweeps
     reference    the authors' released metrics, read safely, and the shipped tables
     authors_grid the authors' grid classified like ours
+    zoo          the Phase Transition Model Zoo's ten released grids in the book's columns
     findings     claims, verdicts and evidence computed from the tables
     protocol     how far a grid reproduces the paper's phase table (the default's targets)
     rugged       the one-dimensional rugged-convexity model

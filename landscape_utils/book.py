@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .chapters import BOOK_DIR, REPO, book_path, chapter_parameters, chapters, merged_values
+from .chapters import BOOK_DIR, REPO, book_path, chapter_key, chapter_parameters, chapters, merged_values
 
 KERNEL = "landscape-book"
 
@@ -143,7 +143,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "max_distance": (0, None, True, False), "err_rise": (0, None, True, False),
     "loss_rise": (0, None, True, False), "init_std": (0, None, True, False),
     "roughness": (0, None, False, False), "noise_temperature": (0, None, True, False),
-    "sweep_temperature": (0, None, False, False),
+    "sweep_temperature": (0, None, False, False), "failed_train_acc": (0, 1, False, False),
 }
 # Lists a chapter cannot do without, and the rule for their items.
 _LISTS: dict[str, tuple[bool, str]] = {   # key: (must be non-empty, item rule)
@@ -215,6 +215,11 @@ def check_values(stem: str, values: dict[str, Any]) -> None:
                     ok = x >= 0
                 if not ok:
                     raise bad(key, f"must hold {item} numbers only ({x!r} is not)")
+    if stem == "04b_released_grids" and "explore" in values:
+        from .zoo import ZOOS  # no torch
+
+        if values["explore"] not in ZOOS:
+            raise bad("explore", f"must name a zoo ({', '.join(ZOOS)})")
     if stem == "03_global_connectivity" and {"cka_samples", "cka_batches", "num_points"} <= set(values):
         if values["num_points"] < 3:
             raise bad("num_points", "must be >= 3 (the endpoints and one point between)")
@@ -327,8 +332,13 @@ def _select(spec: str | None) -> list[Path]:
     if not spec:
         return allc
     wanted = [s.strip() for s in spec.split(",") if s.strip()]
-    chosen = [c for c in allc if any(c.stem.startswith(w) for w in wanted)]
-    missing = [w for w in wanted if not any(c.stem.startswith(w) for c in allc)]
+    keys = {chapter_key(c.stem) for c in allc}
+
+    def picks(c: Path, w: str) -> bool:  # "04" is 04_taxonomy, not 04b_...; a longer prefix as before
+        return chapter_key(c.stem) == w if w in keys else c.stem.startswith(w)
+
+    chosen = [c for c in allc if any(picks(c, w) for w in wanted)]
+    missing = [w for w in wanted if not any(picks(c, w) for c in allc)]
     if missing:
         raise ParamsError(f"unknown chapter(s) {', '.join(missing)}; chapters: {', '.join(c.stem for c in allc)}")
     return chosen
@@ -492,8 +502,8 @@ def execute(chapter: Path, params: dict[str, Any], out: Path,
 # done, so independent chapters run side by side (``--jobs``); a chapter not listed here
 # waits for every chapter before it.
 PREREQUISITES: dict[str, tuple[str, ...]] = {
-    "00": (), "01": (), "02": ("01",), "03": ("01",), "04": ("01", "02", "03"), "05": ("04",),
-    "06": ("01", "03"), "07": (),
+    "00": (), "01": (), "02": ("01",), "03": ("01",), "04": ("01", "02", "03"),
+    "04b": ("04",), "05": ("04",), "06": ("01", "03"), "07": (),
 }
 
 
@@ -502,8 +512,8 @@ def prerequisites(selected: list[Path]) -> dict[str, set[str]]:
     stems = [c.stem for c in selected]
     out = {}
     for i, stem in enumerate(stems):
-        needs = PREREQUISITES.get(stem[:2])
-        out[stem] = set(stems[:i]) if needs is None else {s for s in stems if s[:2] in needs}
+        needs = PREREQUISITES.get(chapter_key(stem))
+        out[stem] = set(stems[:i]) if needs is None else {s for s in stems if chapter_key(s) in needs}
     return out
 
 
@@ -845,7 +855,7 @@ def readme_chapters(readme: Path = REPO / "README.md") -> dict[str, str]:
     out = {}
     if readme.is_file():
         for line in readme.read_text().splitlines():
-            m = re.match(r"\|\s*`(\d\d_\w+)`\s*\|\s*(.+?)\s*\|\s*$", line)
+            m = re.match(r"\|\s*`(\d\d[a-z]?_\w+)`\s*\|\s*(.+?)\s*\|\s*$", line)
             if m:
                 out[m.group(1)] = m.group(2)
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,19 @@ class Parameter:
 
 
 def chapters(book_dir: Path = BOOK_DIR) -> list[Path]:
-    """The chapter files, in order (``NN_name.py``)."""
-    return sorted(p for p in book_dir.glob("[0-9][0-9]_*.py"))
+    """The chapter files, in order (``NN_name.py``, or ``NNx_name.py`` for a chapter that
+    sits between NN and the next number, e.g. ``04b_released_grids`` after ``04_taxonomy``)."""
+    return sorted(p for p in book_dir.glob("[0-9][0-9]*_*.py") if _KEY.match(p.stem))
+
+
+_KEY = re.compile(r"^(\d\d[a-z]?)_\w+$")
+
+
+def chapter_key(stem: str) -> str:
+    """A chapter's number as the driver names it: ``"04"`` for ``04_taxonomy``, ``"04b"``
+    for ``04b_released_grids``."""
+    m = _KEY.match(stem)
+    return m.group(1) if m else stem.split("_", 1)[0]
 
 
 def chapter_parameters(path: Path) -> dict[str, Parameter]:

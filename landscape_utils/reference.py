@@ -608,7 +608,9 @@ def load_results(paper_results: str | os.PathLike | None = None, *, long: bool =
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m landscape_utils.reference derive PATH [--out DIR]``: derive the shipped
     tables from the authors' ``results.tar.gz`` (or its unpacked folder) and write them to
-    ``DIR`` (default: the package's ``reference_data``)."""
+    ``DIR`` (default: the package's ``reference_data``). ``derive-zoo DIR [--out OUT]`` does
+    the same for the Phase Transition Model Zoo's ``summary_metrics/`` folder
+    (:mod:`landscape_utils.zoo`)."""
     parser = argparse.ArgumentParser(prog="python -m landscape_utils.reference",
                                      description="The authors' released metrics.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -617,8 +619,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--out", default=str(SHIPPED_DIR),
                    help="folder to write cells.csv, runs.csv, pairs.csv, paths.csv into")
     d.add_argument("--schedule", default="lr_decay", help="schedule folder of the release")
+    z = sub.add_parser("derive-zoo", help="derive the shipped Model Zoo tables from the released "
+                       "summary_metrics/ folder (landscape_utils.zoo)")
+    z.add_argument("path", help="folder of the released {zoo}_summary.csv files")
+    z.add_argument("--out", default=None, help="folder to write {zoo}.csv into (default: "
+                   "the package's reference_data/zoo)")
     args = parser.parse_args(argv)
     path = Path(args.path)
+    if args.command == "derive-zoo":
+        from . import zoo
+
+        if not path.is_dir():
+            parser.error(f"{path} is not a folder")
+        return zoo.derive_command(str(path), args.out or zoo.ZOO_DIR)
     if not path.exists():
         parser.error(f"{path} not found")
     tables = derive_tables(path, schedule=args.schedule)

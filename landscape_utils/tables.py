@@ -261,6 +261,9 @@ TABLES: dict[str, TableSpec] = {
     "rugged_phase_cells": TableSpec("rugged_phase_cells.csv", "chapter 5 (05_rugged_convexity)",
                                     ("the 1D model's phase diagram",),
                                     ("load", "temperature", "annealed", "phase")),
+    "released_cells": TableSpec("released_cells.csv", "chapter 4b (04b_released_grids)",
+                                ("the phase of every cell of the released grids",),
+                                ("grid", "load_name", "load", "temperature", "phase", "p_phase")),
     "findings": TableSpec("findings.csv", "every chapter's findings cell",
                           ("the findings of the chapters",), ("chapter", "claim", "verdict")),
 }

@@ -28,6 +28,7 @@ REQUIRED_LABELS = (
     "methods-mc", "methods-linear-barrier", "methods-bezier", "methods-bn",
     "methods-cka", "methods-mixup", "methods-l2", "methods-pairs", "methods-mli",
     "methods-phases", "methods-sensitivity", "methods-phase-confidence", "methods-spearman",
+    "methods-released",
     "methods-rugged", "methods-large-scale", "methods-simplex", "methods-tunnel", "methods-ensembles",
     "methods-wedges", "methods-subspace", "methods-weight-matching", "methods-filter-norm",
     "methods-references",
