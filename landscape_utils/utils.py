@@ -158,8 +158,9 @@ def exit_with_parent(parent: int | None = None, interval: float = 0.5) -> None:
     A worker process (a process-pool worker, a chapter's kernel, the driver's chapter
     workers) is otherwise orphaned when its parent is killed (``SIGTERM`` from a batch
     scheduler's time limit, ``kill``): it finishes its task and then waits forever, holding
-    its memory (and, on a GPU, a CUDA context). Everything a task writes is written
-    atomically, so exiting mid-task loses only that task.
+    its memory (and, on a GPU, a CUDA context). Before it exits it stops what it started
+    (:func:`_stop_descendants`: a local Ray, pool workers). Everything a task writes is
+    written atomically, so exiting mid-task loses only that task.
 
     ``parent``: the pid the parent had when it started this process (pass it: a process
     that starts slowly may find itself orphaned already; default: the current parent).
@@ -177,10 +178,38 @@ def exit_with_parent(parent: int | None = None, interval: float = 0.5) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(interval)
+        _stop_descendants()
         os._exit(1)
 
     _PARENT_WATCH["pid"] = os.getpid()
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _stop_descendants(timeout: float = 10.0) -> None:
+    """Stop what this process started before it exits: the local Ray it started, if any
+    (``ray.shutdown``, given ``timeout`` seconds), then every process still below it (Ray's
+    agents, pool workers), with SIGKILL. Listing them needs psutil (which Jupyter's kernel
+    brings); without it, pool workers still leave on their own (they watch their parent)."""
+    import signal
+    import sys
+    import threading
+
+    try:
+        import psutil
+
+        below = psutil.Process().children(recursive=True)
+    except Exception:  # psutil missing, or the process table unreadable
+        below = []
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        stop = threading.Thread(target=ray.shutdown, daemon=True)
+        stop.start()
+        stop.join(timeout)
+    for proc in below:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except Exception:  # gone already
+            pass
 
 
 _BUILD_INFO: dict[str, Any] = {}

@@ -70,3 +70,44 @@ def _cmdline(p: psutil.Process) -> list[str]:
         return p.cmdline()
     except psutil.Error:
         return []
+
+
+RAY_KERNEL = r'''
+import os, sys, time, subprocess
+if sys.argv[1] == "parent":  # stands for the process that started a chapter's kernel
+    child = subprocess.Popen([sys.executable, __file__, "child", str(os.getpid())])
+    print(child.pid, flush=True)
+    time.sleep(600)
+else:  # stands for the kernel: it started a local Ray and a task that runs for minutes
+    from landscape_utils.utils import exit_with_parent
+    exit_with_parent(int(sys.argv[2]))
+    import ray
+    ray.init(num_cpus=1, log_to_driver=False, include_dashboard=False)
+    @ray.remote
+    def slow():
+        time.sleep(600)
+    ref = slow.remote()
+    ray.get(ray.put(1))
+    print("ray up", flush=True)
+    time.sleep(600)
+'''
+
+
+def test_a_kernel_whose_parent_dies_takes_its_local_ray_along(tmp_path):
+    pytest.importorskip("ray")
+    script = tmp_path / "ray_kernel.py"
+    script.write_text(RAY_KERNEL)
+    parent = subprocess.Popen([sys.executable, str(script), "parent"], stdout=subprocess.PIPE, text=True)
+    kernel = psutil.Process(int(parent.stdout.readline()))
+    deadline = time.time() + 180
+    while time.time() < deadline and not any("raylet" in p.name() for p in _descendants(kernel.pid)):
+        time.sleep(0.5)
+    time.sleep(5.0)  # Ray's agents start after the raylet
+    procs = [kernel, *_descendants(kernel.pid)]
+    assert any("raylet" in p.name() for p in procs), [p.name() for p in procs]
+    parent.kill()
+    parent.wait(timeout=30)
+    gone, alive = psutil.wait_procs(procs, timeout=60)
+    for p in alive:
+        p.kill()
+    assert not alive, [(p.pid, p.name()) for p in alive]
