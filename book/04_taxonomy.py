@@ -116,7 +116,7 @@ from landscape_utils.authors_grid import load_authors_grid
 from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
                                       metric_ranking, phase_sharpness, show_findings,
                                       write_findings)
-from landscape_utils.protocol import read_study, study_table, target_findings
+from landscape_utils.protocol import read_study, study_table, target_findings, threshold_stability
 from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import run_id
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
@@ -352,6 +352,16 @@ pd.concat({AUTHORS_GRID: sensitivity(paper, paper_thresholds, rel=sensitivity_re
     index="threshold", columns=["grid", "direction"], values="n_changed", sort=False)
 
 # %% [markdown]
+# The cells of this build that change phase under some move, and what they change to; the
+# finding `labels_survive_threshold_moves` at the end of the chapter asks whether at least
+# three quarters of the cells keep their label under every move.
+
+# %%
+stability, flipping = threshold_stability(cells, thresholds, rel=sensitivity_rel, load=load_axis,
+                                          temperature=temperature_axis)
+flipping if len(flipping) else print("no cell of this build changes phase under any move")
+
+# %% [markdown]
 # ## Training to zero loss can hurt when poorly connected
 #
 # In phase III the models fit the training set, yet the seeds sit in separate basins. The
@@ -459,6 +469,7 @@ found = [best_accuracy_phase(paper, paper.phase, iv_split=authors.iv_split, grid
          phase_sharpness(cells, cells.phase),
          *target_findings(cells, list(cells.phase), conf.attrs["iv_split"], load=load_axis,
                           temperature=temperature_axis),
+         stability,
          Finding("zero_loss_hurts_when_poorly_connected", "Training longer (from the median "
                  "to the longest length, fixed in advance) lowers the test accuracy more in a "
                  "poorly connected (I, III) cell than in a well connected (IV) one.", **zero)]

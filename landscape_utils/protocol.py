@@ -322,3 +322,56 @@ def cold_end_converges(runs: pd.DataFrame, load: str, temperature: str, *,
     return Finding("cold_end_converges", claim, "holds",
                    f"no load with the cold end above the hot beyond the spread (smallest corrected p "
                    f"{p_min:.2g}); train loss mean ± sd over seeds: {parts}", n, grid, None, "rule")
+
+
+#: The share of cells that must keep their label under every threshold move for the map to
+#: count as robust (the same bar as the held-out seeds' target of the protocol study).
+STABLE_SHARE = 0.75
+
+
+def threshold_stability(cells: pd.DataFrame, thresholds: Any, *, rel: float = 0.25,
+                        load: str | None = None, temperature: str | None = None,
+                        grid: str = THIS_BUILD) -> tuple[Finding, pd.DataFrame]:
+    """Does the phase map survive its thresholds moving by ±``rel``?
+
+    Every numeric threshold of ``thresholds`` (a ``taxonomy.PhaseThresholds``) is moved down
+    and up by ``rel``, one at a time, the others fixed, and the rule (``taxonomy.classify``)
+    is applied to the cell means again. A cell is *stable* when it keeps its label under
+    every move. Rule: **holds** when at least :data:`STABLE_SHARE` of the labelled cells are
+    stable, **fails** otherwise (exploratory: a rule, no p-value); **inconclusive** without
+    labelled cells.
+
+    Returns:
+        The finding and one row per cell that flips under some move: the cell's ``load`` and
+        ``temperature`` values (when given), ``phase`` and ``flips`` (e.g. ``"cka_high +25%: IV-B→IV-A"``).
+    """
+    import dataclasses
+
+    from .taxonomy import classify
+
+    base = classify(cells, thresholds).astype(object)
+    labelled = base.notna()
+    flips: dict[Any, list[str]] = {}
+    for f in dataclasses.fields(thresholds):
+        default = getattr(thresholds, f.name)
+        if not isinstance(default, (int, float)) or isinstance(default, bool):
+            continue
+        for sign in (-1, 1):
+            moved = classify(cells, thresholds.replace(**{f.name: default * (1 + sign * rel)})).astype(object)
+            for i in base.index[labelled & (moved.astype(str) != base.astype(str))]:
+                flips.setdefault(i, []).append(f"{f.name} {'-' if sign < 0 else '+'}{rel:.0%}: {base[i]}→{moved[i]}")
+    keep = [c for c in (load, temperature) if c and c in cells.columns]
+    table = pd.DataFrame([{**{c: cells.at[i, c] for c in keep}, "phase": base[i], "flips": "; ".join(v)}
+                          for i, v in flips.items()], columns=[*keep, "phase", "flips"])
+    n = int(labelled.sum())
+    claim = (f"The phase map is robust: at least {STABLE_SHARE:.0%} of the cells keep their label when "
+             f"any one threshold moves by ±{rel:.0%}")
+    if n == 0:
+        return Finding("labels_survive_threshold_moves", claim, "inconclusive", "no labelled cell",
+                       "0 cells", grid), table
+    share = 1 - len(flips) / n
+    where = "; ".join(" ".join(f"{c} {r[c]:g}" for c in keep) + f" ({r['flips']})" for _, r in table.iterrows())
+    evidence = f"{n - len(flips)} of {n} cells stable ({share:.0%})" + (f"; flipping: {where}" if where else "")
+    verdict = "holds" if share >= STABLE_SHARE else "fails"
+    return Finding("labels_survive_threshold_moves", claim, verdict, evidence, f"{n} cells, cell means",
+                   grid), table

@@ -158,3 +158,20 @@ def test_cold_end_converges_can_fail_hold_and_be_inconclusive():
     mixed = pd.concat([_runs(0.4, loads=(8,)), _runs(-0.05, loads=(64,))])
     v = cold_end_converges(mixed, "width", "batch_size")
     assert v.verdict == "fails" and "width 8 " in v.evidence and "width 64 (" not in v.evidence
+
+
+def test_threshold_stability_counts_the_cells_that_flip_and_can_go_both_ways():
+    from landscape_utils.protocol import threshold_stability
+    from landscape_utils.taxonomy import PhaseThresholds
+
+    t = PhaseThresholds()
+    far = {"mc": -20.0, "train_loss": 10 * t.train_loss_high, "cka": 0.2}  # phase I, far from every threshold
+    near = {"mc": -20.0, "train_loss": 1.1 * t.train_loss_high, "cka": 0.2}  # I, but III with the threshold +25%
+    cells = pd.DataFrame([{"width": w, "batch_size": 8, **far} for w in (1, 2, 3, 4)]
+                         + [{"width": 5, "batch_size": 8, **near}])
+    f, flips = threshold_stability(cells, t, load="width", temperature="batch_size")
+    assert f.verdict == "holds" and "4 of 5 cells stable (80%)" in f.evidence
+    assert flips.width.tolist() == [5] and "train_loss_high +25%: I→III" in flips.flips.iloc[0]
+    cells.loc[:3, "train_loss"] = 1.1 * t.train_loss_high  # now 5 of 5 flip
+    f, flips = threshold_stability(cells, t, load="width", temperature="batch_size")
+    assert f.verdict == "fails" and len(flips) == 5
