@@ -80,24 +80,37 @@ def test_populations_of_models_the_stacked_trainer_cannot_take_are_seed_cells(gr
 
 
 def test_populations_split_by_memory_into_whole_cells():
-    from landscape_utils.population import memory_estimate
+    from landscape_utils.population import memory_estimate, step_activations
 
     grid = expand_grid(BASE, {"lr": [0.01, 0.02, 0.03, 0.04, 0.05]}, seeds=range(3))
     shape, k = runner.INPUT_SHAPES["digits"]
-    per = memory_estimate(grid[0], shape, k)
-    assert per > 0
+    per, step = memory_estimate(grid[0], shape, k), step_activations(grid[0], shape, k)
+    assert 0 < step < per
     lrs = lambda pops: [[c.lr for c in p] for p in pops]  # noqa: E731
-    assert lrs(populations(grid, memory_budget=15 * per)) == [[0.01] * 3 + [0.02] * 3 + [0.03] * 3
-                                                               + [0.04] * 3 + [0.05] * 3]
+    all_in_one = [[0.01] * 3 + [0.02] * 3 + [0.03] * 3 + [0.04] * 3 + [0.05] * 3]
+    assert lrs(populations(grid, memory_budget=15 * per, step_budget=15 * step)) == all_in_one
     # 15 members over a budget of 9: two populations of whole cells (2 and 3 cells)
-    assert lrs(populations(grid, memory_budget=9 * per)) == [[0.01] * 3 + [0.02] * 3,
-                                                              [0.03] * 3 + [0.04] * 3 + [0.05] * 3]
+    two = [[0.01] * 3 + [0.02] * 3, [0.03] * 3 + [0.04] * 3 + [0.05] * 3]
+    assert lrs(populations(grid, memory_budget=9 * per, step_budget=15 * step)) == two
+    assert lrs(populations(grid, memory_budget=15 * per, step_budget=9 * step)) == two
     # a budget below one cell: every cell alone, never split
     assert lrs(populations(grid, memory_budget=per)) == [[lr] * 3 for lr in (0.01, 0.02, 0.03, 0.04, 0.05)]
-    # the estimate grows with the model and the batch
+    # the sizes grow with the model and the batch
     wide = RunConfig.from_dict({**BASE, "width": 64})
     big_batch = RunConfig.from_dict({**BASE, "batch_size": 512})
     assert memory_estimate(wide, shape, k) > per and memory_estimate(big_batch, shape, k) > per
+    assert step_activations(wide, shape, k) > step
+    assert step_activations(big_batch, shape, k) == 8 * step  # linear in the batch
+
+
+def test_populations_of_the_default_model_across_an_lr_axis():
+    """The default's model (SmallCNN with BatchNorm, half of MNIST-1D) with 4 lrs x 3 seeds:
+    one population at batch 32, split at batch 128 where a 12-member stack is slower."""
+    base = {"dataset": "mnist1d", "data_fraction": 0.5, "model": "cnn", "batch_norm": True}
+    for width, batch, sizes in [(16, 32, [12]), (16, 128, [3, 3, 3, 3])]:
+        grid = expand_grid({**base, "width": width, "batch_size": batch},
+                           {"lr": [0.02, 0.05, 0.1, 0.2]}, seeds=range(3))
+        assert [len(p) for p in populations(grid)] == sizes
 
 
 def test_run_id_is_stable_and_config_sensitive():
