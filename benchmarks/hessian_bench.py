@@ -316,7 +316,7 @@ def trace(quick: bool = False, repeats: int = 3, model_batch=None) -> list[Row]:
 
 CURVLINOPS_MISSING = ("curvlinops-for-pytorch is not installed; it is a benchmark-only "
                       "dependency: pip install -c constraints.txt 'landscape_utils[bench]'")
-TRACE_REL_ERRS = (0.05, 0.01)  # 0.05: chapter 2's trace_rel_tol in params/default.yaml
+TRACE_REL_ERRS = (0.05, 0.02)  # 0.05: chapter 2's trace_rel_tol in params/default.yaml
 OUR_TRACE_TOLS = (0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.015, 0.01, 0.007, 0.005, 0.003,
                   0.002, 0.001)
 EIGSH_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
@@ -439,14 +439,16 @@ def curvlinops_peer(quick: bool = False, repeats: int = 3) -> list[Row]:
     seed's estimate lands within the relative error of the exact trace (of the full
     float64 Hessian, so only on models where it fits).
 
-    Time: mean per estimate over the starts (including each side's operator set-up),
+    Three starts (seeds) per method; time: mean per estimate over the starts (including
+    each side's operator set-up),
     median of ``repeats`` interleaved repeats. Ratio: curvlinops' time / ours. Returns no
     rows when curvlinops is not installed."""
     if not curvlinops_available():
         return []
-    seeds = range(2) if quick else range(5)
+    seeds = range(2) if quick else range(3)
     rows = []
     for label, make, how, with_trace in curvlinops_cases(quick):
+        print(f"[bench] curvlinops: {label}: training, then the exact reference", flush=True)
         model, batch = make()
         P = sum(p.numel() for p in model.parameters())
         N = batch[0].shape[0]
