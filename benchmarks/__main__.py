@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             new = population.run(args.quick, **kw)
         elif group == "population_lr":
             from . import population
-            new = population.lr_axis(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
+            kw = {} if args.repeats is None else {"repeats": args.repeats}
+            new = population.lr_axis(args.quick, **kw)
         elif group == "lambda_max":
             from . import hessian_bench
             new = hessian_bench.lambda_max(args.quick, args.repeats or (1 if args.quick else 5))

@@ -10,10 +10,10 @@ otherwise it calls ``train.train_run`` once per member.
 
 The S members of a population (configs that differ only in ``seed``, ``lr`` and
 ``weight_decay``) are held as one set of *stacked* tensors: every parameter of shape
-``shape`` becomes one tensor of shape (S, *shape). Linear layers run as one batched matmul (``torch.baddbmm``),
-convolutions as one grouped convolution (``groups=S``), BatchNorm as one
-``F.batch_norm`` over S·C channels, a residual block as its grouped convolutions
-plus an elementwise sum. The loss is the sum of the members' mean losses, so one
+``shape`` becomes one tensor of shape (S, *shape). Linear layers run as one batched
+matmul (``torch.baddbmm``), convolutions as one grouped convolution (``groups=S``),
+BatchNorm as one ``F.batch_norm`` over S·C channels, a residual block as its grouped
+convolutions plus an elementwise sum. The loss is the sum of the members' mean losses, so one
 ordinary ``backward`` gives every member exactly its own gradient, and SGD with
 momentum and weight decay, acting elementwise, updates each member exactly as its own
 optimizer would. Measured speed-ups against sequential training are in
