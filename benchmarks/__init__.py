@@ -9,8 +9,12 @@ alike, and reports the median of the repeats. Each result is printed as one line
     [bench] <group> <case>: <ratio>x <what the ratio is> (<details>)
 
 Groups: ``population`` (vectorized seed population vs sequential ``train_run``),
+``population_lr`` (one population across the lr axis, S = 12, vs one ``train_run`` at a
+time and vs one seed population per lr),
 ``lambda_max`` (our Lanczos vs PyHessian's power iteration at equal accuracy),
 ``trace`` (our Hutch++ vs PyHessian's Hutchinson at equal standard error),
+``curvlinops`` (λmax and trace, ours vs curvlinops-for-pytorch at equal accuracy on the
+default's model; a benchmark-only dependency, skipped with a message when absent),
 ``chapters`` (wall time of each book chapter, from a driver log), ``scaling``
 (time per Hessian-vector product and per epoch as the model and data grow) ,
 ``end_to_end`` (one cell of three seeds, trained and measured, against the authors' recipe)
@@ -28,8 +32,8 @@ from typing import Any, Callable
 
 import torch
 
-GROUPS = ("population", "lambda_max", "trace", "chapters", "scaling", "end_to_end", "book_executor",
-          "data_cache")
+GROUPS = ("population", "population_lr", "lambda_max", "trace", "curvlinops", "chapters", "scaling",
+          "end_to_end", "book_executor", "data_cache")
 
 
 @dataclass

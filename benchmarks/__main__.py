@@ -48,12 +48,21 @@ def main(argv: list[str] | None = None) -> int:
             from . import population
             kw = {} if args.repeats is None else {"repeats": args.repeats}
             new = population.run(args.quick, **kw)
+        elif group == "population_lr":
+            from . import population
+            kw = {} if args.repeats is None else {"repeats": args.repeats}
+            new = population.lr_axis(args.quick, **kw)
         elif group == "lambda_max":
             from . import hessian_bench
             new = hessian_bench.lambda_max(args.quick, args.repeats or (1 if args.quick else 5))
         elif group == "trace":
             from . import hessian_bench
             new = hessian_bench.trace(args.quick, args.repeats or (1 if args.quick else 3))
+        elif group == "curvlinops":
+            from . import hessian_bench
+            new = hessian_bench.curvlinops_peer(args.quick, args.repeats or (1 if args.quick else 3))
+            if not new:
+                print(f"[bench] curvlinops: skipped ({hessian_bench.CURVLINOPS_MISSING})", flush=True)
         elif group == "chapters":
             from . import chapters
             new = chapters.run(args.quick, args.book_log, args.chapters, args.params)

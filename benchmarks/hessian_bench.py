@@ -233,9 +233,9 @@ def _pyhessian_trace(model, batch, num_probes: int, seed: int = 0):
     return samples
 
 
-def _ours_trace(model, batch, rel_tol, method="hutchpp", seed=0):
+def _ours_trace(model, batch, rel_tol, method="hutchpp", seed=0, sketch_size=None):
     return hessian.trace(model, CE, batch, rel_tol=rel_tol, max_probes=20_000, min_probes=10,
-                         method=method, seed=seed, device="cpu")
+                         method=method, seed=seed, device="cpu", sketch_size=sketch_size)
 
 
 def _ours_to_stderr(model, batch, target: float, scale: float, seeds, method="hutchpp"):
@@ -304,4 +304,238 @@ def trace(quick: bool = False, repeats: int = 3, model_batch=None) -> list[Row]:
              "sketch_size": pp[0].sketch_size,
              "probe_sd_hutchinson": sd_h, "probe_sd_hutchpp_remainder": sd_r,
              "asymptotic_hvp_ratio": (sd_h / sd_r) ** 2}))
+    return rows
+
+
+# ------------------------------------------------- curvlinops: a maintained peer
+#
+# curvlinops-for-pytorch (3.x) gives the Hessian as a linear operator; λmax comes from
+# SciPy's ARPACK Lanczos (``eigsh``) on ``to_scipy()``, the trace from its own Hutch++
+# (``hutchpp_trace``). A benchmark-only dependency (the ``bench`` extra): this group is
+# skipped, saying so, when it is not installed.
+
+CURVLINOPS_MISSING = ("curvlinops-for-pytorch is not installed; it is a benchmark-only "
+                      "dependency: pip install -c constraints.txt 'landscape_utils[bench]'")
+TRACE_REL_ERRS = (0.05, 0.02)  # 0.05: chapter 2's trace_rel_tol in params/default.yaml
+OUR_TRACE_TOLS = (0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.015, 0.01, 0.007, 0.005, 0.003,
+                  0.002, 0.001)
+EIGSH_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7)
+CURVLINOPS_TRACE_MATVECS = (15, 30, 45, 60, 90, 120, 150, 210, 300, 450, 600, 900, 1200, 1800)
+
+
+def curvlinops_available() -> bool:
+    """True when curvlinops imports (the ``bench`` extra is installed)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its torch.jit.script deprecation warnings
+            importlib.import_module("curvlinops")
+    except ImportError:
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=4)
+def default_model(width: int = 16, epochs: int = 10, num_samples: int = 500,
+                  train_samples: int | None = None):
+    """The default's model (params/default.yaml, 01_training_grid): a SmallCNN with
+    BatchNorm on half of MNIST-1D (2000 samples), SGD with lr 0.1, momentum 0.9 and
+    weight decay 5e-4, here at batch 128 for ``epochs`` epochs (the Hessian's size and
+    structure are the default's; the book trains longer), in eval mode; and chapter 2's
+    fixed batch of ``num_samples`` training samples: (model, (x (N, 40), y (N,)))."""
+    cfg = RunConfig(dataset="mnist1d", data_fraction=0.5, model="cnn", batch_norm=True,
+                    width=width, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
+                    num_epochs=epochs, seed=0)
+    data = cfg.load_data()
+    if train_samples is not None:
+        n = train_samples
+        data = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n],
+                       y_train_clean=data.y_train_clean[:n])
+    result = train_run(cfg, data)
+    model = init_model(cfg, data)
+    model.load_state_dict(result["final_state"])
+    model.eval()
+    x, y = hessian.make_fixed_batch(data.x_train, data.y_train, num_samples, seed=0)
+    return model, (x, y)
+
+
+class _Estimate:
+    """What ``_calibrate`` reads: ``eigenvalues`` and the products used (``num_hvps``)."""
+
+    def __init__(self, value: float, num_hvps: int):
+        self.eigenvalues, self.num_hvps = [float(value)], int(num_hvps)
+
+
+def _curvlinops_operator(model, batch):
+    """curvlinops' Hessian of the mean cross-entropy on one batch, eval mode as set.
+    ``check_deterministic=False``: its construction-time self-check (extra products and
+    forward passes) is a debugging aid, not part of an estimate."""
+    cl = importlib.import_module("curvlinops")
+    params = [p for p in model.parameters() if p.requires_grad]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return cl.HessianLinearOperator(model, CE, params, [batch], check_deterministic=False)
+
+
+EIGSH_NCVS = (4, 6, 8)  # Lanczos basis sizes tried besides ARPACK's default (20 for k=1)
+
+
+def _curvlinops_lmax(model, batch, tol, seed=0, ncv=None):
+    """λmax by SciPy's ``eigsh`` (ARPACK, which="LA"; ``ncv=None``: its default) on
+    curvlinops' operator, from a Rademacher start; counts the products."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    H = _curvlinops_operator(model, batch).to_scipy()
+    count = [0]
+
+    def matvec(v):
+        count[0] += 1
+        return H @ v
+
+    op = LinearOperator(H.shape, matvec=matvec, dtype=H.dtype)
+    v0 = np.random.default_rng(1000 + seed).choice([-1.0, 1.0], size=H.shape[0]).astype(H.dtype)
+    val = eigsh(op, k=1, which="LA", tol=tol, v0=v0, ncv=ncv, maxiter=5000, return_eigenvectors=False)
+    return _Estimate(val[0], count[0])
+
+
+def _curvlinops_trace(model, batch, num_matvecs: int, seed: int = 0) -> float:
+    """curvlinops' Hutch++ with ``num_matvecs`` products (its probes come from torch's
+    global generator, seeded here and restored after)."""
+    cl = importlib.import_module("curvlinops")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return float(cl.hutchpp_trace(_curvlinops_operator(model, batch), num_matvecs))
+
+
+def full_hessian_by_rows(model: nn.Module, batch) -> torch.Tensor:
+    """The (P, P) float64 loss Hessian in eval mode, one row per backward pass through the
+    gradient's graph (plain autograd; independent of ``landscape_utils.hessian``). For the
+    convolutional net this is much faster on the CPU than ``full_hessian``'s ``vmap``."""
+    import copy
+
+    m64 = copy.deepcopy(model).double().eval()
+    params = [p for p in m64.parameters() if p.requires_grad]
+    loss = CE(m64(batch[0].double()), batch[1])
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params, create_graph=True)])
+    rows = [torch.cat([r.reshape(-1) for r in torch.autograd.grad(grad[i], params, retain_graph=True)])
+            for i in range(grad.numel())]
+    H = torch.stack(rows).detach()
+    return (H + H.T) / 2  # symmetric up to rounding; eigvalsh reads one triangle
+
+
+def _float64_reference(model, batch) -> tuple[float, float]:
+    """λmax of a model too large for ``eigvalsh``: our float64 Lanczos to a residual of
+    1e-10, and, as an independent check, curvlinops' float64 operator under ``eigsh`` at
+    tol 1e-12. Returns (ours, relative difference of the two)."""
+    import copy
+
+    from scipy.sparse.linalg import eigsh
+
+    ours = exact_lambda_max_lanczos(model, batch)
+    m64 = copy.deepcopy(model).double()
+    H = _curvlinops_operator(m64, (batch[0].double(), batch[1])).to_scipy()
+    theirs = float(eigsh(H, k=1, which="LA", tol=1e-12, return_eigenvectors=False)[0])
+    return ours, abs(ours - theirs) / abs(ours)
+
+
+def curvlinops_cases(quick: bool):
+    """(label, model factory, λmax reference, trace too?) on the default's model."""
+    if quick:
+        return [("cnn+bn w4", lambda: default_model(4, 1, 100, 256), "eigvalsh", True)]
+    # width 8 (P=650): the full Hessian is cheap enough to give the exact trace; width 32
+    # (P=7178): λmax against a float64 reference only
+    return [("cnn+bn w8", lambda: default_model(8, 10, 500), "eigvalsh", True),
+            ("cnn+bn w32", lambda: default_model(32, 10, 500), "float64", False)]
+
+
+def curvlinops_peer(quick: bool = False, repeats: int = 3) -> list[Row]:
+    """Ours (``landscape_utils.hessian``) against curvlinops, side by side, at equal accuracy.
+
+    λmax: our Lanczos (``top_eigenvalues``) vs ``eigsh`` on curvlinops' operator (at the
+    ARPACK basis size ncv that needs the fewest products; its default ncv as a detail),
+    each at the loosest tolerance at which every one of several random starts lands within the
+    relative error of the exact λmax (``eigvalsh`` of the full float64 Hessian, or a
+    float64 reference both libraries agree on where it does not fit).
+
+    Trace: our Hutch++ (``hessian.trace``, chapter 2's sketch of 10) at the loosest
+    ``rel_tol``, and curvlinops' ``hutchpp_trace`` at the fewest products, at which every
+    seed's estimate lands within the relative error of the exact trace (of the full
+    float64 Hessian, so only on models where it fits).
+
+    Three starts (seeds) per method; time: mean per estimate over the starts (including
+    each side's operator set-up),
+    median of ``repeats`` interleaved repeats. Ratio: curvlinops' time / ours. Returns no
+    rows when curvlinops is not installed."""
+    if not curvlinops_available():
+        return []
+    seeds = range(2) if quick else range(3)
+    rows = []
+    for label, make, how, with_trace in curvlinops_cases(quick):
+        print(f"[bench] curvlinops: {label}: training, then the exact reference", flush=True)
+        model, batch = make()
+        P = sum(p.numel() for p in model.parameters())
+        N = batch[0].shape[0]
+        H = full_hessian_by_rows(model, batch) if how == "eigvalsh" else None
+        if H is not None:
+            exact, ref_check = float(torch.linalg.eigvalsh(H)[-1]), {}
+        else:
+            exact, diff = _float64_reference(model, batch)
+            ref_check = {"reference_rel_diff_curvlinops64": diff}
+        for rel_err in REL_ERRS[:1] if quick else REL_ERRS:
+            ours_tol, ours = _calibrate(lambda t, s: _ours_lmax(model, batch, t, s), OUR_TOLS,
+                                        seeds, exact, rel_err)
+            # ARPACK as it comes (ncv 20), and with the ncv that needs the fewest products
+            cl_tol, cl = _calibrate(lambda t, s: _curvlinops_lmax(model, batch, t, s),
+                                    EIGSH_TOLS, seeds, exact, rel_err)
+            tuned = []
+            for ncv in EIGSH_NCVS:
+                tol, res = _calibrate(lambda t, s, ncv=ncv: _curvlinops_lmax(model, batch, t, s, ncv),
+                                      EIGSH_TOLS, seeds, exact, rel_err)
+                tuned.append((float(np.median([r.num_hvps for r in res])), ncv, tol, res))
+            tuned_hvps, ncv, tuned_tol, tuned_res = min(tuned, key=lambda x: x[:2])
+            t = interleaved(
+                {"ours": lambda: [_ours_lmax(model, batch, ours_tol, s) for s in seeds],
+                 "tuned": lambda: [_curvlinops_lmax(model, batch, tuned_tol, s, ncv) for s in seeds],
+                 "default": lambda: [_curvlinops_lmax(model, batch, cl_tol, s) for s in seeds]},
+                repeats, warmup=0)
+            ours_hvps = float(np.median([r.num_hvps for r in ours]))
+            cl_hvps = float(np.median([r.num_hvps for r in cl]))
+            rows.append(Row(
+                "curvlinops", f"lambda_max {label} P={P} N={N} rel_err<={rel_err:g}",
+                t["tuned"] / t["ours"], f"faster than curvlinops + SciPy eigsh at its best ncv={ncv} (time)",
+                {"ours_s": t["ours"] / len(seeds), "curvlinops_s": t["tuned"] / len(seeds),
+                 "ours_hvps_median": ours_hvps, "curvlinops_hvps_median": tuned_hvps,
+                 "per_hvp_ratio": (t["tuned"] / tuned_hvps) / (t["ours"] / ours_hvps),
+                 "vs_default_ncv": t["default"] / t["ours"], "default_ncv_hvps_median": cl_hvps,
+                 "ours_tol": ours_tol, "curvlinops_tol": tuned_tol, "default_ncv_tol": cl_tol,
+                 "starts": len(seeds), "exact": exact, "exact_by": how, **ref_check}))
+        if not with_trace:
+            continue
+        exact_tr = float(torch.trace(H))
+        matvec_options = [m for m in CURVLINOPS_TRACE_MATVECS if m < P]
+        for rel_err in TRACE_REL_ERRS[:1] if quick else TRACE_REL_ERRS:
+            within = lambda v: abs(v - exact_tr) <= rel_err * abs(exact_tr)  # noqa: E731
+            ours_tol, ours = next(
+                ((tol, rs) for tol in OUR_TRACE_TOLS
+                 for rs in [[_ours_trace(model, batch, tol, "hutchpp", s, sketch_size=10) for s in seeds]]
+                 if all(within(r.estimate) for r in rs)), (None, None))
+            cl_m = next((m for m in matvec_options
+                         if all(within(_curvlinops_trace(model, batch, m, s)) for s in seeds)), None)
+            if ours_tol is None or cl_m is None:
+                print(f"[bench] curvlinops trace {label} rel_err<={rel_err:g}: not reached by "
+                      f"{'ours' if ours_tol is None else 'curvlinops'} within its options", flush=True)
+                continue
+            t = interleaved(
+                {"ours": lambda: [_ours_trace(model, batch, ours_tol, "hutchpp", s, sketch_size=10)
+                                  for s in seeds],
+                 "curvlinops": lambda: [_curvlinops_trace(model, batch, cl_m, s) for s in seeds]},
+                repeats, warmup=0)
+            ours_hvps = float(np.median([r.num_hvps for r in ours]))
+            rows.append(Row(
+                "curvlinops", f"trace {label} P={P} N={N} rel_err<={rel_err:g}",
+                t["curvlinops"] / t["ours"], "faster than curvlinops' hutchpp_trace (time)",
+                {"ours_s": t["ours"] / len(seeds), "curvlinops_s": t["curvlinops"] / len(seeds),
+                 "ours_hvps_median": ours_hvps, "ours_hvps": [r.num_hvps for r in ours],
+                 "curvlinops_hvps": cl_m,
+                 "per_hvp_ratio": (t["curvlinops"] / cl_m) / (t["ours"] / ours_hvps),
+                 "ours_rel_tol": ours_tol, "starts": len(seeds), "exact": exact_tr}))
     return rows

@@ -92,3 +92,70 @@ def run(quick: bool = False, repeats: int = 3, models: tuple[str, ...] | None = 
                          "sequential_models_per_s": S / t["sequential"],
                          "steps_per_model": epochs * (data.num_train // 32)}))
     return rows
+
+
+# ------------------------------------------------------------ across the lr axis
+LR_AXIS = (0.02, 0.05, 0.1, 0.2)  # 4 temperatures, around the default's lr 0.1
+
+
+def lr_axis_cases(quick: bool) -> list[tuple[int, int, int]]:
+    """(width, batch_size, num_epochs) of the default's model to measure."""
+    if quick:
+        return [(4, 32, 1)]
+    return [(w, 32, 1) for w in (8, 16, 32)] + [(w, 128, 2) for w in (8, 16, 32)]
+
+
+def lr_axis(quick: bool = False, repeats: int = 3) -> list[Row]:
+    """Populations across the lr axis: one cell's worth of a grid whose temperature axis is
+    the lr, S = 12 (4 lrs x 3 seeds), trained three ways side by side in this process:
+
+    * ``lr populations``: the populations ``runner.populations`` now makes of the 12 (one
+      stack of 12 where a step's layer outputs stay under its budget, else stacks of
+      whole lr cells), each trained by ``population.train_population``;
+    * ``one stack of 12``: all 12 members as one stacked population, whatever the size;
+    * ``seed populations``: four populations of 3 seeds, one per lr (what the runner did before);
+    * ``one at a time``: 12 ``train_run`` (``train_population(..., vectorize=False)``).
+
+    The default's model (params/default.yaml: SmallCNN with BatchNorm on half of MNIST-1D,
+    2000 samples, momentum 0.9, weight decay 5e-4, step decay x0.3 at 90 %), widths 8-32,
+    batch 32 (1 epoch, 62 steps per model) and 128 (2 epochs, 30 steps). Quick: width 4,
+    4 members (2 lrs x 2 seeds), 256 samples. Times include every member's final
+    evaluation. Ratio: one at a time / lr populations."""
+    from landscape_utils.runner import populations
+
+    lrs, seeds = (LR_AXIS[1:3], range(2)) if quick else (LR_AXIS, range(3))
+    base = RunConfig(dataset="mnist1d", data_fraction=0.5, model="cnn", batch_norm=True,
+                     momentum=0.9, weight_decay=5e-4, schedule="step", decay_at=0.9, decay_factor=0.3)
+    data = base.load_data()
+    if quick:
+        data, repeats = _subset(data, 256), 1
+    rows = []
+    for width, batch, epochs in lr_axis_cases(quick):
+        cell = replace(base, width=width, batch_size=batch, num_epochs=epochs)
+        configs = [replace(cell, lr=lr, seed=s) for lr in lrs for s in seeds]
+        by_lr = [[c for c in configs if c.lr == lr] for lr in lrs]
+        assert supports_population(cell)
+
+        def drain(members, **kw):
+            for _ in train_population(members, data, **kw):
+                pass
+
+        pops = populations(configs)
+        t = interleaved({"one_at_a_time": lambda: drain(configs, vectorize=False),
+                         "seed_populations": lambda: [drain(m) for m in by_lr],
+                         "lr_populations": lambda: [drain(p) for p in pops],
+                         "one_stack": lambda: drain(configs)},
+                        repeats, warmup=1)
+        S = len(configs)
+        rows.append(Row(
+            "population_lr",
+            f"cnn+bn width={width} batch={batch} S={S} ({len(lrs)} lrs x {len(seeds)} seeds)",
+            t["one_at_a_time"] / t["lr_populations"],
+            "models/s, the runner's populations across the lr axis vs one train_run at a time",
+            {"population_sizes": "+".join(str(len(p)) for p in pops),
+             "vs_seed_populations": t["seed_populations"] / t["lr_populations"],
+             "one_stack_vs_one_at_a_time": t["one_at_a_time"] / t["one_stack"],
+             "lr_populations_s": t["lr_populations"], "one_stack_s": t["one_stack"],
+             "seed_populations_s": t["seed_populations"], "one_at_a_time_s": t["one_at_a_time"],
+             "steps_per_model": epochs * (data.num_train // batch)}))
+    return rows

@@ -88,9 +88,12 @@ workdir: str = "../build/work/lab"  # unused here
 #   evaluation and every later measurement run in float32.
 # - **Seed populations.** For the book's models (MLP, small CNN, ResNet18), the seeds
 #   of one cell are trained together as one stacked model whose loss is the sum of the
-#   members' losses. Because the members share no parameters and SGD, momentum and weight
-#   decay act elementwise, each member receives exactly its own update: the result equals
-#   separate training up to floating-point summation order.
+#   members' losses; when the temperature axis is the learning rate or the weight decay,
+#   the cells that differ only in it join the same stack (within a memory and a per-step
+#   size budget), each member with its own learning rate and weight decay. Because the
+#   members share no parameters and SGD, momentum and weight decay act elementwise, each
+#   member receives exactly its own update: the result equals separate training up to
+#   floating-point summation order.
 #
 # (methods-paper-grid)=
 # ### The paper's grid

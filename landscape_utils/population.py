@@ -1,17 +1,19 @@
-"""Training the seeds of a grid cell: S copies of one network trained at once.
+"""Training a population: S copies of one network trained at once.
 
-:func:`train_population` is the grid runner's entry point for one cell. With two or
-more seeds whose config :func:`supports_population` (MLP, small CNN, ResNet18, each
-with or without BatchNorm), it trains them as one stacked model
-(:func:`train_population_vectorized`); otherwise it calls ``train.train_run`` once
-per seed.
+:func:`train_population` is the grid runner's entry point for one population: the
+seeds of a grid cell, and, when the grid's temperature axis is the lr or the weight
+decay, the seeds of several cells that differ only in those (see
+``runner.populations``). With two or more members whose config
+:func:`supports_population` (MLP, small CNN, ResNet18, each with or without
+BatchNorm), it trains them as one stacked model (:func:`train_population_vectorized`);
+otherwise it calls ``train.train_run`` once per member.
 
-The S members of a grid cell (configs that differ only in ``seed``) are held as one
-set of *stacked* tensors: every parameter of shape ``shape`` becomes one tensor of
-shape (S, *shape). Linear layers run as one batched matmul (``torch.baddbmm``),
-convolutions as one grouped convolution (``groups=S``), BatchNorm as one
-``F.batch_norm`` over S·C channels, a residual block as its grouped convolutions
-plus an elementwise sum. The loss is the sum of the members' mean losses, so one
+The S members of a population (configs that differ only in ``seed``, ``lr`` and
+``weight_decay``) are held as one set of *stacked* tensors: every parameter of shape
+``shape`` becomes one tensor of shape (S, *shape). Linear layers run as one batched
+matmul (``torch.baddbmm``), convolutions as one grouped convolution (``groups=S``),
+BatchNorm as one ``F.batch_norm`` over S·C channels, a residual block as its grouped
+convolutions plus an elementwise sum. The loss is the sum of the members' mean losses, so one
 ordinary ``backward`` gives every member exactly its own gradient, and SGD with
 momentum and weight decay, acting elementwise, updates each member exactly as its own
 optimizer would. Measured speed-ups against sequential training are in
@@ -25,7 +27,9 @@ seed:
 * data order: its own ``data.data_order_generator(seed)``, one ``randperm`` per epoch,
   minibatches of ``batch_size`` with the last partial batch dropped; the S minibatches
   are gathered into one (S, B, *in_shape) tensor;
-* SGD(lr, momentum, weight_decay), with the per-epoch lr of ``train.lr_factor``;
+* SGD(lr, momentum, weight_decay) with its own lr and weight decay (one value per
+  member in the fused step) and the per-epoch lr of ``train.lr_factor`` applied to its
+  own lr;
 * BatchNorm: batch statistics per member and per channel, running statistics updated
   per member with the layer's momentum, exactly as ``nn.BatchNorm`` in train mode, so
   the unstacked checkpoint evaluates like the model trained alone (no recomputation);
@@ -40,6 +44,7 @@ of the population's wall time: the time until it left the stack divided by S.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import fields
@@ -50,13 +55,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Dataset, data_order_generator
-from .models import MLP, ResNet18, SmallCNN
+from .models import MLP, ResNet18, SmallCNN, build_model
 from .train import (RunConfig, final_metrics, forward_precision, init_model, lr_factor,
                     step_precision, train_run)
 from .utils import resolve_device
 
 __all__ = ["supports_population", "train_population", "train_population_vectorized",
-           "VARYING_FIELDS"]
+           "VARYING_FIELDS", "varying_fields", "memory_estimate", "step_activations"]
 
 # Fields besides ``seed`` that members may hold different values of, on request
 # (``vary=``): both enter the update elementwise, so a per-member vector costs nothing.
@@ -75,10 +80,67 @@ def supports_population(config: RunConfig) -> bool:
     return config.model in _SUPPORTED_MODELS and config.optimizer == "sgd"
 
 
+def memory_estimate(config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> int:
+    """Rough bytes one member of a stacked population of ``config`` holds while training.
+
+    Float32 parameters five times (the stacked weights, their gradients, the momentum,
+    the member's own module and its initial state) plus twice its activations of one
+    step (:func:`step_activations`: kept for backward, and their gradients). Measured
+    against the peak resident memory of S = 12 SmallCNN members: 0.7-1.4x of it.
+    Deterministic: it depends on the config only.
+    """
+    num_params, per_sample = _model_sizes(config.model, config.width, config.depth,
+                                          config.batch_norm, tuple(in_shape), int(num_classes))
+    return 4 * (5 * num_params + 2 * config.batch_size * per_sample)
+
+
+def step_activations(config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> int:
+    """Bytes of the float32 outputs of every layer of one member for one minibatch of
+    ``config.batch_size`` inputs of shape ``in_shape`` (what a training step writes and
+    reads back once per layer)."""
+    _, per_sample = _model_sizes(config.model, config.width, config.depth, config.batch_norm,
+                                 tuple(in_shape), int(num_classes))
+    return 4 * config.batch_size * per_sample
+
+
+@functools.lru_cache(maxsize=256)
+def _model_sizes(model: str, width: int, depth: int, batch_norm: bool,
+                 in_shape: tuple[int, ...], num_classes: int) -> tuple[int, int]:
+    """(parameters, layer-output elements per input sample) of a model, from one forward
+    pass of two inputs on the ``meta`` device (no memory, no arithmetic; the first call in
+    a process takes about two seconds to set that up)."""
+    outputs = [0]
+
+    def count(_mod, _inp, out):
+        outputs[0] += out.numel()
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        net = build_model(model, width, in_shape, num_classes, batch_norm=batch_norm, depth=depth)
+        for mod in net.modules():
+            if not list(mod.children()):
+                mod.register_forward_hook(count)
+        net.train()
+        net(torch.empty(2, *in_shape))  # two: BatchNorm needs more than one value in training
+    return sum(p.numel() for p in net.parameters()), outputs[0] // 2
+
+
+def varying_fields(configs: Sequence[RunConfig]) -> tuple[str, ...]:
+    """The fields of :data:`VARYING_FIELDS` whose values differ among ``configs``."""
+    return tuple(f for f in VARYING_FIELDS if len({getattr(c, f) for c in configs}) > 1)
+
+
+def _optimizer_free(config: RunConfig) -> tuple:
+    """The config without ``seed``, ``lr`` and ``weight_decay``: equal for the members of
+    one population."""
+    free = ("seed", *VARYING_FIELDS)
+    return tuple((f.name, getattr(config, f.name)) for f in fields(RunConfig) if f.name not in free)
+
+
 def train_population(configs: Sequence[RunConfig], data: Dataset,
                      device: str | torch.device = "cpu", *,
                      vectorize: bool = True) -> Iterator[tuple[RunConfig, dict[str, Any]]]:
-    """Train the seeds of one grid cell. ``configs`` must differ only in ``seed``.
+    """Train one population: ``configs`` must differ only in ``seed``, ``lr`` and
+    ``weight_decay`` (:data:`VARYING_FIELDS`); each member trains with its own.
 
     Yields ``(config, result)`` pairs as each member finishes, where ``result`` has the
     format of :func:`train.train_run` (``metrics``, ``history``, ``init_state``,
@@ -92,16 +154,16 @@ def train_population(configs: Sequence[RunConfig], data: Dataset,
     members are trained one after another by ``train_run``, in ``configs`` order.
 
     Args:
-        configs: the cell's runs, S >= 1.
-        data: the cell's dataset (``RunConfig.load_data``), on ``device``.
+        configs: the population's runs, S >= 1.
+        data: their dataset (``RunConfig.load_data``), on ``device``.
         device: where to train (``"auto"``: CUDA when present); resolved once here.
     """
     configs = list(configs)
-    if len({c.cell() for c in configs}) != 1:
-        raise ValueError("a population's configs must differ only in seed")
+    if len({_optimizer_free(c) for c in configs}) > 1:
+        _check_population(configs, VARYING_FIELDS)  # raises, naming the fields that differ
     device = resolve_device(device)
     if vectorize and len(configs) > 1 and supports_population(configs[0]):
-        yield from train_population_vectorized(configs, data, device)
+        yield from train_population_vectorized(configs, data, device, vary=varying_fields(configs))
         return
     for cfg in configs:
         yield cfg, train_run(cfg, data, device)
@@ -115,6 +177,7 @@ def _check_population(configs: Sequence[RunConfig], vary: Iterable[str]) -> None
     if not configs:
         raise ValueError("a population needs at least one config")
     free = {"seed", *vary}
+    vary = tuple(f for f in VARYING_FIELDS if f in vary)
     c0 = configs[0]
     for c in configs:
         c.validate(device=None)
@@ -422,8 +485,8 @@ def train_population_vectorized(
 ) -> Iterator[tuple[RunConfig, dict[str, Any]]]:
     """Train a seed population as one stacked model; yield ``(config, result)`` pairs.
 
-    ``configs`` must differ only in ``seed`` (else ``ValueError``), and
-    ``supports_population`` must hold for them. Each ``result`` has exactly the format
+    ``configs`` must differ only in ``seed`` and the fields named in ``vary`` (else
+    ``ValueError``), and ``supports_population`` must hold for them. Each ``result`` has exactly the format
     of :func:`landscape_utils.train.train_run` (``metrics``, ``history``, ``init_state``,
     ``final_state``) and agrees with it to float rounding. Members are yielded as they
     leave the stack: diverged or early-stopped members at the end of their last epoch,
@@ -435,7 +498,7 @@ def train_population_vectorized(
         data: the cell's dataset, already on ``device``.
         device: where to train.
         vary: also allow ``"lr"`` and/or ``"weight_decay"`` to differ between members
-            (each member then uses its own value).
+            (each member then uses its own value, the lr under the config's schedule).
     """
     configs = list(configs)
     _check_population(configs, vary)
@@ -476,8 +539,11 @@ def _train(configs: list[RunConfig], data: Dataset,
     for epoch in range(c0.num_epochs):
         if not alive:
             break
-        factor = lr_factor(c0.schedule, epoch, c0.num_epochs, c0.decay_at, c0.decay_factor)
-        lrs = [configs[i].lr * factor for i in alive]
+        # each member's lr this epoch, computed as train_run computes it (the schedule is
+        # shared; the base lr may differ)
+        lrs = [configs[i].lr * lr_factor(configs[i].schedule, epoch, configs[i].num_epochs,
+                                         configs[i].decay_at, configs[i].decay_factor)
+               for i in alive]
         stack.set_hyper(lrs, [configs[i].weight_decay for i in alive], c0.momentum)
         S = len(alive)
         order = torch.stack([torch.randperm(n, generator=gens[i]) for i in alive])

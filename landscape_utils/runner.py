@@ -40,7 +40,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import pandas as pd
 
 from .store import Store, load_results, record_usage, run_id
-from .population import train_population
+from .population import (VARYING_FIELDS, memory_estimate, step_activations, supports_population,
+                         train_population)
 from .train import RunConfig
 from .utils import exit_with_parent, progress_bar, provenance, resolve_device
 
@@ -106,12 +107,67 @@ def grid_from_params(params: Mapping[str, Any]) -> list[RunConfig]:
     return expand_grid(base, axes, seeds=range(num_seeds))
 
 
-def populations(configs: Iterable[RunConfig]) -> list[list[RunConfig]]:
-    """Group configs into grid cells (same config but for the seed), in first-seen order."""
-    groups: dict[RunConfig, list[RunConfig]] = {}
-    for c in configs:
-        groups.setdefault(c.cell(), []).append(c)
-    return list(groups.values())
+# A population merged from several lr / weight-decay cells is split into whole cells when
+# its members' estimated training memory (population.memory_estimate) exceeds this ...
+POPULATION_MEMORY_BUDGET = 4 * 2**30
+# ... or when one training step's layer outputs, all members together
+# (population.step_activations), exceed this. Measured on the 2-core CPU of
+# benchmarks/RESULTS.md (SmallCNN with BatchNorm, per step): 12 members stacked ran 1.2-1.4x
+# faster than four stacks of 3 at 6-13 MB of outputs and batch 32-64, but 1.3-1.7x slower
+# at batch 128 (13-51 MB), where the stacked elementwise ops (BatchNorm, ReLU, pooling) no
+# longer stay in cache. 8 MB merges the small-batch cells, where stacking pays most.
+POPULATION_STEP_BUDGET = 8 * 2**20
+
+
+def populations(configs: Iterable[RunConfig], memory_budget: int = POPULATION_MEMORY_BUDGET,
+                step_budget: int = POPULATION_STEP_BUDGET) -> list[list[RunConfig]]:
+    """Group configs into the populations the runner trains together, one task each.
+
+    A grid cell's seeds (configs equal but for ``seed``) always share a population. When
+    the stacked trainer supports the model (``population.supports_population``), cells
+    that differ only in ``lr`` and ``weight_decay`` (``population.VARYING_FIELDS``, a
+    temperature axis) join the same population, as long as the members' estimated
+    training memory stays within ``memory_budget`` bytes and their layer outputs of one
+    step within ``step_budget`` bytes (see the constants above); a larger set of such
+    cells is split into the fewest populations of whole cells that fit, with near-equal
+    numbers of cells. A cell is never split, whatever its size. Duplicate configs count
+    once.
+
+    Deterministic, and defined by the configs alone: members are sorted by (lr,
+    weight_decay, seed), so a population's members and their order depend only on the
+    set of configs given; populations come in the order in which their first config
+    appears in ``configs`` (those split from one set of cells, in member order).
+    """
+    groups: dict[tuple, list[RunConfig]] = {}
+    for c in dict.fromkeys(configs):
+        merge = supports_population(c)
+        free = ("seed", *VARYING_FIELDS) if merge else ("seed",)
+        key = (merge, tuple((k, v) for k, v in c.to_dict().items() if k not in free))
+        groups.setdefault(key, []).append(c)
+    out = []
+    for members in groups.values():
+        members.sort(key=lambda c: (c.lr, c.weight_decay, c.seed))
+        cells = [list(cell) for _, cell in itertools.groupby(members, key=lambda c: (c.lr, c.weight_decay))]
+        out.extend(_split_cells(cells, memory_budget, step_budget))
+    return out
+
+
+def _split_cells(cells: list[list[RunConfig]], memory_budget: int,
+                 step_budget: int) -> list[list[RunConfig]]:
+    """Consecutive runs of whole ``cells`` (same model and batch, so the same sizes per
+    member), as few as keep each within both budgets (a cell over budget stands alone),
+    with near-equal numbers of cells."""
+    if len(cells) == 1:
+        return cells
+    c0 = cells[0][0]
+    shape, k = INPUT_SHAPES[c0.dataset]
+    memory, step = memory_estimate(c0, shape, k), step_activations(c0, shape, k)  # per member
+    n = len(cells)
+    for parts in range(1, n + 1):
+        chunks = [sum(cells[i * n // parts:(i + 1) * n // parts], []) for i in range(parts)]
+        if all(len(ch) * memory <= memory_budget and len(ch) * step <= step_budget for ch in chunks):
+            return chunks
+    return cells
 
 
 def train_size(dataset: str, data_fraction: float = 1.0) -> int:

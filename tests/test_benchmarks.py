@@ -2,6 +2,7 @@
 
 Not a timed assertion: ratios depend on the machine and its load.
 """
+import importlib.util
 import re
 import subprocess
 import sys
@@ -37,8 +38,13 @@ def test_quick_benchmarks_print_one_ratio_line_per_comparison(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [m for m in map(RATIO.match, proc.stdout.splitlines()) if m]
     groups = {m.group(1) for m in lines}
-    assert groups == {"population", "lambda_max", "trace", "chapters", "scaling", "end_to_end", "book_executor",
-                      "data_cache"}, proc.stdout
+    expected = {"population", "population_lr", "lambda_max", "trace", "chapters", "scaling", "end_to_end",
+                "book_executor", "data_cache"}
+    if importlib.util.find_spec("curvlinops") is not None:  # a benchmark-only dependency (.[bench])
+        expected.add("curvlinops")
+    else:
+        assert "[bench] curvlinops: skipped (curvlinops-for-pytorch is not installed" in proc.stdout
+    assert groups == expected, proc.stdout
     for m in lines:
         assert float(m.group(3)) > 0, m.group(0)
     # exactly one line per compared case, and the machine is named
@@ -46,3 +52,15 @@ def test_quick_benchmarks_print_one_ratio_line_per_comparison(tmp_path):
     assert len(cases) == len(set(cases))
     assert proc.stdout.startswith("[bench] machine: ")
     assert out_json.exists()
+
+
+def test_curvlinops_group_is_skipped_with_a_message_when_not_installed(monkeypatch, capsys):
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from benchmarks.__main__ import main
+
+    monkeypatch.setitem(sys.modules, "curvlinops", None)  # `import curvlinops` raises ImportError
+    assert main(["--quick", "--only", "curvlinops"]) == 0
+    out = capsys.readouterr().out
+    assert "[bench] curvlinops: skipped (curvlinops-for-pytorch is not installed" in out
+    assert "landscape_utils[bench]" in out and not any(RATIO.match(line) for line in out.splitlines())

@@ -314,3 +314,72 @@ def test_train_population_dispatches_and_falls_back(blobs, monkeypatch):
     monkeypatch.setattr(population, "supports_population", lambda c: False)  # a model not stacked
     assert [c for c, _ in train_population(configs, blobs)] == configs
     assert calls == [[0, 1], [0, 1]]  # none of the fallbacks used the stacked trainer
+
+
+# ---- populations across the temperature axis: members differ in lr and weight decay ----
+def temperature_population(**kw):
+    """4 lrs x 3 seeds (the S = 12 of a grid whose temperature axis is the lr), with two
+    weight decays among the lrs, under a step schedule that decays mid-training."""
+    lrs, wds = (0.01, 0.03, 0.06, 0.1), (0.0, 1e-3, 0.0, 1e-2)
+    return [cfg(seed=s, lr=lr, weight_decay=wd, schedule="step", decay_at=0.5, decay_factor=0.3, **kw)
+            for lr, wd in zip(lrs, wds) for s in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn+bn"])
+def test_lr_and_weight_decay_population_matches_separate_runs(blobs, kind, monkeypatch):
+    """Through the runner's entry point: the members, differing in lr, weight decay and
+    seed, are stacked (one call to the vectorized trainer, told what varies), and each
+    ends where its own ``train_run`` does, its per-epoch lr following its own lr down the
+    schedule, within the tolerances of the seed populations."""
+    import landscape_utils.population as population
+
+    extra = dict(num_epochs=4) if kind == "mlp" else dict(model="cnn", width=4, batch_norm=True, num_epochs=2)
+    configs = temperature_population(**extra)
+    calls = []
+    real = population.train_population_vectorized
+
+    def spy(configs, data, device="cpu", **kw):
+        calls.append(kw.get("vary"))
+        return real(configs, data, device, **kw)
+
+    monkeypatch.setattr(population, "train_population_vectorized", spy)
+    pop = dict(train_population(configs, blobs))
+    assert calls == [("lr", "weight_decay")] and len(pop) == 12
+    for c in configs:
+        alone = train_run(c, blobs)
+        assert_same_run(alone, pop[c], atol=ATOL if kind == "mlp" else 1e-4)
+        epochs = c.num_epochs
+        assert [h["lr"] for h in pop[c]["history"]] == [c.lr] * (epochs // 2) + [c.lr * 0.3] * (epochs // 2)
+    # the members really trained differently: same seed, different lr, different weights
+    first = [pop[c]["final_state"] for c in configs if c.seed == 0]
+    key = next(iter(first[0]))
+    assert not torch.allclose(first[0][key], first[1][key])
+
+
+def test_lr_population_with_one_member_per_lr(blobs):
+    """Members differing only in lr (one seed each) keep the seed's init, bit for bit."""
+    configs = [cfg(seed=0, lr=lr, num_epochs=2) for lr in (0.02, 0.05, 0.2)]
+    pop, alone = run_both(configs, blobs, vary=("lr",))
+    for c in configs:
+        assert_same_run(alone[c], pop[c])
+    inits = [pop[c]["init_state"] for c in configs]
+    assert all(torch.equal(inits[0][k], i[k]) for i in inits[1:] for k in inits[0])
+
+
+def test_train_population_names_fields_that_may_not_differ(blobs):
+    with pytest.raises(ValueError, match=r"differ only in seed \(and lr, weight_decay\).*width"):
+        list(train_population([cfg(seed=0), cfg(seed=1, lr=0.1, width=8)], blobs))
+    with pytest.raises(ValueError, match="differ only in seed.*batch_size"):
+        list(train_population([cfg(seed=0), cfg(seed=0, batch_size=16)], blobs))
+
+
+def test_lr_population_of_an_unstacked_model_trains_each_member_alone(blobs, monkeypatch):
+    import landscape_utils.population as population
+
+    monkeypatch.setattr(population, "supports_population", lambda c: False)
+    configs = [cfg(seed=0, lr=0.02, num_epochs=2), cfg(seed=0, lr=0.05, weight_decay=0.0, num_epochs=2)]
+    out = list(train_population(configs, blobs))
+    assert [c for c, _ in out] == configs
+    for c, r in out:  # train_run's own result, bit for bit
+        alone = train_run(c, blobs)
+        assert all(torch.equal(r["final_state"][k], v) for k, v in alone["final_state"].items())

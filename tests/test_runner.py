@@ -52,9 +52,78 @@ def count_saves(monkeypatch):
 def test_expand_grid_and_populations(grid):
     assert len(grid) == 8 and len({run_id(c) for c in grid}) == 8
     pops = populations(grid)
-    assert len(pops) == 4 and all(len(p) == 2 for p in pops)
+    # the lr axis is a temperature axis the stacked trainer takes: one population per width
+    assert [[(c.width, c.lr, c.seed) for c in p] for p in pops] == [
+        [(4, 0.01, 0), (4, 0.01, 1), (4, 0.1, 0), (4, 0.1, 1)],
+        [(8, 0.01, 0), (8, 0.01, 1), (8, 0.1, 0), (8, 0.1, 1)]]
     with pytest.raises(ValueError, match="widht"):
         expand_grid(BASE, {"widht": [1]}, seeds=[0])
+
+
+def _members(pops):
+    return [[(c.width, c.batch_size, c.lr, c.weight_decay, c.seed) for c in p] for p in pops]
+
+
+def test_populations_merge_lr_and_weight_decay_cells_only():
+    grid = expand_grid(BASE, {"batch_size": [32, 64], "lr": [0.1, 0.01], "weight_decay": [0.0, 1e-3]},
+                       seeds=[1, 0])
+    pops = populations(grid)
+    # one population per batch size (not a field that may differ within a population)
+    assert _members(pops) == [
+        [(32, 32, lr, wd, s) for lr in (0.01, 0.1) for wd in (0.0, 1e-3) for s in (0, 1)],
+        [(32, 64, lr, wd, s) for lr in (0.01, 0.1) for wd in (0.0, 1e-3) for s in (0, 1)]]
+    # defined by the configs alone: any order of the same configs, or repeats of them, give
+    # the same populations (in the order their first member appears)
+    shuffled = grid[::-1] + grid[:3]
+    assert _members(populations(shuffled)) == _members(pops)[::-1]
+    # a subset gives the populations of the subset
+    assert _members(populations(grid[:4])) == [[(32, 32, 0.1, 0.0, 0), (32, 32, 0.1, 0.0, 1),
+                                                 (32, 32, 0.1, 1e-3, 0), (32, 32, 0.1, 1e-3, 1)]]
+    # the seeds of one cell always share a population, and nothing else does
+    for p in pops:
+        assert len({(c.batch_size, c.model, c.width) for c in p}) == 1
+
+
+def test_populations_of_models_the_stacked_trainer_cannot_take_are_seed_cells(grid, monkeypatch):
+    monkeypatch.setattr(runner, "supports_population", lambda c: c.width != 8)
+    pops = populations(grid)
+    assert [[(c.width, c.lr, c.seed) for c in p] for p in pops] == [
+        [(4, 0.01, 0), (4, 0.01, 1), (4, 0.1, 0), (4, 0.1, 1)],
+        [(8, 0.01, 0), (8, 0.01, 1)], [(8, 0.1, 0), (8, 0.1, 1)]]
+
+
+def test_populations_split_by_memory_into_whole_cells():
+    from landscape_utils.population import memory_estimate, step_activations
+
+    grid = expand_grid(BASE, {"lr": [0.01, 0.02, 0.03, 0.04, 0.05]}, seeds=range(3))
+    shape, k = runner.INPUT_SHAPES["digits"]
+    per, step = memory_estimate(grid[0], shape, k), step_activations(grid[0], shape, k)
+    assert 0 < step < per
+    lrs = lambda pops: [[c.lr for c in p] for p in pops]  # noqa: E731
+    all_in_one = [[0.01] * 3 + [0.02] * 3 + [0.03] * 3 + [0.04] * 3 + [0.05] * 3]
+    assert lrs(populations(grid, memory_budget=15 * per, step_budget=15 * step)) == all_in_one
+    # 15 members over a budget of 9: two populations of whole cells (2 and 3 cells)
+    two = [[0.01] * 3 + [0.02] * 3, [0.03] * 3 + [0.04] * 3 + [0.05] * 3]
+    assert lrs(populations(grid, memory_budget=9 * per, step_budget=15 * step)) == two
+    assert lrs(populations(grid, memory_budget=15 * per, step_budget=9 * step)) == two
+    # a budget below one cell: every cell alone, never split
+    assert lrs(populations(grid, memory_budget=per)) == [[lr] * 3 for lr in (0.01, 0.02, 0.03, 0.04, 0.05)]
+    # the sizes grow with the model and the batch
+    wide = RunConfig.from_dict({**BASE, "width": 64})
+    big_batch = RunConfig.from_dict({**BASE, "batch_size": 512})
+    assert memory_estimate(wide, shape, k) > per and memory_estimate(big_batch, shape, k) > per
+    assert step_activations(wide, shape, k) > step
+    assert step_activations(big_batch, shape, k) == 8 * step  # linear in the batch
+
+
+def test_populations_of_the_default_model_across_an_lr_axis():
+    """The default's model (SmallCNN with BatchNorm, half of MNIST-1D) with 4 lrs x 3 seeds:
+    one population at batch 32, split at batch 128 where a 12-member stack is slower."""
+    base = {"dataset": "mnist1d", "data_fraction": 0.5, "model": "cnn", "batch_norm": True}
+    for width, batch, sizes in [(16, 32, [12]), (16, 128, [3, 3, 3, 3])]:
+        grid = expand_grid({**base, "width": width, "batch_size": batch},
+                           {"lr": [0.02, 0.05, 0.1, 0.2]}, seeds=range(3))
+        assert [len(p) for p in populations(grid)] == sizes
 
 
 def test_run_id_is_stable_and_config_sensitive():
@@ -243,7 +312,7 @@ def test_grid_is_checked_before_any_training(tmp_path, monkeypatch):
 # ---- locks, resumes, grids that change --------------------------------------------
 def test_cell_members_locked_elsewhere_are_skipped_then_awaited(tmp_path, grid):
     store = Store(tmp_path)
-    members = populations(grid)[0]
+    members = populations(grid)[0][:2]  # one cell: width 4, lr 0.01, seeds 0 and 1
     task = {"configs": [c.to_dict() for c in members], "workdir": str(tmp_path), "device": "cpu"}
     with store.lock(run_id(members[1])) as got:  # another driver holds member 1
         assert got
