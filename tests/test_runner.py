@@ -41,9 +41,9 @@ def count_saves(monkeypatch):
     saved = []
     real = Store.save_run
 
-    def spy(self, config, result):
+    def spy(self, config, result, *args, **kwargs):
         saved.append(config)
-        return real(self, config, result)
+        return real(self, config, result, *args, **kwargs)
 
     monkeypatch.setattr(Store, "save_run", spy)
     return saved
