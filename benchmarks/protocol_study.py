@@ -278,21 +278,21 @@ def grid_params(spec: Mapping[str, Any]) -> dict[str, Any]:
 def book_settings(params_file: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """The workdir and the Hessian and curve settings a params file gives chapters 2 and 3
     (each chapter's defaults overridden by the file), as ``HessianSettings`` and
-    ``GlobalSettings`` keyword arguments: the same store keys as the book's tasks."""
+    ``GlobalSettings`` keyword arguments, built as the chapters build them
+    (``from_params``): the same store keys as the book's tasks."""
+    import dataclasses
+
     import yaml
 
     from landscape_utils.chapters import merged_values
+    from landscape_utils.global_metrics import GlobalSettings
+    from landscape_utils.local import HessianSettings
     raw = yaml.safe_load((REPO / params_file).read_text())
     shared = raw.get("shared") or {}
     local = merged_values("02_local_metrics", {**shared, **(raw.get("02_local_metrics") or {})})
     glob = merged_values("03_global_connectivity", {**shared, **(raw.get("03_global_connectivity") or {})})
-    hessian = dict(num_samples=local["num_samples"], k=local["top_k"], tol=local["tol"],
-                   max_iter=local["max_iter"], trace_method=local["trace_method"],
-                   rel_tol=local["trace_rel_tol"], max_probes=local["max_probes"],
-                   sketch_size=local["sketch_size"], seed=local["hessian_seed"])
-    curve = {k: glob[k] for k in ("curve_epochs", "curve_lr", "curve_batch_size", "curve_weight_decay",
-                                  "num_points", "cka_samples", "cka_batches", "cka_representation",
-                                  "mixup_alpha", "seed")}
+    hessian = dataclasses.asdict(HessianSettings.from_params(local))
+    curve = dataclasses.asdict(GlobalSettings.from_params(glob))
     return REPO / shared.get("workdir", "build/work/default"), hessian, curve
 
 
@@ -325,13 +325,13 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    hs = HessianSettings(**{**hessian, **(QUICK_HESSIAN if quick else {})})
+    hs = HessianSettings.from_params({**hessian, **(QUICK_HESSIAN if quick else {})})
     ok = grid[grid["status"].astype(str) != "diverged"]
     local = hessian_table(workdir, list(ok["run_id"]), hs, device=device, progress=False)
     seconds["hessian"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    gs = GlobalSettings(**{**curve, **(QUICK_CURVE if quick else {})})
+    gs = GlobalSettings.from_params({**curve, **(QUICK_CURVE if quick else {})})
     runs_by_cell, _ = usable_runs(grid, load, temperature)
     flat = [(cell, ids[i], ids[j]) for cell, ids in runs_by_cell.items() if len(ids) >= 2
             for i, j in select_pairs(len(ids), 3, gs.seed)]
@@ -348,8 +348,7 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
                                                           "lambda_max"))
     gcells = summarize_pairs(pairs, list(runs_by_cell), load, temperature, metrics=("mc", "cka", "linear_mc"))
     cells = cells.merge(gcells, on=[load, temperature], how="left")
-    th = PhaseThresholds(**{k: spec[k] for k in ("train_loss_high", "mc_neg", "mc_pos", "cka_high")
-                            if k in spec})
+    th = PhaseThresholds.from_params(spec)
     cells["phase_of_means"] = classify(cells, th).astype(object)
     conf = classify_with_confidence(cells, pairs, runs, load=load, temperature=temperature,
                                     thresholds=th, level=0.7)

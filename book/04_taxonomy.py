@@ -83,13 +83,13 @@ noise_temperatures: list = [64, 128, 256, 512]  # values of the temperature axis
 noise_epochs: int = 200           # long enough to fit most of the noisy labels
 noise_data_fraction: float = 0.25  # a smaller training set interpolates sooner and trains faster
 noise_seeds: int = 2              # seeds per point of the label-noise sweeps
-executor: str = "serial"          # serial | process | ray, for the sweeps' training (see chapter 1)
-workers: int = 2                  # process executor: worker processes; 0 means one per GPU slot, or per core
-workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU
-ray_address: str = ""             # ray executor: empty starts a local Ray; or "auto" or host:port
-ray_num_gpus: float = 0.0         # ray executor: GPUs per task; a fraction shares a GPU
+executor: str = "process"         # serial | process | ray, for the sweeps' training (see the README on GPU servers)
+workers: int = 0                  # process executor: worker processes; 0 means one per GPU slot, or per core
+workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU (each worker is pinned to one)
+ray_address: str = ""             # ray executor: empty starts a local Ray; "auto" joins this node's cluster; or host:port
+ray_num_gpus: float = 0.0         # ray executor: GPUs per task (one run); a fraction shares a GPU
 ray_num_cpus: float = 1.0         # ray executor: CPUs per task
-max_retries: int = 3              # ray executor: retries of a failed task
+max_retries: int = 3              # ray executor: retries of a task whose worker dies, or that hits an I/O error or CUDA OOM
 data_root: str = "../data"        # where torchvision datasets live (cifar/svhn only)
 download: bool = False            # allow torchvision to download a missing dataset
 
@@ -109,6 +109,7 @@ from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_ac
 from landscape_utils.protocol import read_study, study_table, target_findings
 from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import run_id
+from landscape_utils.tasks import executor_options
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
                                       classify_with_confidence, contrast_loads, phase_summary,
                                       sensitivity, spearman_table)
@@ -118,13 +119,11 @@ from landscape_utils.widgets import PhaseExplorer, linked_explorer, live_or_stat
 t_start = time.perf_counter()
 if num_threads > 0:
     torch.set_num_threads(num_threads)
-thresholds = PhaseThresholds(train_loss_high=train_loss_high, mc_neg=mc_neg, mc_pos=mc_pos,
-                             cka_high=cka_high)
+thresholds = PhaseThresholds.from_params(globals())  # each parameter fills the field of its name
 paper_thresholds = PhaseThresholds()  # the defaults were set on the authors' grid
-train_kw = dict(device=str(resolve_device(device)), executor=executor, data_root=data_root,
-                download=download, progress=False, workers=workers,
-                workers_per_gpu=workers_per_gpu, ray_address=ray_address,
-                ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+options = executor_options(globals())  # executor, workers, ray_*: as in every chapter
+train_kw = dict(device=str(resolve_device(device)), data_root=data_root, download=download, progress=False,
+                **options)
 PAPER_METRICS = ["test_acc", "train_loss", "lambda_max", "trace", "mc", "cka", "l2"]
 pd.DataFrame({AUTHORS_GRID: vars(paper_thresholds), THIS_BUILD: vars(thresholds)}).T
 

@@ -47,7 +47,7 @@ from .store import Store, load_model
 from .tables import load_order
 from .tasks import Task, run_tasks
 from .train import RunConfig
-from .utils import resolve_device
+from .utils import FromParams, resolve_device
 
 #: Store metric name of the per-pair records.
 METRIC_NAME = "connectivity"
@@ -58,7 +58,7 @@ PATH_COLUMNS: tuple[str, ...] = ("pair", "path", "t", "train_err", "train_loss",
 
 
 @dataclass(frozen=True)
-class GlobalSettings:
+class GlobalSettings(FromParams):
     """Every setting that changes a pair's global metrics (part of the cache key)."""
 
     curve_epochs: int = 20            # epochs of Bezier fitting (the paper: 50 at full data)
@@ -416,7 +416,7 @@ MLI_METRIC = "mli"                    # Store metric name of the MLI records
 
 
 @dataclass(frozen=True)
-class MLISettings:
+class MLISettings(FromParams):
     """How the straight line from initialization to the solution is measured (the cache key)."""
 
     num_points: int = 11              # evenly spaced α in [0, 1], endpoints included

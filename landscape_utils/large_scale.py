@@ -52,6 +52,7 @@ from .tables import read_grid, read_table, table_path
 from .tasks import Task
 from .taxonomy import cell_table
 from .train import RunConfig
+from .utils import FromParams
 
 LABELS = ("poorly connected", "well connected")  # the two cells, in display order
 KINDS = ("alignment", "simplex", "tunnel", "wedge", "reach", "subspace", "surface")
@@ -59,7 +60,7 @@ KINDS = ("alignment", "simplex", "tunnel", "wedge", "reach", "subspace", "surfac
 
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class WedgeSettings:
+class WedgeSettings(FromParams):
     """Every setting of the chapter's experiments; each task's key holds its own share."""
 
     seed: int = 0                     # directions, projections, Dirichlet draws and data order of every fit
@@ -88,17 +89,6 @@ class WedgeSettings:
     surface_resolution: int = 11      # points per axis of the 2D loss surface
     surface_margin: float = 0.25      # α runs from −margin to 1 + margin (0: the solution, 1: its partner)
     surface_span: float = 1.0         # β runs from −span to +span along the filter-normalized direction
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "WedgeSettings":
-        """The settings named in ``params`` (e.g. a chapter's globals); others keep their defaults."""
-        kw = {f.name: params[f.name] for f in fields(cls) if f.name in params}
-        for name in ("radii", "subspace_dims"):
-            if name in kw:
-                kw[name] = tuple(kw[name])
-        s = cls(**kw)
-        s.validate()
-        return s
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""

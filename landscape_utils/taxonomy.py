@@ -36,6 +36,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .utils import FromParams
+
 __all__ = [
     "mode_connectivity",
     "PHASES",
@@ -139,7 +141,7 @@ def cell_table(df: pd.DataFrame, load: str, temperature: str,
 # Thresholds and classifier
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PhaseThresholds:
+class PhaseThresholds(FromParams):
     """Thresholds of the phase rule. The defaults are set on the authors' released
     ResNet18/CIFAR-10 grid (``landscape_utils.reference``) so that the rule reproduces the
     paper's layout, and each sits in a gap of that data (see :func:`sensitivity`: moving any

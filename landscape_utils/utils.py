@@ -1,16 +1,54 @@
-"""Small shared helpers: device resolution, full-precision scope, seeding and atomic writes."""
+"""Small shared helpers: device resolution, full-precision scope, seeding, atomic writes and
+the one way a chapter's parameters become a settings dataclass (:class:`FromParams`)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, TypeVar
 
 import numpy as np
 import torch
+
+
+_S = TypeVar("_S", bound="FromParams")
+
+
+class FromParams:
+    """Mixin of the settings dataclasses: build one from a chapter's parameters.
+
+    A chapter parameter fills the field of the same name, so the chapter, the cost plan
+    and the benchmarks build equal settings (and equal store keys) from equal parameters.
+    """
+
+    @classmethod
+    def from_params(cls: type[_S], params: Mapping[str, Any], prefix: str = "") -> _S:
+        """The settings named in ``params`` (e.g. a chapter's ``globals()``); the rest keep
+        their defaults. Field ``f`` is read from key ``prefix + f`` (a prefix tells apart two
+        settings of one chapter that share a field name, e.g. ``mli_num_points``). A list
+        given for a tuple-valued field becomes a tuple; ``validate()`` runs when defined."""
+        kw = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if prefix + f.name not in params:
+                continue
+            value = params[prefix + f.name]
+            if isinstance(f.default, tuple) and isinstance(value, list):
+                value = tuple(value)
+            kw[f.name] = value
+        settings = cls(**kw)
+        validate = getattr(settings, "validate", None)
+        if callable(validate):
+            validate()
+        return settings
+
+    @classmethod
+    def param_names(cls, prefix: str = "") -> tuple[str, ...]:
+        """The parameter names :meth:`from_params` reads, in field order."""
+        return tuple(prefix + f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
