@@ -142,6 +142,69 @@ def bezier_lr_factor(frac: float) -> float:
     return 0.01
 
 
+def draw_t(generator: torch.Generator) -> float:
+    """One t ~ U(0, 1) from ``generator``: the point of a curve a fitting step trains."""
+    return float(torch.rand((), generator=generator))
+
+
+def fit_by_sgd(tensors: Sequence[torch.Tensor], objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+               x_train: torch.Tensor, y_train: torch.Tensor, *, num_epochs: int, lr: float, batch_size: int,
+               momentum: float = 0.9, seed: int = 0, device: str | torch.device = "cpu",
+               draw: Callable[[torch.Generator], Any] | None = None,
+               lr_factor: Callable[[float], float] | None = bezier_lr_factor,
+               project: Callable[[], None] | None = None,
+               end_epoch: Callable[[], dict[str, float]] | None = None,
+               progress: str = "") -> list[dict[str, Any]]:
+    """The one SGD loop of the curve, simplex and tunnel fits; trains ``tensors`` in place.
+
+    Per epoch the training set is shuffled into minibatches (the last incomplete one
+    dropped). Per minibatch: ``draw(generator)`` picks the step's random choice (t on a
+    curve, a sub-simplex and its weights; None without ``draw``), the lr is set to
+    ``lr * lr_factor(step / total_steps)`` (constant without ``lr_factor``), then
+    ``objective(xb, yb, drawn) -> (objective, stats)`` is computed, its sum
+    back-propagated, ``project()`` may change the gradients, and SGD with ``momentum``
+    (optimizer weight decay 0: penalties belong in the objective) takes a step.
+
+    One ``torch.Generator`` seeded with ``seed`` gives the data order and the draws; the
+    global RNG (dropout) is forked, seeded with ``seed`` and restored afterwards.
+
+    Returns one record per epoch: ``epoch``, the mean of every stat over the epoch's steps
+    (a float for a scalar stat, a float64 tensor for a stat of shape (S,), e.g. S curves
+    fitted together), ``lr`` (of the epoch's last step) and whatever ``end_epoch()`` returns.
+    """
+    device = resolve_device(device)
+    steps_per_epoch = x_train.shape[0] // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={batch_size} exceeds the {x_train.shape[0]} training examples")
+    opt = torch.optim.SGD(list(tensors), lr=lr, momentum=momentum, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(int(seed))
+    total_steps, step, step_lr = num_epochs * steps_per_epoch, 0, lr
+    x_train, y_train = x_train.to(device), y_train.to(device)
+    history: list[dict[str, Any]] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        for epoch in tqdm(range(num_epochs), desc=progress, disable=not progress):
+            sums: dict[str, Any] = {}
+            for xb, yb in batches(x_train, y_train, batch_size, generator=gen, drop_last=True):
+                drawn = draw(gen) if draw is not None else None
+                step_lr = lr * (lr_factor(step / total_steps) if lr_factor is not None else 1.0)
+                for group in opt.param_groups:
+                    group["lr"] = step_lr
+                value, stats = objective(xb, yb, drawn)
+                opt.zero_grad(set_to_none=True)
+                value.sum().backward()
+                if project is not None:
+                    project()
+                opt.step()
+                for name, v in stats.items():
+                    sums[name] = sums.get(name, 0.0) + v.detach().double()
+                step += 1
+            means = {name: v / steps_per_epoch for name, v in sums.items()}
+            history.append({"epoch": epoch, **{name: float(v) if v.dim() == 0 else v for name, v in means.items()},
+                            "lr": step_lr, **(end_epoch() if end_epoch is not None else {})})
+    return history
+
+
 def fit_bezier(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                num_epochs: int = 50, lr: float = 0.01, batch_size: int = 128, weight_decay: float = 5e-4,
                momentum: float = 0.9, seed: int = 0, num_bends: int = 1,
@@ -167,42 +230,27 @@ def fit_bezier(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y_
         the mean training objective (``loss``: CE, ``objective``: CE + penalty) and ``lr``.
     """
     device = resolve_device(device)
-    n = x_train.shape[0]
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
     curve = BezierCurve.from_models(model_a, model_b, num_bends, device=device)
+    if x_train.shape[0] // batch_size == 0:
+        raise ValueError(f"batch_size={batch_size} exceeds the {x_train.shape[0]} training examples")
     if curve.num_bends == 0:
         return curve
     template = copy.deepcopy(model_a).to(device).train()
     bends = curve.parameters()
     for v in bends:
         v.requires_grad_(True)
-    opt = torch.optim.SGD(bends, lr=lr, momentum=momentum, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    total_steps, step = num_epochs * steps_per_epoch, 0
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for epoch in tqdm(range(num_epochs), desc="fit_bezier", disable=not progress):
-            ce_sum = obj_sum = 0.0
-            for xb, yb in batches(x_train, y_train, batch_size, generator=gen, drop_last=True):
-                t = float(torch.rand((), generator=gen))
-                step_lr = lr * bezier_lr_factor(step / total_steps)
-                for group in opt.param_groups:
-                    group["lr"] = step_lr
-                params = curve.point(t)
-                ce = F.cross_entropy(functional_call(template, params, (xb,)), yb)
-                penalty = sum(p.pow(2).sum() for p in params.values())
-                objective = ce + 0.5 * weight_decay * penalty
-                opt.zero_grad(set_to_none=True)
-                objective.backward()
-                opt.step()
-                ce_sum += ce.item()
-                obj_sum += objective.item()
-                step += 1
-            curve.history.append({"epoch": epoch, "loss": ce_sum / steps_per_epoch,
-                                  "objective": obj_sum / steps_per_epoch, "lr": step_lr})
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor, t: float):
+        params = curve.point(t)
+        ce = F.cross_entropy(functional_call(template, params, (xb,)), yb)
+        penalty = sum(p.pow(2).sum() for p in params.values())
+        value = ce + 0.5 * weight_decay * penalty
+        return value, {"loss": ce, "objective": value}
+
+    curve.history += fit_by_sgd(bends, objective, x_train, y_train, num_epochs=num_epochs, lr=lr,
+                                batch_size=batch_size, momentum=momentum, seed=seed, device=device,
+                                draw=draw_t,
+                                progress="fit_bezier" if progress else "")
     for v in bends:
         v.requires_grad_(False)
     return curve

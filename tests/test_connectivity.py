@@ -356,3 +356,55 @@ def test_pair_metrics(toy):
         assert res.summary[f"{col}_std"] == pytest.approx(np.std(df[col], ddof=1))
     assert res.summary["n_pairs"] == 2 and "t_star" not in res.summary
     assert math.isnan(pair_metrics(models[:2], x, y, bezier=False, device=CPU).summary["l2_std"])
+
+
+# --------------------------------------------------------------------------- the shared SGD loop
+def test_fit_by_sgd_is_momentum_sgd_with_the_schedule_the_draws_and_the_hooks():
+    """Three epochs of two steps on ½·t·‖w − mean(x_b)‖², against the momentum recurrence
+    written out by hand with the same generator (data order, then one t per step)."""
+    from landscape_utils.connectivity import bezier_lr_factor, draw_t, fit_by_sgd
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.zeros(9, dtype=torch.long)
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    projected, ends = [], []
+
+    def objective(xb, yb, t):
+        value = 0.5 * t * (w - xb.mean(0)).pow(2).sum()
+        return value, {"loss": value, "pair": torch.stack([value, 2 * value])}
+
+    def project():
+        projected.append(w.grad.clone())
+        w.grad[2] = 0.0  # the third coordinate never moves
+
+    hist = fit_by_sgd([w], objective, x, y, num_epochs=3, lr=0.3, batch_size=4, momentum=0.5, seed=5,
+                      device=CPU, draw=draw_t, project=project, end_epoch=lambda: ends.append(1) or {"end": 1.0})
+    gen = torch.Generator().manual_seed(5)
+    ref, buf, step = torch.zeros(3, dtype=torch.float64), None, 0
+    losses = []
+    for epoch in range(3):
+        order = torch.randperm(9, generator=gen)
+        epoch_losses = []
+        for i in (0, 4):
+            t = float(torch.rand((), generator=gen))
+            mean = x[order[i:i + 4]].mean(0)
+            epoch_losses.append(float(0.5 * t * (ref - mean).pow(2).sum()))
+            grad = t * (ref - mean)
+            grad[2] = 0.0
+            buf = grad if buf is None else 0.5 * buf + grad
+            ref = ref - 0.3 * bezier_lr_factor(step / 6) * buf
+            step += 1
+        losses.append(epoch_losses)
+    torch.testing.assert_close(w.detach(), ref)
+    assert len(projected) == 6 and ends == [1, 1, 1] and float(w[2]) == 0.0
+    assert [h["epoch"] for h in hist] == [0, 1, 2] and all(h["end"] == 1.0 for h in hist)
+    for h, ls in zip(hist, losses):
+        assert h["loss"] == pytest.approx(sum(ls) / 2, rel=1e-12)
+        assert h["pair"].shape == (2,) and float(h["pair"][1]) == pytest.approx(2 * h["loss"], rel=1e-12)
+    assert hist[-1]["lr"] == pytest.approx(0.3 * bezier_lr_factor(5 / 6))
+    with pytest.raises(ValueError, match="exceeds the 9 training examples"):
+        fit_by_sgd([w], objective, x, y, num_epochs=1, lr=0.1, batch_size=10, device=CPU)
+    # constant lr without a schedule
+    flat = fit_by_sgd([w], objective, x, y, num_epochs=2, lr=0.1, batch_size=4, device=CPU, draw=draw_t,
+                      lr_factor=None)
+    assert [h["lr"] for h in flat] == [0.1, 0.1]
