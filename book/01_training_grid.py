@@ -77,11 +77,12 @@ import altair as alt
 import torch
 
 from landscape_utils import plotting
+from landscape_utils.axes import axis_info, hot_order, load_order
 from landscape_utils.findings import majority_verdict, show_findings, spearman_verdict, write_findings
 from landscape_utils.runner import grid_from_params, run_grid
-from landscape_utils.tasks import executor_options
+from landscape_utils.settings import executor_options
 from landscape_utils.store import load_history
-from landscape_utils.tables import axis_info, hot_order, load_order, write_grid, write_table
+from landscape_utils.tables import write_grid, write_table
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 

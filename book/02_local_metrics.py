@@ -83,8 +83,8 @@ from landscape_utils.findings import show_findings, spearman_verdict, write_find
 from landscape_utils.local import (DensitySettings, HessianSettings, density_table,
                                    hessian_table, hot_is_sharper, model_and_batch,
                                    one_seed_per_cell, pyhessian_comparison)
+from landscape_utils.settings import executor_options
 from landscape_utils.tables import read_grid, write_table
-from landscape_utils.tasks import executor_options
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 

@@ -94,8 +94,8 @@ from landscape_utils.findings import difference_verdict, majority_verdict, show_
 from landscape_utils.global_metrics import (GlobalSettings, MLISettings, example_cells, measure_pairs,
                                             mli_table, paths_table, small_load_poorly_connected,
                                             summarize_pairs, usable_runs)
+from landscape_utils.settings import executor_options
 from landscape_utils.tables import read_grid, write_table
-from landscape_utils.tasks import executor_options
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 

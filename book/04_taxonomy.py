@@ -104,17 +104,18 @@ import torch
 
 from landscape_utils import plotting, sweeps, tables
 from landscape_utils.authors_grid import load_authors_grid
+from landscape_utils.axes import axis_info, coldest
 from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
                                       metric_ranking, show_findings, write_findings)
 from landscape_utils.protocol import read_study, study_table, target_findings
 from landscape_utils.runner import expand_grid, run_grid
+from landscape_utils.settings import executor_options
 from landscape_utils.store import run_id
-from landscape_utils.tasks import executor_options
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
                                       classify_with_confidence, contrast_loads, phase_summary,
                                       sensitivity, spearman_table)
 from landscape_utils.utils import resolve_device
-from landscape_utils.widgets import PhaseExplorer, linked_explorer, live_or_static
+from landscape_utils.widgets import PhaseExplorer, assemble_cells, linked_explorer, live_or_static
 
 t_start = time.perf_counter()
 if num_threads > 0:
@@ -199,7 +200,7 @@ book = tables.load_book_tables(workdir)
 for line in book.missing:
     print(textwrap.fill(line, 95, subsequent_indent="    "))
 load_axis, temperature_axis = book.load, book.temperature
-cells = tables.assemble_cells(book)
+cells = assemble_cells(book)
 pairs = (tables.read_table(workdir, "global_pairs")
          if tables.table_path(workdir, "global_pairs").exists() else None)
 runs = book.grid if book.local is None else book.grid.merge(
@@ -279,8 +280,8 @@ pd.concat({AUTHORS_GRID: sensitivity(paper, paper_thresholds, rel=sensitivity_re
 
 # %%
 base = tables.grid_base_config(book.grid)
-t_axis = tables.axis_info(temperature_axis)
-at = t_axis.cast(sweep_temperature or tables.coldest(t_axis, cells[temperature_axis]))
+t_axis = axis_info(temperature_axis)
+at = t_axis.cast(sweep_temperature or coldest(t_axis, cells[temperature_axis]))
 pick = contrast_loads(cells, load_axis, temperature_axis, at, thresholds)
 loads = list(sweep_loads) or [pick["poor"], pick["good"]]
 print(textwrap.fill(f"at {temperature_axis} {at}: " + (

@@ -58,7 +58,7 @@
 # |---|---|
 # | train loss | excess train loss $L(w) - \min L$ |
 # | Hessian $\lambda_{\max}$ | curvature $L''(w)$ at the endpoint |
-# | mode connectivity mc | the same mc (`taxonomy.mode_connectivity`) on $L$ along the segment between two endpoints, 33 points |
+# | mode connectivity mc | the same mc (`profiles.mode_connectivity`) on $L$ along the segment between two endpoints, 33 points |
 # | $L_2$ distance | $\lvert w_1 - w_2 \rvert$ |
 # | CKA | similarity $e^{-d^2/2\ell^2}$, with $\ell = 1/\sqrt{\mathbb E\,\omega^2}$ the correlation length of the rugged term |
 # | test accuracy | excess test loss $L_\text{test}(w) - \min L_\text{test}$ |

@@ -100,7 +100,8 @@ from landscape_utils import large_scale as ls
 from landscape_utils import plotting
 from landscape_utils.findings import show_findings, write_findings
 from landscape_utils.runner import run_grid
-from landscape_utils.tasks import executor_options, run_tasks
+from landscape_utils.settings import executor_options
+from landscape_utils.tasks import run_tasks
 from landscape_utils.utils import resolve_device
 
 dev = resolve_device(device)

@@ -41,7 +41,7 @@ from typing import Any, Callable
 import yaml
 
 from .chapters import BOOK_DIR, RENAMED, REPO, book_path, chapter_parameters, chapters, merged_values
-from .tasks import EXECUTOR_OPTIONS
+from .settings import EXECUTOR_OPTIONS
 
 KERNEL = "landscape-book"
 

@@ -1,5 +1,6 @@
 """Mode connectivity: Bezier curves between trained models, path evaluation with
-BatchNorm recalibration, the paper's mc metric, linear barriers and MLI.
+BatchNorm recalibration, linear barriers and MLI; what the profiles along those paths say
+(the paper's mc metric, bumps) is :mod:`landscape_utils.profiles`.
 
 Defined in the Methods appendix (book/07_methods.py), sections "Mode connectivity"
 (methods-mc), "Bezier curves" (methods-bezier), "BatchNorm recalibration" (methods-bn) and
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -23,17 +24,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from .data import batches
-from .params import Params, matching_parameters
-from .similarity import l2_distance, model_cka
 from .models import evaluate
+from .params import Params, matching_parameters
+from .profiles import MLIResult, mli_from_profile, mode_connectivity
+from .similarity import l2_distance, model_cka
 from .utils import resolve_device
 
 # A path through weight space: t in [0, 1] -> {parameter name: tensor}.
 PathFn = Callable[[float], Mapping[str, torch.Tensor]]
 PROFILE_COLUMNS = ("t", "train_loss", "train_err", "test_loss", "test_err")
-
-
-from .taxonomy import mode_connectivity  # noqa: E402,F401  (the pure metric lives in taxonomy)
 
 
 # --------------------------------------------------------------------------- curves
@@ -406,7 +405,7 @@ class PathResult:
 
 
 def path_result(profile: pd.DataFrame, curve: BezierCurve | None = None) -> PathResult:
-    """Apply :func:`mode_connectivity` to a profile's ``train_err`` column."""
+    """Apply :func:`~landscape_utils.profiles.mode_connectivity` to a profile's ``train_err`` column."""
     mc, idx = mode_connectivity(profile["train_err"].to_numpy())
     return PathResult(mc, float(profile["t"].iloc[idx]), profile, curve)
 
@@ -438,82 +437,17 @@ def bezier_connectivity(model_a: nn.Module, model_b: nn.Module, x_train: torch.T
 
 
 # --------------------------------------------------------------------------- MLI
-@dataclass(frozen=True)
-class Bump:
-    """A rise of a profile above a starting value, until it falls below that value."""
-
-    start: int          # index where the rise begins (the bump's base value is values[start])
-    peak: int           # index of the highest value inside the bump
-    end: int | None     # first index below the base, None if the profile ends inside the bump
-    height: float       # values[peak] − values[start] > 0
-
-
-def find_bumps(values: Sequence[float]) -> list[Bump]:
-    """All bumps of a profile: one opens where the value rises, closes when it falls below its start."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or not np.all(np.isfinite(v)):
-        raise ValueError("values must be a finite 1-D profile")
-    bumps, i = [], 0
-    while i < v.size - 1:
-        if v[i + 1] <= v[i]:
-            i += 1
-            continue
-        j, peak = i + 1, i + 1
-        while j < v.size and v[j] >= v[i]:
-            if v[j] > v[peak]:
-                peak = j
-            j += 1
-        end = j if j < v.size else None
-        bumps.append(Bump(i, peak, end, float(v[peak] - v[i])))
-        i = j
-    return bumps
-
-
-def max_bump_height(values: Sequence[float]) -> float:
-    """Δ: the height of the largest bump, 0 for a non-increasing profile."""
-    return max((b.height for b in find_bumps(values)), default=0.0)
-
-
-@dataclass(frozen=True)
-class MLIResult:
-    """Monotonic linear interpolation from initialization to solution (Lucas et al. 2021)."""
-
-    profile: pd.DataFrame   # evaluate_path's columns along (1−α) θ₀ + α θ_T
-    delta: float            # the largest bump height Δ of profile[metric]
-    non_monotonic: bool     # Δ > eps
-    eps: float              # the tolerance (> 0) for evaluation noise
-    metric: str             # the profile column analysed
-    bumps: tuple[Bump, ...] = field(default_factory=tuple)
-
-
-def mli_from_profile(profile: pd.DataFrame, eps: float = 1e-3, metric: str = "train_loss") -> MLIResult:
-    """Bumps, Δ and the non-monotonic flag of one column of a profile (ordered by t)."""
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0 (evaluation noise makes every run non-monotonic), got {eps}")
-    bumps = tuple(find_bumps(profile[metric].to_numpy()))
-    delta = max((b.height for b in bumps), default=0.0)
-    return MLIResult(profile, delta, delta > eps, eps, metric, bumps)
-
-
 def mli(model_init: nn.Module, model_final: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None, num_points: int = 21,
         eps: float = 1e-3, metric: str = "train_loss", batch_size: int = 1024,
         device: str | torch.device = "auto", progress: bool = False) -> MLIResult:
     """Evaluate the straight line from ``model_init`` to ``model_final`` (BN recalibrated at
-    every α) and measure its largest bump in ``metric``; see :func:`mli_from_profile`."""
+    every α) and measure its largest bump in ``metric``; see :func:`~landscape_utils.profiles.mli_from_profile`."""
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     profile = evaluate_path(model_final, linear_path(model_init, model_final), num_points, x_train, y_train,
                             x_test, y_test, batch_size=batch_size, device=device, progress=progress)
     return mli_from_profile(profile, eps, metric)
-
-
-def non_monotonic_fraction(deltas: Sequence[float], eps: float = 1e-3) -> float:
-    """The fraction of runs whose largest bump Δ exceeds ``eps``."""
-    d = np.asarray(deltas, dtype=np.float64)
-    if d.size == 0:
-        raise ValueError("no runs given")
-    return float(np.mean(d > eps))
 
 
 # --------------------------------------------------------------------------- seed pairs

@@ -38,15 +38,16 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
+from .axes import load_order
 from .connectivity import (PROFILE_COLUMNS, BezierCurve, draw_t, evaluate_path, fit_bezier, fit_by_sgd,
                            linear_path, mli, path_result)
 from .findings import Finding, majority_verdict
+from .settings import FromParams
 from .similarity import l2_distance, model_cka
 from .store import Store, load_model
-from .tables import load_order
 from .tasks import Task, run_tasks
 from .train import RunConfig
-from .utils import FromParams, resolve_device
+from .utils import resolve_device
 
 #: Store metric name of the per-pair records.
 METRIC_NAME = "connectivity"

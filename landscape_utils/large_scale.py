@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import torch
@@ -44,7 +45,9 @@ from .directions import (escape_table, filter_normalized_direction, loss_along_d
 from .findings import Finding, difference_verdict
 from .global_metrics import example_cells, usable_runs
 from .params import dot, matching_parameters, norm, params_of
+from .plotting import categorical_legend, color_scale
 from .runner import expand_grid
+from .settings import FromParams
 from .simplex import (SimplicialComplex, complex_from_models, edge_profiles, ensemble_metrics, evaluate_grid,
                       fit_complex, fit_tunnel, models_at)
 from .store import Store, load_model, run_id
@@ -52,7 +55,6 @@ from .tables import read_grid, read_table, table_path
 from .tasks import Task
 from .taxonomy import cell_table
 from .train import RunConfig
-from .utils import FromParams
 
 LABELS = ("poorly connected", "well connected")  # the two cells, in display order
 KINDS = ("alignment", "simplex", "tunnel", "wedge", "reach", "subspace", "surface")
@@ -767,10 +769,6 @@ def triangle_chart(grids: pd.DataFrame, resolution: int, side: int = 200):
     """The train loss over each complex's barycentric grid, one hexagon per grid point:
     rows = cells, columns = flat triangle | trained complex, one log colour scale per row
     (legend below, so a row is two panels wide)."""
-    import altair as alt
-
-    from .plotting import color_scale
-
     size = (2.0 / math.sqrt(3.0) * side / resolution * 1.08) ** 2
     rows = []
     for cell, df in grids.groupby("cell", sort=False):
@@ -789,10 +787,6 @@ def triangle_chart(grids: pd.DataFrame, resolution: int, side: int = 200):
 def surface_chart(surface: pd.DataFrame, width: int = 240):
     """Each cell's 2D loss surface as a heat map (one log colour scale, legend below), with
     the solution at (0, 0) and its seed partner at (1, 0) marked; cells side by side."""
-    import altair as alt
-
-    from .plotting import categorical_legend, color_scale
-
     df = surface.copy()
     for col in ("alpha", "beta"):  # each rectangle spans half a grid step either side of its point
         half = 0.5 * float(np.diff(np.sort(df[col].unique()))[0])

@@ -30,9 +30,10 @@ from torch import nn
 
 from .findings import Finding, difference_verdict, majority_verdict
 from .hessian import make_fixed_batch, pyhessian_reference, spectral_density, top_eigenvalues, trace
+from .settings import FromParams
 from .store import Store, load_model
 from .tasks import Task, run_tasks
-from .utils import FromParams, resolve_device
+from .utils import resolve_device
 
 __all__ = [
     "HessianSettings",

@@ -24,19 +24,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .runner import discard_executor, kept_executor
+from .settings import EXECUTOR_OPTIONS
 from .store import Store
 from .utils import full_precision, progress_bar, resolve_device
 
-__all__ = ["Task", "run_tasks", "execute_task", "EXECUTOR_OPTIONS", "executor_options"]
+__all__ = ["Task", "run_tasks", "execute_task", "EXECUTOR_OPTIONS"]
 
-# The executor options a chapter may pass on (the same names as chapter 1's training grid).
-EXECUTOR_OPTIONS = ("workers", "workers_per_gpu", "ray_address", "ray_num_gpus", "ray_num_cpus", "max_retries")
-
-
-def executor_options(params: Mapping[str, Any]) -> dict[str, Any]:
-    """``executor`` and its :data:`EXECUTOR_OPTIONS` from a chapter's parameters (e.g. its
-    ``globals()``), to pass on to ``runner.run_grid`` and :func:`run_tasks`."""
-    return {k: params[k] for k in ("executor", *EXECUTOR_OPTIONS) if k in params}
 
 
 @dataclass(frozen=True)

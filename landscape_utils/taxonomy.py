@@ -18,8 +18,7 @@ and states no numbers):
   ``cka >= cka_high`` and **IV-A** otherwise.
 
 ``mc`` is the paper's mode-connectivity metric in percentage points of *train 0-1 error*
-(:func:`mode_connectivity`; it lives here, away from torch, because it is the taxonomy's
-global axis and only needs numpy; ``landscape_utils.connectivity`` re-exports it).
+(:func:`landscape_utils.profiles.mode_connectivity`).
 
 :func:`classify_with_confidence` applies the same rule to resampled per-pair and per-seed
 values and gives each cell a probability per phase, ``undetermined`` below a level, the
@@ -36,10 +35,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .utils import FromParams
+from .settings import FromParams
 
 __all__ = [
-    "mode_connectivity",
     "PHASES",
     "METRICS",
     "PhaseThresholds",
@@ -62,32 +60,6 @@ METRICS: tuple[str, ...] = (
     "train_loss", "train_acc", "test_loss", "test_acc",
     "lambda_max", "trace", "mc", "cka", "l2",
 )
-
-
-# --------------------------------------------------------------------------------------
-# The global axis: the paper's mode-connectivity metric
-# --------------------------------------------------------------------------------------
-def mode_connectivity(errors: Sequence[float]) -> tuple[float, int]:
-    """The paper's mode-connectivity metric on a profile along a path.
-
-    Args:
-        errors: shape (T,), the training 0-1 error in percent at T points along the
-            path, ordered by t, with ``errors[0]`` at t = 0 and ``errors[-1]`` at t = 1.
-
-    Returns:
-        ``(mc, t_star)``: ``t_star`` is the index maximizing
-        ``|(L(0) + L(1)) / 2 - L(t)|`` over all points, endpoints included, and
-        ``mc = (L(0) + L(1)) / 2 - L(t_star)``. mc < 0 means a barrier, mc ≈ 0 a
-        well-connected pair, mc > 0 a path that beats its (unconverged) endpoints.
-    """
-    err = np.asarray(errors, dtype=np.float64)
-    if err.ndim != 1 or err.size < 2:
-        raise ValueError(f"errors must be a 1-D profile with >= 2 points, got shape {err.shape}")
-    if not np.all(np.isfinite(err)):
-        raise ValueError("errors contain NaN or inf")
-    mid = 0.5 * (err[0] + err[-1])
-    t_star = int(np.argmax(np.abs(mid - err)))
-    return float(mid - err[t_star]), t_star
 
 
 # --------------------------------------------------------------------------------------

@@ -1,54 +1,19 @@
-"""Small shared helpers: device resolution, full-precision scope, seeding, atomic writes and
-the one way a chapter's parameters become a settings dataclass (:class:`FromParams`)."""
+"""Small shared helpers: device resolution, full-precision scope, seeding and atomic writes."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import io
 import json
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, TypeVar
+from typing import Any, Iterator
 
 import numpy as np
 import torch
-
-
-_S = TypeVar("_S", bound="FromParams")
-
-
-class FromParams:
-    """Mixin of the settings dataclasses: build one from a chapter's parameters.
-
-    A chapter parameter fills the field of the same name, so the chapter, the cost plan
-    and the benchmarks build equal settings (and equal store keys) from equal parameters.
-    """
-
-    @classmethod
-    def from_params(cls: type[_S], params: Mapping[str, Any], prefix: str = "") -> _S:
-        """The settings named in ``params`` (e.g. a chapter's ``globals()``); the rest keep
-        their defaults. Field ``f`` is read from key ``prefix + f`` (a prefix tells apart two
-        settings of one chapter that share a field name, e.g. ``mli_num_points``). A list
-        given for a tuple-valued field becomes a tuple; ``validate()`` runs when defined."""
-        kw = {}
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            if prefix + f.name not in params:
-                continue
-            value = params[prefix + f.name]
-            if isinstance(f.default, tuple) and isinstance(value, list):
-                value = tuple(value)
-            kw[f.name] = value
-        settings = cls(**kw)
-        validate = getattr(settings, "validate", None)
-        if callable(validate):
-            validate()
-        return settings
-
-    @classmethod
-    def param_names(cls, prefix: str = "") -> tuple[str, ...]:
-        """The parameter names :meth:`from_params` reads, in field order."""
-        return tuple(prefix + f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+from tqdm import tqdm as text_tqdm
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -143,8 +108,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     """Atomically ``torch.save`` an object (a state_dict, usually)."""
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -175,13 +138,10 @@ def progress_bar(iterable=None, **kwargs):
     if mode == "off":
         kwargs["disable"] = True
     if mode in ("text", "off"):
-        import sys
-
-        from tqdm import tqdm as text_tqdm
-
         kwargs.setdefault("mininterval", 10.0)
         kwargs.setdefault("file", sys.stderr)
         return text_tqdm(iterable, **kwargs)
+    # lazy: tqdm.auto probes for Jupyter and ipywidgets when imported; batch runs never need it
     from tqdm.auto import tqdm as auto_tqdm
 
     return auto_tqdm(iterable, **kwargs)

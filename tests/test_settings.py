@@ -148,7 +148,7 @@ def test_an_old_parameter_name_names_the_new_one(tmp_path, stem, old, new):
 
 
 def test_every_chapter_with_an_executor_declares_the_same_executor_options():
-    from landscape_utils.tasks import EXECUTOR_OPTIONS, executor_options
+    from landscape_utils.settings import EXECUTOR_OPTIONS, executor_options
 
     with_executor = {p.stem: chapter_parameters(p) for p in chapters() if "executor" in chapter_parameters(p)}
     assert len(with_executor) == 5

@@ -279,18 +279,6 @@ def test_contrast_loads_fallbacks():
 
 
 # --------------------------------------------------------------------------------------
-# mode_connectivity (its home is taxonomy; connectivity re-exports it)
-# --------------------------------------------------------------------------------------
-def test_mode_connectivity_lives_in_taxonomy():
-    from landscape_utils.taxonomy import mode_connectivity
-
-    assert mode_connectivity([1.0, 12.0, 30.0, 10.0, 2.0]) == (pytest.approx(-28.5), 2)
-    assert mode_connectivity([10.0, 4.0, 2.0, 10.0]) == (pytest.approx(8.0), 2)
-    with pytest.raises(ValueError, match="NaN"):
-        mode_connectivity([1.0, np.nan, 2.0])
-
-
-# --------------------------------------------------------------------------------------
 # classify_with_confidence on hand-made cells
 # --------------------------------------------------------------------------------------
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, UNDETERMINED,  # noqa: E402
