@@ -13,7 +13,7 @@ resampled seeds), and writes one row per candidate to ``{out}/protocol_study.csv
   CKA separates them, else IV), and the labels of the cell means;
 * per phase, the median over cells of train loss, train acc, λmax, mc, CKA and test acc;
 * the best mean test accuracy, its cell and its phase;
-* which of the issue's targets 1-4 hold (:func:`check_targets`) and the wall time of each
+* which of the targets 1-4 below hold (:func:`check_targets`) and the wall time of each
   stage.
 
 Each candidate trains in its own workdir ``build/protocol_study/<name>`` (``--work``), so
@@ -21,7 +21,7 @@ a rerun resumes from the store. The pure pieces (:func:`phase_counts`,
 :func:`phase_medians`, :func:`check_targets`, :func:`candidate_row`) take plain tables and
 are tested in ``tests/test_protocol_study.py``.
 
-The targets (issue 17), on the phase labels of the confidence classifier:
+The targets, on the phase labels of the confidence classifier:
 
 1. the best cell's mean test accuracy is at least 0.90;
 2. phases I, II, III and IV are present, each with at least two cells (IV-A and IV-B
@@ -66,7 +66,7 @@ _CNN = dict(dataset="mnist1d", model="cnn", data_fraction=1.0, lr=0.05, schedule
 #: name -> grid parameters (chapter 1's keys) plus ``train_loss_high`` (chapter 4) and
 #: optional ``curve`` / ``hessian`` overrides and a one-line ``note``.
 CANDIDATES: dict[str, dict[str, Any]] = {
-    # the issue's lead: SmallCNN 1D on full MNIST-1D, lr 0.05 decayed once at 75%
+    # the starting candidate: SmallCNN 1D on full MNIST-1D, lr 0.05 decayed once at 75%
     "cnn_lr05_step40": {**_CNN, "note": "the issue's lead"},
     # BatchNorm and lr 0.1: faster fitting at large batch, noisier small batches; batch
     # 128 instead of 256 so that the coldest column gets enough steps (32 per epoch)
@@ -101,7 +101,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "curve": dict(curve_epochs=60), "reuse": "cnn_bn_half_w4to64_b8to128",
         "train_loss_high": 0.1,
         "note": "as ..._curve60, train_loss_high 0.1"},
-    # Probes of the hot end (session 2): 2 x 2 grids of the chosen candidate's extreme
+    # Probes of the hot end: 2 x 2 grids of the chosen candidate's extreme
     # cells (widths 32, 64; batch 8, 128), each changing one thing, to find a protocol whose
     # small-batch runs stay unconverged (phase II: mc > 0) while the wide cold runs connect.
     # constant lr 0.1 (no decay): the small-batch runs end hot
@@ -224,8 +224,8 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
 
 
 def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Fill the weight decay and step-decay columns of rows written before they existed,
-    from the candidates' specs (rows of unknown candidates are left as they are)."""
+    """Fill missing weight decay and step-decay columns of the CSV's rows from the
+    candidates' specs (rows of unknown candidates are left as they are)."""
     table = table.copy()
     for col in ("weight_decay", "decay_at", "decay_factor"):
         if col not in table:
