@@ -1,4 +1,4 @@
-# Two commands matter: `make book` and `make test`. Each creates .venv on first use;
+# Two commands matter: `make book` and `make test` (`make check`: the fast unit tests). Each creates .venv on first use;
 # a venv made by one target is valid for the other (both install the same extras).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PARAMS ?= params/default.yaml
 OUT ?= build/default
 
-.PHONY: book test lab kernel venv chromium smoke bench doctor clean
+.PHONY: book test check lab kernel venv chromium smoke bench doctor clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# The unit tests without the slow ones (book builds, browser, Ray, ResNet in float64,
+# JupyterLab): the developer's loop. `make test` stays the full run (CI).
+check: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # JupyterLab on book/: the project's kernel registered in the venv (`landscape-book`, the
 # kernel the chapters' headers name), and .py chapters opening as notebooks by default

@@ -259,7 +259,7 @@ def trace_levels(quick: bool) -> list[tuple[str, int | float]]:
     relative standard error, turned into the number of probes PyHessian needs for it."""
     if quick:
         return [("probes", 20)]
-    # its default maxIter, and the book's trace_rel_tol (params/default.yaml: 0.01)
+    # its default maxIter, and chapter 2's rel_tol (params/default.yaml: 0.01)
     return [("probes", 100), ("rel_stderr", 0.01)]
 
 

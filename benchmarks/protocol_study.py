@@ -13,7 +13,7 @@ resampled seeds), and writes one row per candidate to ``{out}/protocol_study.csv
   CKA separates them, else IV), and the labels of the cell means;
 * per phase, the median over cells of train loss, train acc, λmax, mc, CKA and test acc;
 * the best mean test accuracy, its cell and its phase;
-* which of the issue's targets 1-4 hold (:func:`check_targets`) and the wall time of each
+* which of the targets 1-4 below hold (:func:`check_targets`) and the wall time of each
   stage.
 
 Each candidate trains in its own workdir ``build/protocol_study/<name>`` (``--work``), so
@@ -21,7 +21,7 @@ a rerun resumes from the store. The pure pieces (:func:`phase_counts`,
 :func:`phase_medians`, :func:`check_targets`, :func:`candidate_row`) take plain tables and
 are tested in ``tests/test_protocol_study.py``.
 
-The targets (issue 17), on the phase labels of the confidence classifier:
+The targets, on the phase labels of the confidence classifier:
 
 1. the best cell's mean test accuracy is at least 0.90;
 2. phases I, II, III and IV are present, each with at least two cells (IV-A and IV-B
@@ -66,7 +66,7 @@ _CNN = dict(dataset="mnist1d", model="cnn", data_fraction=1.0, lr=0.05, schedule
 #: name -> grid parameters (chapter 1's keys) plus ``train_loss_high`` (chapter 4) and
 #: optional ``curve`` / ``hessian`` overrides and a one-line ``note``.
 CANDIDATES: dict[str, dict[str, Any]] = {
-    # the issue's lead: SmallCNN 1D on full MNIST-1D, lr 0.05 decayed once at 75%
+    # the starting candidate: SmallCNN 1D on full MNIST-1D, lr 0.05 decayed once at 75%
     "cnn_lr05_step40": {**_CNN, "note": "the issue's lead"},
     # BatchNorm and lr 0.1: faster fitting at large batch, noisier small batches; batch
     # 128 instead of 256 so that the coldest column gets enough steps (32 per epoch)
@@ -101,7 +101,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "curve": dict(curve_epochs=60), "reuse": "cnn_bn_half_w4to64_b8to128",
         "train_loss_high": 0.1,
         "note": "as ..._curve60, train_loss_high 0.1"},
-    # Probes of the hot end (session 2): 2 x 2 grids of the chosen candidate's extreme
+    # Probes of the hot end: 2 x 2 grids of the chosen candidate's extreme
     # cells (widths 32, 64; batch 8, 128), each changing one thing, to find a protocol whose
     # small-batch runs stay unconverged (phase II: mc > 0) while the wide cold runs connect.
     # constant lr 0.1 (no decay): the small-batch runs end hot
@@ -224,8 +224,8 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
 
 
 def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Fill the weight decay and step-decay columns of rows written before they existed,
-    from the candidates' specs (rows of unknown candidates are left as they are)."""
+    """Fill missing weight decay and step-decay columns of the CSV's rows from the
+    candidates' specs (rows of unknown candidates are left as they are)."""
     table = table.copy()
     for col in ("weight_decay", "decay_at", "decay_factor"):
         if col not in table:
@@ -278,21 +278,21 @@ def grid_params(spec: Mapping[str, Any]) -> dict[str, Any]:
 def book_settings(params_file: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
     """The workdir and the Hessian and curve settings a params file gives chapters 2 and 3
     (each chapter's defaults overridden by the file), as ``HessianSettings`` and
-    ``GlobalSettings`` keyword arguments: the same store keys as the book's tasks."""
+    ``GlobalSettings`` keyword arguments, built as the chapters build them
+    (``from_params``): the same store keys as the book's tasks."""
+    import dataclasses
+
     import yaml
 
     from landscape_utils.chapters import merged_values
+    from landscape_utils.global_metrics import GlobalSettings
+    from landscape_utils.local import HessianSettings
     raw = yaml.safe_load((REPO / params_file).read_text())
     shared = raw.get("shared") or {}
     local = merged_values("02_local_metrics", {**shared, **(raw.get("02_local_metrics") or {})})
     glob = merged_values("03_global_connectivity", {**shared, **(raw.get("03_global_connectivity") or {})})
-    hessian = dict(num_samples=local["num_samples"], k=local["top_k"], tol=local["tol"],
-                   max_iter=local["max_iter"], trace_method=local["trace_method"],
-                   rel_tol=local["trace_rel_tol"], max_probes=local["max_probes"],
-                   sketch_size=local["sketch_size"], seed=local["hessian_seed"])
-    curve = {k: glob[k] for k in ("curve_epochs", "curve_lr", "curve_batch_size", "curve_weight_decay",
-                                  "num_points", "cka_samples", "cka_batches", "cka_representation",
-                                  "mixup_alpha", "seed")}
+    hessian = dataclasses.asdict(HessianSettings.from_params(local))
+    curve = dataclasses.asdict(GlobalSettings.from_params(glob))
     return REPO / shared.get("workdir", "build/work/default"), hessian, curve
 
 
@@ -325,13 +325,13 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    hs = HessianSettings(**{**hessian, **(QUICK_HESSIAN if quick else {})})
+    hs = HessianSettings.from_params({**hessian, **(QUICK_HESSIAN if quick else {})})
     ok = grid[grid["status"].astype(str) != "diverged"]
     local = hessian_table(workdir, list(ok["run_id"]), hs, device=device, progress=False)
     seconds["hessian"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    gs = GlobalSettings(**{**curve, **(QUICK_CURVE if quick else {})})
+    gs = GlobalSettings.from_params({**curve, **(QUICK_CURVE if quick else {})})
     runs_by_cell, _ = usable_runs(grid, load, temperature)
     flat = [(cell, ids[i], ids[j]) for cell, ids in runs_by_cell.items() if len(ids) >= 2
             for i, j in select_pairs(len(ids), 3, gs.seed)]
@@ -348,8 +348,7 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
                                                           "lambda_max"))
     gcells = summarize_pairs(pairs, list(runs_by_cell), load, temperature, metrics=("mc", "cka", "linear_mc"))
     cells = cells.merge(gcells, on=[load, temperature], how="left")
-    th = PhaseThresholds(**{k: spec[k] for k in ("train_loss_high", "mc_neg", "mc_pos", "cka_high")
-                            if k in spec})
+    th = PhaseThresholds.from_params(spec)
     cells["phase_of_means"] = classify(cells, th).astype(object)
     conf = classify_with_confidence(cells, pairs, runs, load=load, temperature=temperature,
                                     thresholds=th, level=0.7)

@@ -77,11 +77,13 @@ import altair as alt
 import torch
 
 from landscape_utils import plotting
+from landscape_utils.axes import axis_info, hot_order, load_order
 from landscape_utils.findings import majority_verdict, show_findings, spearman_verdict, write_findings
 from landscape_utils.protocol import cold_end_converges
 from landscape_utils.runner import grid_from_params, run_grid
+from landscape_utils.settings import executor_options
 from landscape_utils.store import load_history
-from landscape_utils.tables import axis_info, hot_order, load_order, write_grid, write_table
+from landscape_utils.tables import write_grid, write_table
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
 
@@ -89,8 +91,7 @@ dev = resolve_device(device)
 if num_threads > 0:  # tiny models train fastest on one thread of a shared machine
     torch.set_num_threads(num_threads)
 configs = grid_from_params(globals())  # the same grid the book driver checks before it runs
-executor_options = dict(workers=workers, workers_per_gpu=workers_per_gpu, ray_address=ray_address,
-                        ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+options = executor_options(globals())  # executor, workers, ray_*: as in every chapter
 print(f"{len(configs)} runs: {len(load_values)} {load_axis} x {len(temperature_values)} "
       f"{temperature_axis} x {num_seeds} seeds, on {dev}, executor {executor}")
 
@@ -98,8 +99,7 @@ print(f"{len(configs)} runs: {len(load_values)} {load_axis} x {len(temperature_v
 # ## Train (or resume)
 
 # %%
-results = run_grid(configs, workdir, device=str(dev), executor=executor, data_root=data_root,
-                   download=download, **executor_options)
+results = run_grid(configs, workdir, device=str(dev), data_root=data_root, download=download, **options)
 write_grid(workdir, results, load_axis, temperature_axis)
 diverged = results[results.status == "diverged"]
 if len(diverged):

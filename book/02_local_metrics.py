@@ -51,17 +51,17 @@ device: str = "auto"                # "auto": CUDA when present, else CPU
 workdir: str = "../build/work/lab"  # run store shared by all chapters
 data_root: str = "../data"          # where torchvision datasets live (cifar/svhn only)
 num_samples: int = 1000             # Hessian batch size (authors 200, PyHessian's authors ~4096)
-hessian_seed: int = 0               # seeds the fixed batch and every random vector
-top_k: int = 1                      # top eigenvalues per model; λmax is the first
+seed: int = 0                       # seeds the fixed batch and every random vector
+k: int = 1                          # top eigenvalues per model; λmax is the first
 tol: float = 1e-4                   # Lanczos: relative Ritz residual that counts as converged
 max_iter: int = 100                 # Lanczos: most HVPs for the eigenvalues
 trace_method: str = "hutchpp"       # hutchpp (exact top sketch + probes) | hutchinson
-trace_rel_tol: float = 0.02         # trace: stop once its standard error is below 2% of it
+rel_tol: float = 0.02               # trace: stop once its standard error is below 2% of it
 max_probes: int = 200               # trace: most Rademacher probes
 sketch_size: int = 20               # trace (Hutch++): columns of the top sketch; it costs 2 x this many HVPs
-density_runs: int = 3               # SLQ start vectors averaged per spectral density
-density_steps: int = 40             # Lanczos steps per SLQ run
-density_points: int = 200           # points per density curve kept in density.csv
+num_runs: int = 3                   # spectral density: SLQ start vectors averaged
+num_steps: int = 40                 # spectral density: Lanczos steps per SLQ run
+points: int = 200                   # spectral density: points per curve kept in density.csv
 compare_pyhessian: bool = True      # also measure one model with PyHessian, as a reference
 compare_run_id: str = ""            # the model for that; empty picks the largest one
 executor: str = "process"           # serial | process | ray: one task per model (see the README on GPU servers)
@@ -83,6 +83,7 @@ from landscape_utils.findings import show_findings, spearman_verdict, write_find
 from landscape_utils.local import (DensitySettings, HessianSettings, density_table,
                                    hessian_table, hot_is_flatter, model_and_batch,
                                    one_seed_per_cell, pyhessian_comparison)
+from landscape_utils.settings import executor_options
 from landscape_utils.tables import read_grid, write_table
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
@@ -92,15 +93,9 @@ if dev.type == "cpu" and num_threads > 0:  # at this size, more threads only add
     torch.set_num_threads(num_threads)      # stall badly on a busy machine)
 grid = read_grid(workdir)
 load_axis, temperature_axis = grid.keys
-settings = HessianSettings(num_samples=num_samples, k=top_k, tol=tol, max_iter=max_iter,
-                           trace_method=trace_method, rel_tol=trace_rel_tol,
-                           max_probes=max_probes, sketch_size=sketch_size, seed=hessian_seed)
-density_settings = DensitySettings(num_samples=num_samples, num_runs=density_runs,
-                                   num_steps=density_steps, points=density_points,
-                                   seed=hessian_seed)
-tasks = dict(device=dev, data_root=data_root, executor=executor, workers=workers,
-             workers_per_gpu=workers_per_gpu, ray_address=ray_address, ray_num_gpus=ray_num_gpus,
-             ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+settings = HessianSettings.from_params(globals())  # each parameter fills the field of its name
+density_settings = DensitySettings.from_params(globals())
+options = executor_options(globals())  # executor, workers, ray_*: as in every chapter
 runs = grid.ok_runs
 diverged = grid.runs[grid.runs.status == "diverged"]
 if len(diverged):
@@ -113,13 +108,13 @@ print(f"{len(runs)} runs to measure on {dev} ({executor} executor), {runs.seed.n
 # ## λmax and trace of every model
 
 # %%
-local = hessian_table(workdir, runs.run_id, settings, **tasks)
+local = hessian_table(workdir, runs.run_id, settings, device=dev, data_root=data_root, **options)
 write_table(workdir, "local", local)
 print(f"{local.num_hvps_eig.sum() + local.num_hvps_trace.sum():,} Hessian-vector products: "
       f"{local.num_hvps_eig.median():.0f} per λmax, {local.num_hvps_trace.median():.0f} per trace "
       f"(medians)")
 print(f"λmax converged for {local.eig_converged.sum()}/{len(local)} models; the trace reached "
-      f"its\n{trace_rel_tol:.0%} relative standard error for {local.trace_converged.sum()}/{len(local)}")
+      f"its\n{rel_tol:.0%} relative standard error for {local.trace_converged.sum()}/{len(local)}")
 
 # %% [markdown]
 # ## Sharpness over the grid
@@ -192,7 +187,8 @@ alt.Chart(per_run, width=plotting.fit_width(1), height=240,
 
 # %%
 reps = one_seed_per_cell(runs, grid.keys)
-density = density_table(workdir, reps.run_id, density_settings, **tasks)
+density = density_table(workdir, reps.run_id, density_settings, device=dev, data_root=data_root,
+                        **options)
 write_table(workdir, "density", density)
 reps = reps.merge(local[["run_id", "lambda_max"]], on="run_id")
 pair = pd.concat([reps.loc[[reps.lambda_max.idxmax()]].assign(which="sharpest"),
@@ -232,7 +228,7 @@ if compare_pyhessian:
         ["num_params", "seed"], ascending=[False, True]).run_id.iloc[0]
     try:
         row = runs.set_index("run_id").loc[compare_id]
-        model, batch = model_and_batch(workdir, compare_id, num_samples, hessian_seed,
+        model, batch = model_and_batch(workdir, compare_id, num_samples, seed,
                                        data_root=data_root, device=dev)
         side = pyhessian_comparison(model, batch, settings, device=dev)
         print(f"run {compare_id}: {load_axis} {row[load_axis]:g}, {temperature_axis} "

@@ -70,7 +70,7 @@ seed: int = 0                     # pair choice, fitting order and mixup draws
 low_loss_quantile: float = 0.5    # the well-connected example is picked among cells this low in train loss
 curves_at_once: int = 16          # curves of one architecture fitted together in one vmapped model
 data_root: str = "../data"        # where torchvision datasets live (cifar/svhn only)
-mli_points: int = 11              # MLI: evenly spaced α in [0, 1] on the line init -> solution
+mli_num_points: int = 11          # MLI: evenly spaced α in [0, 1] on the line init -> solution
 mli_eps: float = 1e-3             # MLI: a rise of the train loss above this (nats) counts as a bump
 executor: str = "process"         # serial | process | ray: a task is a group of curves, or one MLI line
 workers: int = 0                  # process executor: worker processes; 0 means one per GPU slot, or per core
@@ -94,6 +94,7 @@ from landscape_utils.findings import difference_verdict, majority_verdict, show_
 from landscape_utils.global_metrics import (GlobalSettings, MLISettings, example_cells, measure_pairs,
                                             mli_table, paths_table, small_load_poorly_connected,
                                             summarize_pairs, usable_runs)
+from landscape_utils.settings import executor_options
 from landscape_utils.tables import read_grid, write_table
 from landscape_utils.taxonomy import cell_table
 from landscape_utils.utils import resolve_device
@@ -103,13 +104,9 @@ if num_threads > 0:
     torch.set_num_threads(num_threads)
 grid = read_grid(workdir)
 load_axis, temperature_axis = grid.keys
-settings = GlobalSettings(curve_epochs=curve_epochs, curve_lr=curve_lr, curve_batch_size=curve_batch_size,
-                          curve_weight_decay=curve_weight_decay, num_points=num_points, cka_samples=cka_samples,
-                          cka_batches=cka_batches, cka_representation=cka_representation,
-                          mixup_alpha=mixup_alpha, seed=seed)
-tasks = dict(device=dev, data_root=data_root, executor=executor, workers=workers,
-             workers_per_gpu=workers_per_gpu, ray_address=ray_address, ray_num_gpus=ray_num_gpus,
-             ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+settings = GlobalSettings.from_params(globals())  # each parameter fills the field of its name
+mli_settings = MLISettings.from_params(globals(), prefix="mli_")  # mli_num_points, mli_eps
+options = executor_options(globals())  # executor, workers, ray_*: as in every chapter
 runs_by_cell, skipped = usable_runs(grid.runs, load_axis, temperature_axis)
 pairs_by_cell = {cell: [(ids[i], ids[j]) for i, j in select_pairs(len(ids), max_pairs, seed)]
                  for cell, ids in runs_by_cell.items() if len(ids) >= 2}
@@ -133,7 +130,7 @@ flat = [(cell, k, a, b) for cell, prs in pairs_by_cell.items() for k, (a, b) in 
 # curves of runs that share the data and architecture are fitted together, in tasks; each
 # finished pair is stored at once, so an interrupted chapter resumes with the pairs it had done
 records, num_computed = measure_pairs(workdir, [(a, b) for _, _, a, b in flat], settings,
-                                      curves_at_once=curves_at_once, **tasks)
+                                      curves_at_once=curves_at_once, device=dev, data_root=data_root, **options)
 ids = [{load_axis: lv, temperature_axis: tv, "pair": k} for (lv, tv), k, _, _ in flat]
 pairs = pd.DataFrame([{**i, "run_id_a": a, "run_id_b": b, "seed_a": seed_of[a], "seed_b": seed_of[b],
                        **{m: rec[m] for m in ("mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star")}}
@@ -243,7 +240,7 @@ chart
 
 # %%
 mli = mli_table(workdir, [r for ids in runs_by_cell.values() for r in ids],
-                MLISettings(num_points=mli_points, eps=mli_eps), **tasks)
+                mli_settings, device=dev, data_root=data_root, **options)
 mli_runs = grid.runs.merge(mli.assign(mli_non_monotonic=~mli.mli_monotonic.astype(bool)), on="run_id")
 mli_cells = cell_table(mli_runs.astype({"mli_non_monotonic": float}), load_axis, temperature_axis,
                        metrics=("mli_max_bump", "mli_non_monotonic"))

@@ -91,13 +91,13 @@ noise_temperatures: list = [64, 128, 256, 512]  # values of the temperature axis
 noise_epochs: int = 200           # long enough to fit most of the noisy labels
 noise_data_fraction: float = 0.25  # a smaller training set interpolates sooner and trains faster
 noise_seeds: int = 2              # seeds per point of the label-noise sweeps
-executor: str = "serial"          # serial | process | ray, for the sweeps' training (see chapter 1)
-workers: int = 2                  # process executor: worker processes; 0 means one per GPU slot, or per core
-workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU
-ray_address: str = ""             # ray executor: empty starts a local Ray; or "auto" or host:port
-ray_num_gpus: float = 0.0         # ray executor: GPUs per task; a fraction shares a GPU
+executor: str = "process"         # serial | process | ray, for the sweeps' training (see the README on GPU servers)
+workers: int = 0                  # process executor: worker processes; 0 means one per GPU slot, or per core
+workers_per_gpu: int = 1          # process executor on GPUs: workers sharing one GPU (each worker is pinned to one)
+ray_address: str = ""             # ray executor: empty starts a local Ray; "auto" joins this node's cluster; or host:port
+ray_num_gpus: float = 0.0         # ray executor: GPUs per task (one run); a fraction shares a GPU
 ray_num_cpus: float = 1.0         # ray executor: CPUs per task
-max_retries: int = 3              # ray executor: retries of a failed task
+max_retries: int = 3              # ray executor: retries of a task whose worker dies, or that hits an I/O error or CUDA OOM
 data_root: str = "../data"        # where torchvision datasets live (cifar/svhn only)
 download: bool = False            # allow torchvision to download a missing dataset
 
@@ -109,33 +109,34 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from landscape_utils import plotting, sweeps, tables
 from landscape_utils.authors_grid import load_authors_grid
+from landscape_utils.axes import axis_info, coldest
 from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
                                       metric_ranking, phase_sharpness, show_findings,
                                       write_findings)
-from landscape_utils.protocol import read_study, study_table, target_findings, threshold_stability
+from landscape_utils.protocol import (grid_protocol_text, read_study, study_table, target_findings,
+                                      threshold_stability)
 from landscape_utils.runner import expand_grid, run_grid
+from landscape_utils.settings import executor_options
 from landscape_utils.store import run_id
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
                                       classify_with_confidence, contrast_loads, mc_on_points,
                                       neighbour_spread, phase_summary, sensitivity,
                                       spearman_table)
 from landscape_utils.utils import resolve_device
-from landscape_utils.widgets import PhaseExplorer, linked_explorer, live_or_static
+from landscape_utils.widgets import PhaseExplorer, assemble_cells, linked_explorer, live_or_static
 
 t_start = time.perf_counter()
 if num_threads > 0:
     torch.set_num_threads(num_threads)
-thresholds = PhaseThresholds(train_loss_high=train_loss_high, mc_neg=mc_neg, mc_pos=mc_pos,
-                             cka_high=cka_high)
+thresholds = PhaseThresholds.from_params(globals())  # each parameter fills the field of its name
 paper_thresholds = PhaseThresholds()  # the defaults were set on the authors' grid
-train_kw = dict(device=str(resolve_device(device)), executor=executor, data_root=data_root,
-                download=download, progress=False, workers=workers,
-                workers_per_gpu=workers_per_gpu, ray_address=ray_address,
-                ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+options = executor_options(globals())  # executor, workers, ray_*: as in every chapter
+train_kw = dict(device=str(resolve_device(device)), data_root=data_root, download=download, progress=False,
+                **options)
 PAPER_METRICS = ["test_acc", "train_loss", "lambda_max", "trace", "mc", "cka", "l2"]
 pd.DataFrame({AUTHORS_GRID: vars(paper_thresholds), THIS_BUILD: vars(thresholds)}).T
 
@@ -214,12 +215,11 @@ pd.DataFrame({"batch_size": paper.batch_size[col], "mc": paper.mc[col],
 #
 # **The default protocol and how it was chosen.** `params/default.yaml` follows the
 # paper's recipe at CPU scale: a 1D convolutional network with BatchNorm
-# (`models.SmallCNN`) on half of MNIST-1D (2000 training samples) instead of ResNet18 on
-# CIFAR-10 (50 000), widths 8 to 64 instead of 1 to 128, SGD with momentum 0.9, weight
-# decay 5e-4 and lr 0.1 decayed once, 48 epochs instead of 100. Its decay is milder and
-# later than the paper's (×0.3 at 90% of training instead of ×0.1 at 75%), and its batch
-# sizes run from 8 to 512 on a training set 25 times smaller than CIFAR-10, so that a run
-# at batch 512 takes 144 steps in all (3 per epoch). These choices come from a protocol study
+# (`models.SmallCNN`) on MNIST-1D instead of ResNet18 on CIFAR-10, SGD with momentum and
+# one lr decay, milder and later than the paper's, and batch sizes large enough that the
+# coldest runs take only a few steps per epoch on a training set far smaller than
+# CIFAR-10. The protocol of this build, read from chapter 1's grid, is stated below the
+# paragraph. These choices come from a protocol study
 # (`benchmarks/protocol_study.py`; its summary is `benchmarks/PROTOCOL_STUDY.md`) that
 # trained candidate grids and checked each against four targets taken from the paper's
 # table: (1) the best cell's mean test accuracy is at least 0.90; (2) phases I, II, III
@@ -228,11 +228,19 @@ pd.DataFrame({"batch_size": paper.batch_size[col], "mc": paper.mc[col],
 # train accuracy at least 0.8), not failed; (4) the best cell is in IV (IV-B where the CKA
 # splits IV). The study's committed table follows; the findings at the end of this chapter
 # check the same targets on this build's grid (`landscape_utils.protocol`; target 4 is
-# `best_accuracy_phase`). `params/default.yaml` sets `train_loss_high` to 0.1, not the
-# authors' 0.01: small BatchNorm CNNs trained with weight decay are not expected to reach
+# `best_accuracy_phase`). `params/default.yaml` raises `train_loss_high` above the
+# authors' value: small BatchNorm CNNs trained with weight decay are not expected to reach
 # the near-zero train loss of the paper's ResNets (`benchmarks/PROTOCOL_STUDY.md` records
-# where the study's grids level off). The previous default, MLPs on a quarter of MNIST-1D with a constant lr,
-# is `params/mlp_quarter.yaml`.
+# where the study's grids level off). MLPs on a quarter of MNIST-1D with a constant lr are
+# `params/mlp_quarter.yaml`.
+
+# %%
+grid1 = tables.read_grid(workdir)  # stops here, naming chapter 1, when its grid is missing
+display(Markdown(
+    grid_protocol_text(tables.grid_base_config(grid1), {grid1.load.name: grid1.load_values,
+                                                        grid1.temperature.name: grid1.temperature_values})
+    + f" Phases are read with `train_loss_high` = {thresholds.train_loss_high:g} nats (the authors' "
+    f"grid: {paper_thresholds.train_loss_high:g})."))
 
 # %%
 study = read_study(protocol_study)
@@ -250,7 +258,7 @@ book = tables.load_book_tables(workdir)
 for line in book.missing:
     print(textwrap.fill(line, 95, subsequent_indent="    "))
 load_axis, temperature_axis = book.load, book.temperature
-cells = tables.assemble_cells(book)
+cells = assemble_cells(book)
 pairs = (tables.read_table(workdir, "global_pairs")
          if tables.table_path(workdir, "global_pairs").exists() else None)
 runs = book.grid if book.local is None else book.grid.merge(
@@ -373,8 +381,8 @@ flipping if len(flipping) else print("no cell of this build changes phase under 
 
 # %%
 base = tables.grid_base_config(book.grid)
-t_axis = tables.axis_info(temperature_axis)
-at = t_axis.cast(sweep_temperature or tables.coldest(t_axis, cells[temperature_axis]))
+t_axis = axis_info(temperature_axis)
+at = t_axis.cast(sweep_temperature or coldest(t_axis, cells[temperature_axis]))
 pick = contrast_loads(cells, load_axis, temperature_axis, at, thresholds)
 loads = list(sweep_loads) or [pick["poor"], pick["good"]]
 print(textwrap.fill(f"at {temperature_axis} {at}: " + (

@@ -58,7 +58,7 @@
 # |---|---|
 # | train loss | excess train loss $L(w) - \min L$ |
 # | Hessian $\lambda_{\max}$ | curvature $L''(w)$ at the endpoint |
-# | mode connectivity mc | the same mc (`taxonomy.mode_connectivity`) on $L$ along the segment between two endpoints, 33 points |
+# | mode connectivity mc | the same mc (`profiles.mode_connectivity`) on $L$ along the segment between two endpoints, 33 points |
 # | $L_2$ distance | $\lvert w_1 - w_2 \rvert$ |
 # | CKA | similarity $e^{-d^2/2\ell^2}$, with $\ell = 1/\sqrt{\mathbb E\,\omega^2}$ the correlation length of the rugged term |
 # | test accuracy | excess test loss $L_\text{test}(w) - \min L_\text{test}$ |
@@ -73,9 +73,9 @@ landscape_seed: int = 1             # realization shown in the figures: a typica
 roughness: float = 0.05             # A at load 1: std of the rugged term, relative to the envelope ½ w²
 load_values: list = [0.1, 0.178, 0.316, 0.562, 1.0, 1.78, 3.16, 5.62, 10.0]  # the rugged amplitude is roughness / load
 temperature_values: list = [0.001, 0.00316, 0.01, 0.0316, 0.1, 0.316, 1.0]   # Langevin T
-n_runs: int = 64                    # runs per cell and landscape; pairs (0,1),(2,3),… give mc, distance, similarity
+num_runs: int = 64                  # runs per cell and landscape; pairs (0,1),(2,3),… give mc, distance, similarity
 diagram_realizations: int = 4       # landscapes pooled per cell of the phase diagram (seeds landscape_seed + 0, 1, …)
-n_steps: int = 1500                 # steps at constant T: 15 relaxation times of the envelope at lr 0.01
+num_steps: int = 1500               # steps at constant T: 15 relaxation times of the envelope at lr 0.01
 anneal_steps: int = 1500            # extra steps cooling T to 0, the 1D "training on to zero loss"
 lr: float = 0.01                    # step size; lr · L'' stays < 1 in the sharpest wells
 init_std: float = 2.0               # init w ~ N(0, init_std²): starts high on both walls (loss ~ 2)
@@ -107,7 +107,7 @@ landscape = rugged.RuggedLandscape(roughness=roughness, seed=landscape_seed)
 loads, temperatures = np.asarray(load_values, float), np.asarray(temperature_values, float)
 w_grid = np.linspace(-3.0, 3.0, 241)
 rough_load = float(anneal_loads[0])
-pd.DataFrame({"value": [f"{len(loads)} × {len(temperatures)}", diagram_realizations, n_runs,
+pd.DataFrame({"value": [f"{len(loads)} × {len(temperatures)}", diagram_realizations, num_runs,
                         f"{landscape.amplitude(loads.max()):.3g} … "
                         f"{landscape.amplitude(loads.min()):.3g}",
                         f"{landscape.correlation_length:.3f}"]},
@@ -144,11 +144,11 @@ rugged.effective_chart(eff, eff_min, f"effective landscape L_T at load {rough_lo
 # %% [markdown]
 # ## Runs: sampled endpoints and trajectories
 #
-# One simulation covers the whole grid. Every (load, temperature) cell gets `n_runs` runs
+# One simulation covers the whole grid. Every (load, temperature) cell gets `num_runs` runs
 # on each of `diagram_realizations` landscapes, and the cell's metrics are pooled over
 # them, so the diagram does not hinge on one random draw of the rugged term. The runs start
 # at $w_0 \sim N(0, \sigma_0^2)$ (`init_std`), high on both walls of the bowl, and run
-# `n_steps` steps at constant $T$. The same runs then continue for `anneal_steps` steps
+# `num_steps` steps at constant $T$. The same runs then continue for `anneal_steps` steps
 # while $T$ cools to 0. The phase diagram below reads the runs at both moments.
 #
 # First, a check of the simulator: in a warm cell, the endpoints of many runs should be
@@ -156,10 +156,10 @@ rugged.effective_chart(eff, eff_min, f"effective landscape L_T at load {rough_lo
 
 # %%
 table, sim = rugged.phase_diagram(
-    loads, temperatures, n_runs, seed, landscape=landscape, n_realizations=diagram_realizations,
-    n_steps=n_steps, anneal_steps=anneal_steps, lr=lr, init_std=init_std, return_simulation=True)
+    loads, temperatures, num_runs, seed, landscape=landscape, n_realizations=diagram_realizations,
+    n_steps=num_steps, anneal_steps=anneal_steps, lr=lr, init_std=init_std, return_simulation=True)
 chk_load, chk_T, chk_runs = 1.0, 0.1, 2000   # a warm, mildly rough cell; many runs for a histogram
-ends = rugged.simulate(landscape, chk_load, chk_T, chk_runs, n_steps=n_steps, lr=lr,
+ends = rugged.simulate(landscape, chk_load, chk_T, chk_runs, n_steps=num_steps, lr=lr,
                        init_std=init_std, seed=seed).endpoints
 w_in = w_grid[np.abs(w_grid) <= 1.5]
 rugged.histogram_chart(
@@ -177,9 +177,9 @@ rugged.histogram_chart(
 
 # %%
 traj_T = 0.3
-tr = rugged.simulate(landscape, rough_load, traj_T, 8, n_steps=n_steps, anneal_steps=anneal_steps,
+tr = rugged.simulate(landscape, rough_load, traj_T, 8, n_steps=num_steps, anneal_steps=anneal_steps,
                      lr=lr, init_std=init_std, seed=seed, record_every=20)
-rugged.trajectory_chart(rugged.trajectory_table(tr), n_steps, anneal_steps,
+rugged.trajectory_chart(rugged.trajectory_table(tr), num_steps, anneal_steps,
                         f"load {rough_load:g}, T = {traj_T:g}, then annealed to 0 (shaded)")
 
 # %% [markdown]
@@ -306,7 +306,7 @@ rugged.placement_table(by_init).round(2)
 
 # %%
 ann = rugged.annealing_experiment(anneal_loads, anneal_temperatures, anneal_realizations,
-                                  anneal_runs, seed, landscape=landscape, n_steps=n_steps,
+                                  anneal_runs, seed, landscape=landscape, n_steps=num_steps,
                                   anneal_steps=anneal_steps, lr=lr, init_std=init_std)
 deltas = rugged.annealing_deltas(ann)
 rugged.annealing_chart(deltas)
@@ -329,13 +329,13 @@ ann_summary.round(3)
 ends_T, ends_A = (sim.before_anneal, sim.endpoints) if diagram_realizations == 1 else \
     (sim.before_anneal[0], sim.endpoints[0])   # landscape 0 of the pooled realizations
 points = rugged.explorer_points(landscape, {"stopped at T": ends_T, "annealed": ends_A}, loads,
-                                min(explorer_runs, n_runs))
+                                min(explorer_runs, num_runs))
 start = (int(np.argmin(np.abs(loads - rough_load))), int(np.argmin(np.abs(temperatures - 0.1))))
 live_or_static(
     rugged.static_explorer(landscape, loads, temperatures, points, w_grid, start),
     lambda: LiveChart(
         lambda load, T, anneal: rugged.live_chart(
-            landscape, load, T, anneal, n_steps=n_steps, anneal_steps=anneal_steps, lr=lr,
+            landscape, load, T, anneal, n_steps=num_steps, anneal_steps=anneal_steps, lr=lr,
             init_std=init_std, seed=seed, w=w_grid),
         {"load": Control("log_slider", rough_load, loads.min(), loads.max(), 0.05),
          "T": Control("log_slider", 0.1, temperatures.min(), temperatures.max(), 0.1),

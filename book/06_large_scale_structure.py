@@ -100,6 +100,7 @@ from landscape_utils import large_scale as ls
 from landscape_utils import plotting
 from landscape_utils.findings import show_findings, write_findings
 from landscape_utils.runner import run_grid
+from landscape_utils.settings import executor_options
 from landscape_utils.tasks import run_tasks
 from landscape_utils.utils import resolve_device
 
@@ -107,8 +108,7 @@ dev = resolve_device(device)
 if num_threads > 0:  # tiny models run fastest on one thread of a shared machine
     torch.set_num_threads(num_threads)
 settings = ls.WedgeSettings.from_params(globals())
-options = dict(workers=workers, workers_per_gpu=workers_per_gpu, ray_address=ray_address,
-               ray_num_gpus=ray_num_gpus, ray_num_cpus=ray_num_cpus, max_retries=max_retries)
+options = executor_options(globals())  # executor, workers, ray_*: as in every chapter
 study = ls.load_study(workdir, low_loss_quantile)
 
 # %% [markdown]
@@ -127,11 +127,11 @@ base_rid = study.runs_by_cell[study.cells["well connected"]][0]
 extra = [c for _, _, c in ls.knob_configs(workdir, study, base_rid, knobs)]
 extra += ls.extra_seed_configs(workdir, study, num_solutions) if train_missing_seeds else []
 if extra:
-    run_grid(extra, workdir, device=str(dev), executor=executor, progress=False, **options)
+    run_grid(extra, workdir, device=str(dev), progress=False, **options)
 members = ls.cell_members(workdir, study, num_solutions)
 target = subspace_target_frac * ls.run_metric(workdir, study, base_rid, "train_acc")
 planned = ls.plan_tasks(members, ls.knob_runs(workdir, study, base_rid, knobs), base_rid, target, settings)
-results = run_tasks([p.task for p in planned], workdir, executor=executor, device=str(dev),
+results = run_tasks([p.task for p in planned], workdir, device=str(dev),
                     desc="chapter 6 experiments", **options)
 got = ls.collect(planned, results)
 print(f"cells chosen by {study.source}")

@@ -25,15 +25,46 @@
 #
 # This appendix defines every quantity the book measures and every procedure that produces
 # one, as `landscape_utils` implements it. Each section carries a label of the form
-# `methods-…` so that chapters, docstrings and comments can point at it. The values quoted
-# here are the package's defaults; the parameters cell of each chapter sets the values a
-# build actually uses, and the executed chapters print them. Nothing on this page depends on
-# a build: it describes how numbers are made, never what they came out as.
+# `methods-…` so that chapters, docstrings and comments can point at it. A setting is
+# named here by the chapter parameter that sets it (in `code`); the table below lists each
+# with its chapter, the package's default and the chapter's default, read from the code.
+# A params file sets the values a build uses, and the executed chapters print them. Nothing
+# on this page depends on a build: it describes how numbers are made, never what they came
+# out as.
 
 # %% tags=["parameters", "remove-cell"]
 # This chapter only states methods and runs nothing; the driver gives every chapter these two.
 device: str = "auto"              # unused here
 workdir: str = "../build/work/lab"  # unused here
+
+# %% tags=["hide-input"]
+import dataclasses
+
+import pandas as pd
+
+from landscape_utils.chapters import BOOK_DIR, chapter_parameters
+from landscape_utils.global_metrics import GlobalSettings, MLISettings
+from landscape_utils.large_scale import WedgeSettings
+from landscape_utils.local import DensitySettings, HessianSettings
+from landscape_utils.taxonomy import PhaseThresholds
+from landscape_utils.train import RunConfig
+
+# (chapter, settings class, prefix of its parameters): each chapter builds these with
+# from_params (chapter 1 builds RunConfig with grid_from_params, by the same names)
+SETTINGS = [("01_training_grid", RunConfig, ""), ("02_local_metrics", HessianSettings, ""),
+            ("02_local_metrics", DensitySettings, ""), ("03_global_connectivity", GlobalSettings, ""),
+            ("03_global_connectivity", MLISettings, "mli_"), ("04_taxonomy", PhaseThresholds, ""),
+            ("06_large_scale_structure", WedgeSettings, "")]
+rows = []
+for stem, cls, prefix in SETTINGS:
+    declared = chapter_parameters(BOOK_DIR / f"{stem}.py")
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        param = declared.get(prefix + f.name)
+        rows.append({"chapter": stem[:2], "parameter": param.name if param else "(none)",
+                     "setting": f"{cls.__name__}.{f.name}", "package default": repr(default),
+                     "chapter default": repr(param.default) if param else ""})
+pd.DataFrame(rows).set_index(["chapter", "parameter"])
 
 # %% [markdown]
 # (methods-notation)=
@@ -69,9 +100,9 @@ workdir: str = "../build/work/lab"  # unused here
 # $$ b_{s+1} = \mu\, b_s + g_s + \lambda\, \theta_s, \qquad \theta_{s+1} = \theta_s - \eta_e\, b_{s+1}, \qquad b_0 = 0 . $$
 #
 # - **Learning-rate schedule**, with base rate $\eta$, $E$ epochs and epochs counted from 0:
-#   `constant` keeps $\eta_e = \eta$; `step` multiplies $\eta$ by a factor $\gamma$ (default
-#   0.1) from epoch $\mathrm{round}(f E)$ on (default $f = 0.75$, as in the paper's 100-epoch
-#   runs decayed at epoch 75); `cosine` uses $\eta_e = \tfrac{\eta}{2}\big(1 + \cos(\pi e / E)\big)$.
+#   `constant` keeps $\eta_e = \eta$; `step` multiplies $\eta$ by a factor $\gamma$
+#   (`decay_factor`) from epoch $\mathrm{round}(f E)$ on ($f$: `decay_at`; the paper's
+#   100-epoch runs have $\gamma = 0.1$ at epoch 75); `cosine` uses $\eta_e = \tfrac{\eta}{2}\big(1 + \cos(\pi e / E)\big)$.
 # - **Minibatches.** Each epoch draws a fresh permutation of the training set from the
 #   run's own generator (seeded by a fixed function of the run's seed) and cuts it into
 #   batches of size $B$; the last, incomplete batch is dropped. The initialization is seeded
@@ -145,7 +176,7 @@ workdir: str = "../build/work/lab"  # unused here
 # $$ H = \nabla^2_\theta\, \mathcal L(\theta;\, \mathcal B) \in \mathbb R^{P \times P} $$
 #
 # of the mean cross-entropy on one **fixed batch** $\mathcal B$ of training examples,
-# drawn without replacement by a seeded generator (default 200 examples; with a shared
+# drawn without replacement by a seeded generator (`num_samples` examples; with a shared
 # seed every run that shares a training set sees the same batch). The network is in **eval
 # mode**, so BatchNorm normalizes with its stored running statistics and $H$ is the
 # curvature of the function the model actually computes at test time. Parameters the loss
@@ -196,7 +227,7 @@ workdir: str = "../build/work/lab"  # unused here
 #   of $T_j$ seen (an invariant subspace has been found, and its Ritz values are exact
 #   eigenvalues).
 #
-# The default tolerance is $\tau = 10^{-4}$ with at most 100 products; a run that exhausts them is
+# The tolerance $\tau$ is `tol`, with at most `max_iter` products; a run that exhausts them is
 # flagged as not converged. Lanczos returns the largest **algebraic** eigenvalues (the most
 # positive), not those of largest magnitude, which matters for an indefinite Hessian.
 # Power iteration, the method of PyHessian and of the paper's code, is kept for comparison:
@@ -215,15 +246,15 @@ workdir: str = "../build/work/lab"  # unused here
 #    \mathrm{se}_n = \frac{s_n}{\sqrt n}, \qquad s_n^2 = \frac1{n-1} \sum_{i=1}^n \big(z_i - \widehat{\operatorname{tr}}_n\big)^2 . $$
 #
 # The estimate is reported with its **standard error** $\mathrm{se}_n$. **Stopping rule:**
-# after at least $n_{\min}$ probes (default 10), stop as soon as
-# $\mathrm{se}_n \le \rho\, \lvert \widehat{\operatorname{tr}}_n \rvert$ (default $\rho = 0.02$),
-# and at $n_{\max}$ probes at the latest (default 200). The rule is on the *relative
+# after at least $n_{\min}$ probes (`min_probes`), stop as soon as
+# $\mathrm{se}_n \le \rho\, \lvert \widehat{\operatorname{tr}}_n \rvert$ ($\rho$: `rel_tol`),
+# and at $n_{\max}$ probes at the latest (`max_probes`). The rule is on the *relative
 # standard error*, never on how much the running mean moved between probes: a mean that
 # happens to move little is not a precise one.
 #
 # **Hutch++** (Meyer, Musco, Musco and Woodruff 2021) removes the part of the spectrum that
 # dominates the variance before sampling. A Rademacher sketch $S \in \mathbb R^{P \times s}$
-# (default $s = 20$) gives $Y = HS$ and an orthonormal basis $Q$ of its columns (QR). Then
+# ($s$: `sketch_size`) gives $Y = HS$ and an orthonormal basis $Q$ of its columns (QR). Then
 #
 # $$ \operatorname{tr} H = \operatorname{tr}\big(Q^\top H Q\big) + \operatorname{tr}\big((I - QQ^\top) H (I - QQ^\top)\big) , $$
 #
@@ -241,15 +272,15 @@ workdir: str = "../build/work/lab"  # unused here
 #
 # The eigenvalue density $\phi(\lambda) = \frac1P \sum_{i=1}^P \delta(\lambda - \lambda_i)$
 # is estimated by stochastic Lanczos quadrature (Golub and Meurant; Ghorbani, Krishnan and
-# Xiao 2019). One run performs $m$ Lanczos steps with full reorthogonalization (default
-# $m = 40$, at most $P$) from a normalized Rademacher vector $q_1$ and diagonalizes
+# Xiao 2019). One run performs $m$ Lanczos steps with full reorthogonalization ($m$:
+# `num_steps`, at most $P$) from a normalized Rademacher vector $q_1$ and diagonalizes
 # $T_m = U \operatorname{diag}(\vartheta) U^\top$. The **nodes** are the Ritz values
 # $\vartheta_\ell$ and the **weights** $\tau_\ell = U_{1\ell}^2$ (they sum to 1), so that
 #
 # $$ \sum_{\ell=1}^m \tau_\ell\, \vartheta_\ell^{\,p} = q_1^\top H^p q_1 \quad (p \le 2m - 1), \qquad
 #    \mathbb E\big[q_1^\top H^p q_1\big] = \tfrac1P \operatorname{tr} H^p . $$
 #
-# The density averages $R$ runs (default 3) and smooths every node with a Gaussian:
+# The density averages $R$ runs (`num_runs`) and smooths every node with a Gaussian:
 #
 # $$ \hat\phi(\lambda) = \frac1R \sum_{r=1}^R \sum_{\ell=1}^m \tau^{(r)}_\ell\,
 #    \frac{1}{\sqrt{2\pi\sigma^2}} \exp\!\Big(-\frac{(\lambda - \vartheta^{(r)}_\ell)^2}{2\sigma^2}\Big) , $$
@@ -266,7 +297,7 @@ workdir: str = "../build/work/lab"  # unused here
 # $\gamma(0) = w_1$ and $\gamma(1) = w_2$, let $L(t)$ be the **training 0-1 error in
 # percent** of the network at $\gamma(t)$, evaluated in eval mode over the whole training
 # split after BatchNorm recalibration ({ref}`BatchNorm recalibration <methods-bn>`). On the evaluated points
-# $0 = t_0 < t_1 < \dots < t_{T-1} = 1$ (evenly spaced, default $T = 11$), Yang et al.
+# $0 = t_0 < t_1 < \dots < t_{T-1} = 1$ (evenly spaced, $T$: `num_points`), Yang et al.
 # define
 #
 # $$ \begin{aligned} t^* &= \arg\max_{t \in \{t_0, \dots, t_{T-1}\}} \Big\lvert \tfrac12\big(L(0) + L(1)\big) - L(t) \Big\rvert , \\
@@ -327,13 +358,14 @@ workdir: str = "../build/work/lab"  # unused here
 #
 #   $$ \mathrm{CE}\big(f(x;\, \varphi_\theta(t)),\, y\big) + \tfrac{\lambda}{2} \big\lVert \varphi_\theta(t) \big\rVert^2 ,$$
 #
-#   with the penalty on the whole point of the curve (default $\lambda = 5 \times 10^{-4}$)
+#   with the penalty on the whole point of the curve ($\lambda$: `curve_weight_decay`)
 #   and the optimizer's own weight decay off.
-# - **Optimizer.** SGD with momentum 0.9 on the bend only; minibatches of 128 (default),
+# - **Optimizer.** SGD with momentum (`curve_momentum`) on the bend only; minibatches of
+#   `curve_batch_size`,
 #   shuffled by a seeded generator with the last incomplete one dropped. The same seed also
 #   fixes the draws of $t$.
 # - **Learning rate.** With $u \in [0, 1]$ the fraction of all fitting steps done, the base
-#   rate $\eta$ (default 0.01) is multiplied by
+#   rate $\eta$ (`curve_lr`) is multiplied by
 #
 #   $$ a(u) = \begin{cases} 1 & u \le 0.5 \\ 1 - 0.99\, \dfrac{u - 0.5}{0.4} & 0.5 < u \le 0.9 \\ 0.01 & u > 0.9, \end{cases} $$
 #
@@ -432,7 +464,7 @@ workdir: str = "../build/work/lab"  # unused here
 # therefore measure similarity on **mixup** points (Zhang et al. 2018), which lie between
 # training examples. The training inputs are shuffled by a seeded permutation and cut into
 # consecutive batches; each batch $x_1, \dots, x_b$ draws one $\lambda \sim \mathrm{Beta}(\alpha, \alpha)$
-# (default $\alpha = 16$, so most mixes are near even) and one random permutation $\pi$ of
+# ($\alpha$: `mixup_alpha`; at 16 most mixes are near even) and one random permutation $\pi$ of
 # itself, and becomes
 #
 # $$ \tilde x_i = \lambda\, x_i + (1 - \lambda)\, x_{\pi(i)} . $$
@@ -478,7 +510,7 @@ workdir: str = "../build/work/lab"  # unused here
 #
 # $$ \theta(\alpha) = (1 - \alpha)\, \theta_0 + \alpha\, \theta_T, \qquad \alpha \in [0, 1] $$
 #
-# (evenly spaced, endpoints included, default 11 points for the grid; BatchNorm recalibrated
+# (evenly spaced, endpoints included, `mli_num_points` points; BatchNorm recalibrated
 # at every $\alpha$), the training-loss profile $v_0, \dots, v_{m-1}$ is scanned for
 # **bumps**. A bump opens at index $i$ where the profile rises ($v_{i+1} > v_i$), lasts while
 # the values stay at or above its base $v_i$, and closes at the first index where the profile
@@ -488,7 +520,7 @@ workdir: str = "../build/work/lab"  # unused here
 # $$ \Delta = \max_{\text{bumps}}\ \big(\text{height}\big) \quad (0 \text{ for a non-increasing profile}), $$
 #
 # and the run is **non-monotonic** when $\Delta > \varepsilon$ for a tolerance $\varepsilon > 0$
-# (default $10^{-3}$ nats): with $\varepsilon = 0$, evaluation noise alone would make almost
+# (`mli_eps`, in nats): with $\varepsilon = 0$, evaluation noise alone would make almost
 # every run non-monotonic. Over a set of runs the book reports $\Delta$ and the fraction of
 # runs with $\Delta > \varepsilon$.
 
@@ -527,8 +559,9 @@ workdir: str = "../build/work/lab"  # unused here
 # $\bar\lambda_{\max} \ge \lambda_{\text{large}}$ like one with a high training loss, so that
 # a sharp, poorly connected cell is phase I even when it has fitted its training set.
 #
-# The default thresholds are $\mathcal L_{\text{high}} = 0.01$ nats, $m_- = m_+ = 1$ percentage
-# point and $c_{\text{high}} = 0.7$. They were set on the authors' released ResNet18/CIFAR-10
+# The default thresholds (`train_loss_high` for $\mathcal L_{\text{high}}$, in nats; `mc_neg`
+# and `mc_pos` for $m_-$ and $m_+$, in percentage points; `cka_high` for $c_{\text{high}}$;
+# their values are in the table of the introduction) were set on the authors' released ResNet18/CIFAR-10
 # metrics so that the rule redraws the paper's layout there, each inside a gap of that data;
 # they are parameters, and on another grid (another dataset, model or training length) the
 # gaps can sit elsewhere.
@@ -570,7 +603,7 @@ workdir: str = "../build/work/lab"  # unused here
 # draws that land in a phase is that phase's **probability** for the cell.
 #
 # - **Label.** The most likely phase, when its probability reaches a stated **level**
-#   (default 0.7); otherwise the cell is **`undetermined`**, and it is drawn as such in the
+#   (`confidence_level`); otherwise the cell is **`undetermined`**, and it is drawn as such in the
 #   phase map instead of being given a phase it only holds by chance.
 # - **IV-A and IV-B.** The split is made over the whole grid, and only where the CKA separates
 #   the well connected cells beyond the seed spread: when at least one cell is IV-A and at
@@ -787,7 +820,7 @@ workdir: str = "../build/work/lab"  # unused here
 #   $$ \mathrm{CE}\big(f(x;\, p),\, y\big) + \tfrac{\lambda}{2} \lVert p \rVert^2 - \kappa \log V^2 , \qquad p = \textstyle\sum_j c_j v_j , $$
 #
 #   where $V^2$ is the squared volume of the drawn sub-simplex; the volume bonus (weight
-#   $\kappa$, default $10^{-3}$) keeps the sub-simplices from collapsing onto their edges.
+#   $\kappa$: `volume_weight`) keeps the sub-simplices from collapsing onto their edges.
 # - **Volume.** For a $k$-simplex with vertices $p_0, \dots, p_k$ and squared distances
 #   $D_{ij} = \lVert p_i - p_j \rVert^2$, the Cayley–Menger determinant gives
 #

@@ -42,7 +42,8 @@ from typing import Any, Callable
 
 import yaml
 
-from .chapters import BOOK_DIR, REPO, book_path, chapter_key, chapter_parameters, chapters, merged_values
+from .chapters import BOOK_DIR, RENAMED, REPO, book_path, chapter_key, chapter_parameters, chapters, merged_values
+from .settings import EXECUTOR_OPTIONS
 
 KERNEL = "landscape-book"
 
@@ -95,7 +96,10 @@ def load_params(path: str | os.PathLike, selected: list[Path]) -> dict[str, dict
             raise ParamsError(f"{path}: section {section!r} must be a mapping of key: value")
     declared = {p.stem: chapter_parameters(p) for p in chapters()}
     shared = raw.get("shared") or {}
+    renamed = {old: new for names in RENAMED.values() for old, new in names.items()}
     for key in shared:
+        if key in renamed and not any(key in d for d in declared.values()):
+            raise ParamsError(f"{path}: key {key!r} in section 'shared' was renamed to {renamed[key]!r}")
         if not any(key in d for d in declared.values()):
             raise ParamsError(f"{path}: unknown key {key!r} in section 'shared': no chapter declares it")
     out = {}
@@ -103,6 +107,9 @@ def load_params(path: str | os.PathLike, selected: list[Path]) -> dict[str, dict
         decl = declared[chap.stem]
         section = raw.get(chap.stem) or {}
         for key, value in section.items():
+            if key not in decl and key in RENAMED.get(chap.stem, {}):
+                raise ParamsError(f"{path}: key {key!r} for chapter {chap.stem} was renamed to "
+                                  f"{RENAMED[chap.stem][key]!r}")
             if key not in decl:
                 raise ParamsError(f"{path}: unknown key {key!r} for chapter {chap.stem}; its parameters "
                                   f"are: {', '.join(decl)}")
@@ -118,20 +125,17 @@ def load_params(path: str | os.PathLike, selected: list[Path]) -> dict[str, dict
     return out
 
 
-EXECUTOR_KEYS = ("workers", "workers_per_gpu", "ray_address", "ray_num_gpus", "ray_num_cpus", "max_retries")
-
-
 # ---- value checks of every chapter --------------------------------------------------
 # Integer keys named like a count must be >= 1 (``num_*``, ``*_epochs``, ``*_seeds``, ...),
 # except num_threads, where 0 keeps torch's default. The executor options are checked by
 # ``runner.make_executor``.
 _COUNT = re.compile(r"^(num|max|n)_|_(epochs|seeds|samples|steps|runs|points|batches|realizations|size|"
-                    r"sweeps|resolution|pairs|probes|iter|solutions|directions|distances|at_once)$|^top_k$")
+                    r"sweeps|resolution|pairs|probes|iter|solutions|directions|distances|at_once)$|^(k|points)$")
 _ZERO_OK = {"num_threads"}
 _POSITIVE = {"noise_width"}  # not named like a count, yet >= 1 (chapter 1 checks its own as run configs)
 # (low, high, low_open, high_open) for float keys; None = unbounded.
 _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
-    "tol": (0, 1, True, True), "trace_rel_tol": (0, 1, True, True),
+    "tol": (0, 1, True, True), "rel_tol": (0, 1, True, True),
     "low_loss_quantile": (0, 1, False, False), "noise_level": (0, 1, False, False),
     "noise_data_fraction": (0, 1, True, False), "subspace_target_frac": (0, 1, True, False),
     "sensitivity_rel": (0, 1, False, True), "cka_high": (0, 1, False, False),
@@ -183,7 +187,7 @@ def check_values(stem: str, values: dict[str, Any]) -> None:
     def bad(key: str, why: str) -> ValueError:
         return ValueError(f"key {key!r} {why}, got {values[key]!r}")
 
-    own = set(EXECUTOR_KEYS)  # checked by make_executor in the preflight
+    own = set(EXECUTOR_OPTIONS)  # checked by make_executor in the preflight
     if stem == "01_training_grid":  # its run configs are checked as such (RunConfig.validate)
         from .runner import CONFIG_KEYS
 
@@ -285,7 +289,7 @@ def preflight(params: dict[str, dict[str, Any]], path: str | os.PathLike = "para
             except (ValueError, TypeError, KeyError, FileNotFoundError) as err:
                 raise ParamsError(f"{where}: {err}") from err
         if "executor" in merged:
-            opts = {k: merged[k] for k in EXECUTOR_KEYS if k in merged}
+            opts = {k: merged[k] for k in EXECUTOR_OPTIONS if k in merged}
             try:
                 ex = make_executor(merged["executor"], device=str(merged.get("device", "auto")), **opts)
                 workdir = book_path(merged.get("workdir", "."))

@@ -69,6 +69,18 @@ def _chapter_parameters(path: Path, _mtime: int) -> dict[str, Parameter]:
     return out
 
 
+# Chapter parameters that were renamed (old name -> new name), so that a params file with an
+# old name fails with a message naming the new one. A parameter carries the name of the
+# settings field it fills (``FromParams.from_params``); counts are ``num_*``.
+RENAMED: dict[str, dict[str, str]] = {
+    "02_local_metrics": {"top_k": "k", "trace_rel_tol": "rel_tol", "hessian_seed": "seed",
+                         "density_runs": "num_runs", "density_steps": "num_steps",
+                         "density_points": "points"},
+    "03_global_connectivity": {"mli_points": "mli_num_points"},
+    "05_rugged_convexity": {"n_runs": "num_runs", "n_steps": "num_steps"},
+}
+
+
 def book_path(value: str) -> Path:
     """A path from a chapter parameter: relative ones are relative to book/, the chapters' cwd."""
     p = Path(value)

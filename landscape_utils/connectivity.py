@@ -1,5 +1,6 @@
 """Mode connectivity: Bezier curves between trained models, path evaluation with
-BatchNorm recalibration, the paper's mc metric, linear barriers and MLI.
+BatchNorm recalibration, linear barriers and MLI; what the profiles along those paths say
+(the paper's mc metric, bumps) is :mod:`landscape_utils.profiles`.
 
 Defined in the Methods appendix (book/07_methods.py), sections "Mode connectivity"
 (methods-mc), "Bezier curves" (methods-bezier), "BatchNorm recalibration" (methods-bn) and
@@ -10,7 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -23,17 +24,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm.auto import tqdm
 
 from .data import batches
-from .params import Params, matching_parameters
-from .similarity import l2_distance, model_cka
 from .models import evaluate
+from .params import Params, matching_parameters
+from .profiles import MLIResult, mli_from_profile, mode_connectivity
+from .similarity import l2_distance, model_cka
 from .utils import resolve_device
 
 # A path through weight space: t in [0, 1] -> {parameter name: tensor}.
 PathFn = Callable[[float], Mapping[str, torch.Tensor]]
 PROFILE_COLUMNS = ("t", "train_loss", "train_err", "test_loss", "test_err")
-
-
-from .taxonomy import mode_connectivity  # noqa: E402,F401  (the pure metric lives in taxonomy)
 
 
 # --------------------------------------------------------------------------- curves
@@ -142,6 +141,69 @@ def bezier_lr_factor(frac: float) -> float:
     return 0.01
 
 
+def draw_t(generator: torch.Generator) -> float:
+    """One t ~ U(0, 1) from ``generator``: the point of a curve a fitting step trains."""
+    return float(torch.rand((), generator=generator))
+
+
+def fit_by_sgd(tensors: Sequence[torch.Tensor], objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
+               x_train: torch.Tensor, y_train: torch.Tensor, *, num_epochs: int, lr: float, batch_size: int,
+               momentum: float = 0.9, seed: int = 0, device: str | torch.device = "cpu",
+               draw: Callable[[torch.Generator], Any] | None = None,
+               lr_factor: Callable[[float], float] | None = bezier_lr_factor,
+               project: Callable[[], None] | None = None,
+               end_epoch: Callable[[], dict[str, float]] | None = None,
+               progress: str = "") -> list[dict[str, Any]]:
+    """The one SGD loop of the curve, simplex and tunnel fits; trains ``tensors`` in place.
+
+    Per epoch the training set is shuffled into minibatches (the last incomplete one
+    dropped). Per minibatch: ``draw(generator)`` picks the step's random choice (t on a
+    curve, a sub-simplex and its weights; None without ``draw``), the lr is set to
+    ``lr * lr_factor(step / total_steps)`` (constant without ``lr_factor``), then
+    ``objective(xb, yb, drawn) -> (objective, stats)`` is computed, its sum
+    back-propagated, ``project()`` may change the gradients, and SGD with ``momentum``
+    (optimizer weight decay 0: penalties belong in the objective) takes a step.
+
+    One ``torch.Generator`` seeded with ``seed`` gives the data order and the draws; the
+    global RNG (dropout) is forked, seeded with ``seed`` and restored afterwards.
+
+    Returns one record per epoch: ``epoch``, the mean of every stat over the epoch's steps
+    (a float for a scalar stat, a float64 tensor for a stat of shape (S,), e.g. S curves
+    fitted together), ``lr`` (of the epoch's last step) and whatever ``end_epoch()`` returns.
+    """
+    device = resolve_device(device)
+    steps_per_epoch = x_train.shape[0] // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={batch_size} exceeds the {x_train.shape[0]} training examples")
+    opt = torch.optim.SGD(list(tensors), lr=lr, momentum=momentum, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(int(seed))
+    total_steps, step, step_lr = num_epochs * steps_per_epoch, 0, lr
+    x_train, y_train = x_train.to(device), y_train.to(device)
+    history: list[dict[str, Any]] = []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(int(seed))
+        for epoch in tqdm(range(num_epochs), desc=progress, disable=not progress):
+            sums: dict[str, Any] = {}
+            for xb, yb in batches(x_train, y_train, batch_size, generator=gen, drop_last=True):
+                drawn = draw(gen) if draw is not None else None
+                step_lr = lr * (lr_factor(step / total_steps) if lr_factor is not None else 1.0)
+                for group in opt.param_groups:
+                    group["lr"] = step_lr
+                value, stats = objective(xb, yb, drawn)
+                opt.zero_grad(set_to_none=True)
+                value.sum().backward()
+                if project is not None:
+                    project()
+                opt.step()
+                for name, v in stats.items():
+                    sums[name] = sums.get(name, 0.0) + v.detach().double()
+                step += 1
+            means = {name: v / steps_per_epoch for name, v in sums.items()}
+            history.append({"epoch": epoch, **{name: float(v) if v.dim() == 0 else v for name, v in means.items()},
+                            "lr": step_lr, **(end_epoch() if end_epoch is not None else {})})
+    return history
+
+
 def fit_bezier(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
                num_epochs: int = 50, lr: float = 0.01, batch_size: int = 128, weight_decay: float = 5e-4,
                momentum: float = 0.9, seed: int = 0, num_bends: int = 1,
@@ -167,42 +229,27 @@ def fit_bezier(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y_
         the mean training objective (``loss``: CE, ``objective``: CE + penalty) and ``lr``.
     """
     device = resolve_device(device)
-    n = x_train.shape[0]
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
     curve = BezierCurve.from_models(model_a, model_b, num_bends, device=device)
+    if x_train.shape[0] // batch_size == 0:
+        raise ValueError(f"batch_size={batch_size} exceeds the {x_train.shape[0]} training examples")
     if curve.num_bends == 0:
         return curve
     template = copy.deepcopy(model_a).to(device).train()
     bends = curve.parameters()
     for v in bends:
         v.requires_grad_(True)
-    opt = torch.optim.SGD(bends, lr=lr, momentum=momentum, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    total_steps, step = num_epochs * steps_per_epoch, 0
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        for epoch in tqdm(range(num_epochs), desc="fit_bezier", disable=not progress):
-            ce_sum = obj_sum = 0.0
-            for xb, yb in batches(x_train, y_train, batch_size, generator=gen, drop_last=True):
-                t = float(torch.rand((), generator=gen))
-                step_lr = lr * bezier_lr_factor(step / total_steps)
-                for group in opt.param_groups:
-                    group["lr"] = step_lr
-                params = curve.point(t)
-                ce = F.cross_entropy(functional_call(template, params, (xb,)), yb)
-                penalty = sum(p.pow(2).sum() for p in params.values())
-                objective = ce + 0.5 * weight_decay * penalty
-                opt.zero_grad(set_to_none=True)
-                objective.backward()
-                opt.step()
-                ce_sum += ce.item()
-                obj_sum += objective.item()
-                step += 1
-            curve.history.append({"epoch": epoch, "loss": ce_sum / steps_per_epoch,
-                                  "objective": obj_sum / steps_per_epoch, "lr": step_lr})
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor, t: float):
+        params = curve.point(t)
+        ce = F.cross_entropy(functional_call(template, params, (xb,)), yb)
+        penalty = sum(p.pow(2).sum() for p in params.values())
+        value = ce + 0.5 * weight_decay * penalty
+        return value, {"loss": ce, "objective": value}
+
+    curve.history += fit_by_sgd(bends, objective, x_train, y_train, num_epochs=num_epochs, lr=lr,
+                                batch_size=batch_size, momentum=momentum, seed=seed, device=device,
+                                draw=draw_t,
+                                progress="fit_bezier" if progress else "")
     for v in bends:
         v.requires_grad_(False)
     return curve
@@ -358,7 +405,7 @@ class PathResult:
 
 
 def path_result(profile: pd.DataFrame, curve: BezierCurve | None = None) -> PathResult:
-    """Apply :func:`mode_connectivity` to a profile's ``train_err`` column."""
+    """Apply :func:`~landscape_utils.profiles.mode_connectivity` to a profile's ``train_err`` column."""
     mc, idx = mode_connectivity(profile["train_err"].to_numpy())
     return PathResult(mc, float(profile["t"].iloc[idx]), profile, curve)
 
@@ -390,82 +437,17 @@ def bezier_connectivity(model_a: nn.Module, model_b: nn.Module, x_train: torch.T
 
 
 # --------------------------------------------------------------------------- MLI
-@dataclass(frozen=True)
-class Bump:
-    """A rise of a profile above a starting value, until it falls below that value."""
-
-    start: int          # index where the rise begins (the bump's base value is values[start])
-    peak: int           # index of the highest value inside the bump
-    end: int | None     # first index below the base, None if the profile ends inside the bump
-    height: float       # values[peak] − values[start] > 0
-
-
-def find_bumps(values: Sequence[float]) -> list[Bump]:
-    """All bumps of a profile: one opens where the value rises, closes when it falls below its start."""
-    v = np.asarray(values, dtype=np.float64)
-    if v.ndim != 1 or not np.all(np.isfinite(v)):
-        raise ValueError("values must be a finite 1-D profile")
-    bumps, i = [], 0
-    while i < v.size - 1:
-        if v[i + 1] <= v[i]:
-            i += 1
-            continue
-        j, peak = i + 1, i + 1
-        while j < v.size and v[j] >= v[i]:
-            if v[j] > v[peak]:
-                peak = j
-            j += 1
-        end = j if j < v.size else None
-        bumps.append(Bump(i, peak, end, float(v[peak] - v[i])))
-        i = j
-    return bumps
-
-
-def max_bump_height(values: Sequence[float]) -> float:
-    """Δ: the height of the largest bump, 0 for a non-increasing profile."""
-    return max((b.height for b in find_bumps(values)), default=0.0)
-
-
-@dataclass(frozen=True)
-class MLIResult:
-    """Monotonic linear interpolation from initialization to solution (Lucas et al. 2021)."""
-
-    profile: pd.DataFrame   # evaluate_path's columns along (1−α) θ₀ + α θ_T
-    delta: float            # the largest bump height Δ of profile[metric]
-    non_monotonic: bool     # Δ > eps
-    eps: float              # the tolerance (> 0) for evaluation noise
-    metric: str             # the profile column analysed
-    bumps: tuple[Bump, ...] = field(default_factory=tuple)
-
-
-def mli_from_profile(profile: pd.DataFrame, eps: float = 1e-3, metric: str = "train_loss") -> MLIResult:
-    """Bumps, Δ and the non-monotonic flag of one column of a profile (ordered by t)."""
-    if not eps > 0:
-        raise ValueError(f"eps must be > 0 (evaluation noise makes every run non-monotonic), got {eps}")
-    bumps = tuple(find_bumps(profile[metric].to_numpy()))
-    delta = max((b.height for b in bumps), default=0.0)
-    return MLIResult(profile, delta, delta > eps, eps, metric, bumps)
-
-
 def mli(model_init: nn.Module, model_final: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor,
         x_test: torch.Tensor | None = None, y_test: torch.Tensor | None = None, num_points: int = 21,
         eps: float = 1e-3, metric: str = "train_loss", batch_size: int = 1024,
         device: str | torch.device = "auto", progress: bool = False) -> MLIResult:
     """Evaluate the straight line from ``model_init`` to ``model_final`` (BN recalibrated at
-    every α) and measure its largest bump in ``metric``; see :func:`mli_from_profile`."""
+    every α) and measure its largest bump in ``metric``; see :func:`~landscape_utils.profiles.mli_from_profile`."""
     if not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     profile = evaluate_path(model_final, linear_path(model_init, model_final), num_points, x_train, y_train,
                             x_test, y_test, batch_size=batch_size, device=device, progress=progress)
     return mli_from_profile(profile, eps, metric)
-
-
-def non_monotonic_fraction(deltas: Sequence[float], eps: float = 1e-3) -> float:
-    """The fraction of runs whose largest bump Δ exceeds ``eps``."""
-    d = np.asarray(deltas, dtype=np.float64)
-    if d.size == 0:
-        raise ValueError("no runs given")
-    return float(np.mean(d > eps))
 
 
 # --------------------------------------------------------------------------- seed pairs

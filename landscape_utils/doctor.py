@@ -31,6 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+import torchvision
+
+from .book import ParamsError, book_path, load_params, preflight
+from .chapters import chapter_parameters, chapters
+from .runner import (DATASET_FILES, available_cores, check_dataset_files, gpu_assignment,
+                     visible_gpus)
+from .train import check_precision
+from .utils import resolve_device
+
 KERNEL = "landscape-book"
 # Oldest NVIDIA driver branch of each CUDA major version (CUDA's minor-version compatibility).
 MIN_DRIVER = {11: 450, 12: 525, 13: 580}
@@ -71,9 +81,6 @@ def nvidia_driver() -> str | None:
 
 def check_versions(rep: Report) -> None:
     """Python, torch, torchvision, CUDA build and driver."""
-    import torch
-    import torchvision
-
     rep.say(f"python       {platform.python_version()} ({sys.executable})")
     cuda = torch.version.cuda
     archs = torch.cuda.get_arch_list() if cuda else []
@@ -93,10 +100,6 @@ def check_versions(rep: Report) -> None:
 
 def check_gpus(rep: Report) -> list[str]:
     """Each visible GPU; returns the ids the executors would use."""
-    import torch
-
-    from .runner import visible_gpus
-
     if not torch.cuda.is_available():
         rep.say("GPUs         none visible (torch.cuda.is_available() is False)")
         if nvidia_driver() is not None:
@@ -122,9 +125,6 @@ def check_gpus(rep: Report) -> list[str]:
 
 def describe_executor(device: str, workers: int = 0, workers_per_gpu: int = 1) -> str:
     """What ``executor: process`` with these options would start here, in words."""
-    from .runner import available_cores, gpu_assignment, visible_gpus
-    from .utils import resolve_device
-
     dev = str(device)
     on_gpu = dev in ("auto", "cuda") and resolve_device(dev).type == "cuda"
     gpus = visible_gpus() if on_gpu else []
@@ -140,8 +140,6 @@ def describe_executor(device: str, workers: int = 0, workers_per_gpu: int = 1) -
 
 
 def check_devices(rep: Report) -> None:
-    from .runner import available_cores
-    from .utils import resolve_device
 
     rep.say(f"device: auto -> {resolve_device('auto')}")
     rep.say(f"CPU cores    {available_cores()} available to this process")
@@ -174,8 +172,6 @@ def check_kernel(rep: Report) -> None:
 
 def _chapter_values(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Each chapter's values as it would run: its parameter defaults, then the params file."""
-    from .chapters import chapter_parameters, chapters
-
     out = {}
     for chap in chapters():
         if chap.stem not in params:
@@ -189,10 +185,6 @@ def _chapter_values(params: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 def check_params(rep: Report, path: str | os.PathLike) -> None:
     """The params file as the book driver checks it, plus each chapter's dataset files and
     training precision on the device it would use."""
-    from .book import ParamsError, book_path, chapters, load_params, preflight
-    from .runner import DATASET_FILES, check_dataset_files
-    from .train import check_precision
-    from .utils import resolve_device
 
     rep.say(f"params       {path}")
     try:

@@ -39,13 +39,14 @@ from torch.func import functional_call, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
-from .connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evaluate_path, fit_bezier,
+from .axes import load_order
+from .connectivity import (PROFILE_COLUMNS, BezierCurve, draw_t, evaluate_path, fit_bezier, fit_by_sgd,
                            linear_path, mli, path_result)
-from .data import batches
 from .findings import Finding, majority_verdict
+from .settings import FromParams
 from .similarity import l2_distance, model_cka
 from .store import Store, algorithm_version, load_model
-from .tables import load_order
+from .taxonomy import seed_jackknife
 from .tasks import Task, run_tasks
 from .train import RunConfig
 from .utils import resolve_device
@@ -59,7 +60,7 @@ PATH_COLUMNS: tuple[str, ...] = ("pair", "path", "t", "train_err", "train_loss",
 
 
 @dataclass(frozen=True)
-class GlobalSettings:
+class GlobalSettings(FromParams):
     """Every setting that changes a pair's global metrics (part of the cache key)."""
 
     curve_epochs: int = 20            # epochs of Bezier fitting (the paper: 50 at full data)
@@ -182,10 +183,6 @@ def fit_bezier_batch(model_pairs: Sequence[tuple[nn.Module, nn.Module]], x_train
     device = resolve_device(device)
     if not model_pairs:
         return []
-    n = x_train.shape[0]
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
     template = copy.deepcopy(model_pairs[0][0]).to(device).train()
     if not batchable(template):
         raise ValueError("fit_bezier_batch needs a model without BatchNorm or dropout; use fit_bezier")
@@ -196,38 +193,27 @@ def fit_bezier_batch(model_pairs: Sequence[tuple[nn.Module, nn.Module]], x_train
     w1 = {k: torch.stack([c.w1[k] for c in curves]) for k in names}
     w2 = {k: torch.stack([c.w2[k] for c in curves]) for k in names}
     bends = {k: torch.stack([c.bends[0][k] for c in curves]).requires_grad_(True) for k in names}
-    opt = torch.optim.SGD(list(bends.values()), lr=lr, momentum=momentum, weight_decay=0.0)
 
     def loss_one(params, xb, yb):
         return F.cross_entropy(functional_call(template, params, (xb,)), yb)
 
     loss_all = vmap(loss_one, in_dims=(0, None, None))
-    gen = torch.Generator().manual_seed(seed)
-    total_steps, step = num_epochs * steps_per_epoch, 0
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    for epoch in range(num_epochs):
-        ce_sum = torch.zeros(len(curves), dtype=torch.float64, device=device)
-        obj_sum = torch.zeros_like(ce_sum)
-        for xb, yb in batches(x_train, y_train, batch_size, generator=gen, drop_last=True):
-            t = float(torch.rand((), generator=gen))
-            step_lr = lr * bezier_lr_factor(step / total_steps)
-            for group in opt.param_groups:
-                group["lr"] = step_lr
-            c0, c1, c2 = curves[0].coefficients(t)
-            # the same sum, in the same order, as BezierCurve.point
-            params = {k: 0 + c0 * w1[k] + c1 * bends[k] + c2 * w2[k] for k in names}
-            ce = loss_all(params, xb, yb)  # (S,)
-            penalty = sum(p.pow(2).flatten(1).sum(1) for p in params.values())  # (S,)
-            objective = ce + 0.5 * weight_decay * penalty
-            opt.zero_grad(set_to_none=True)
-            objective.sum().backward()
-            opt.step()
-            ce_sum += ce.detach().double()
-            obj_sum += objective.detach().double()
-            step += 1
-        for i, curve in enumerate(curves):
-            curve.history.append({"epoch": epoch, "loss": float(ce_sum[i]) / steps_per_epoch,
-                                  "objective": float(obj_sum[i]) / steps_per_epoch, "lr": step_lr})
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor, t: float):
+        c0, c1, c2 = curves[0].coefficients(t)
+        # the same sum, in the same order, as BezierCurve.point
+        params = {k: 0 + c0 * w1[k] + c1 * bends[k] + c2 * w2[k] for k in names}
+        ce = loss_all(params, xb, yb)  # (S,)
+        penalty = sum(p.pow(2).flatten(1).sum(1) for p in params.values())  # (S,)
+        value = ce + 0.5 * weight_decay * penalty  # (S,); the loop steps on their sum
+        return value, {"loss": ce, "objective": value}
+
+    history = fit_by_sgd(list(bends.values()), objective, x_train, y_train, num_epochs=num_epochs, lr=lr,
+                         batch_size=batch_size, momentum=momentum, seed=seed, device=device,
+                         draw=draw_t)
+    for i, curve in enumerate(curves):
+        curve.history += [{"epoch": h["epoch"], "loss": float(h["loss"][i]), "objective": float(h["objective"][i]),
+                           "lr": h["lr"]} for h in history]
     for i, curve in enumerate(curves):
         curve.bends = [{k: bends[k][i].detach().clone() for k in names}]
     return curves
@@ -417,7 +403,7 @@ MLI_METRIC = algorithm_version("mli", 1)  # Store metric name of the MLI records
 
 
 @dataclass(frozen=True)
-class MLISettings:
+class MLISettings(FromParams):
     """How the straight line from initialization to the solution is measured (the cache key)."""
 
     num_points: int = 11              # evenly spaced α in [0, 1], endpoints included
@@ -496,7 +482,6 @@ def small_load_poorly_connected(pairs: pd.DataFrame, load: str, temperature: str
         pairs: one row per seed pair with the columns ``load``, ``temperature``, ``mc`` and
             ``seed_a``, ``seed_b``.
     """
-    from .taxonomy import seed_jackknife
 
     claim = "At the smallest load (least capacity per sample), mc < 0 (poorly connected) at most temperatures"
     ok = pairs[np.isfinite(pd.to_numeric(pairs["mc"], errors="coerce"))]

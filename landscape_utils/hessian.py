@@ -744,40 +744,15 @@ def trace(
         block = int(block) if block is not None else _default_block(op.device)
         if block < 1:
             raise ValueError("block must be >= 1")
-        Q = None
-        exact, s = 0.0, 0
+        Q, exact, s = None, 0.0, 0
         if method == "hutchpp":
             s = min(P, 20 if sketch_size is None else int(sketch_size))
-            if s < 1:
-                raise ValueError("sketch_size must be >= 1")
-            S = _rademacher((s, P), gen, op.device, op.dtype)
-            Y = _blocked(op, S, block)  # (s, P)
-            Q = torch.linalg.qr(Y.T.to(torch.float64))[0].to(op.dtype)  # (P, s)
-            HQ = _blocked(op, Q.T.contiguous(), block)  # (s, P)
-            exact = float((Q.T * HQ).sum(dtype=torch.float64))
-        samples: list[float] = []
-        converged = False
-        mean = se = 0.0
-        if Q is not None and s >= P:  # the sketch spans everything: the trace is exact
-            converged = True
-        while not converged and len(samples) < max_probes:
-            b = min(block, max_probes - len(samples))
-            V = _rademacher((b, P), gen, op.device, op.dtype)
-            if Q is not None:
-                V = V - (V @ Q) @ Q.T
-            HV = op.matmat(V) if b > 1 else op(V[0])[None]
-            samples.extend((V * HV).sum(dim=1, dtype=torch.float64).cpu().tolist())
-            n = len(samples)
-            if n >= min_probes:
-                arr = np.asarray(samples)
-                mean = float(arr.mean())
-                se = float(arr.std(ddof=1) / math.sqrt(n))
-                if se <= rel_tol * abs(exact + mean):
-                    converged = True
-        arr = np.asarray(samples, dtype=np.float64)
-        if len(arr):
-            mean = float(arr.mean())
-            se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else float("inf")
+            Q, exact = _hutchpp_sketch(op, gen, s, block)
+        # a sketch that spans everything makes the trace exact: no probes
+        exact_already = Q is not None and s >= P
+        arr, converged = (np.zeros(0), True) if exact_already else _probe_until(
+            op, gen, Q, exact, rel_tol, min_probes, max_probes, block)
+        mean, se = _mean_and_stderr(arr)
         hvps = op.num_hvps
     return TraceResult(
         estimate=exact + mean,
@@ -794,6 +769,51 @@ def trace(
         hvp_method=op.method,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _hutchpp_sketch(op: HessianOperator, gen: torch.Generator, s: int, block: int
+                    ) -> tuple[torch.Tensor, float]:
+    """Hutch++'s first stage: an orthonormal basis Q (P, s) of H S for a Rademacher sketch S
+    (s, P), and the exact part tr(QᵀHQ). Costs 2s products."""
+    if s < 1:
+        raise ValueError("sketch_size must be >= 1")
+    S = _rademacher((s, op.num_params), gen, op.device, op.dtype)
+    Y = _blocked(op, S, block)  # (s, P)
+    Q = torch.linalg.qr(Y.T.to(torch.float64))[0].to(op.dtype)  # (P, s)
+    HQ = _blocked(op, Q.T.contiguous(), block)  # (s, P)
+    return Q, float((Q.T * HQ).sum(dtype=torch.float64))
+
+
+def _probe_until(op: HessianOperator, gen: torch.Generator, Q: torch.Tensor | None, exact: float,
+                 rel_tol: float, min_probes: int, max_probes: int, block: int) -> tuple[np.ndarray, bool]:
+    """Hutchinson's loop: Rademacher probes v (projected off Q when given) and their vᵀHv,
+    ``block`` at a time, until the standard error of the mean is at most ``rel_tol`` times
+    |exact + mean| (checked from ``min_probes`` on) or ``max_probes`` are spent. Returns the
+    per-probe values, float64 (n,), and whether the rule was met."""
+    P = op.num_params
+    samples: list[float] = []
+    while len(samples) < max_probes:
+        b = min(block, max_probes - len(samples))
+        V = _rademacher((b, P), gen, op.device, op.dtype)
+        if Q is not None:
+            V = V - (V @ Q) @ Q.T
+        HV = op.matmat(V) if b > 1 else op(V[0])[None]
+        samples.extend((V * HV).sum(dim=1, dtype=torch.float64).cpu().tolist())
+        if len(samples) >= min_probes:
+            mean, se = _mean_and_stderr(np.asarray(samples))
+            if se <= rel_tol * abs(exact + mean):
+                return np.asarray(samples, dtype=np.float64), True
+    return np.asarray(samples, dtype=np.float64), False
+
+
+def _mean_and_stderr(samples: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of the mean (sample std, ddof=1, over sqrt(n)) of (n,)
+    values; (0, 0) for none, and an infinite error for one."""
+    n = len(samples)
+    if n == 0:
+        return 0.0, 0.0
+    mean = float(samples.mean())
+    return mean, float(samples.std(ddof=1) / math.sqrt(n)) if n > 1 else float("inf")
 
 
 def _blocked(op: HessianOperator, V: torch.Tensor, block: int) -> torch.Tensor:

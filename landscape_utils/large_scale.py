@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import altair as alt
 import numpy as np
 import pandas as pd
 import torch
@@ -44,7 +45,9 @@ from .directions import (escape_table, filter_normalized_direction, loss_along_d
 from .findings import Finding, difference_verdict
 from .global_metrics import example_cells, usable_runs
 from .params import dot, matching_parameters, norm, params_of
+from .plotting import categorical_legend, color_scale
 from .runner import expand_grid
+from .settings import FromParams
 from .simplex import (SimplicialComplex, complex_from_models, edge_profiles, ensemble_metrics, evaluate_grid,
                       fit_complex, fit_tunnel, models_at)
 from .store import Store, algorithm_version, load_model, run_id
@@ -61,7 +64,7 @@ METRICS = {kind: algorithm_version(f"large_scale_{kind}", 1) for kind in KINDS}
 
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
-class WedgeSettings:
+class WedgeSettings(FromParams):
     """Every setting of the chapter's experiments; each task's key holds its own share."""
 
     seed: int = 0                     # directions, projections, Dirichlet draws and data order of every fit
@@ -90,17 +93,6 @@ class WedgeSettings:
     surface_resolution: int = 11      # points per axis of the 2D loss surface
     surface_margin: float = 0.25      # α runs from −margin to 1 + margin (0: the solution, 1: its partner)
     surface_span: float = 1.0         # β runs from −span to +span along the filter-normalized direction
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> "WedgeSettings":
-        """The settings named in ``params`` (e.g. a chapter's globals); others keep their defaults."""
-        kw = {f.name: params[f.name] for f in fields(cls) if f.name in params}
-        for name in ("radii", "subspace_dims"):
-            if name in kw:
-                kw[name] = tuple(kw[name])
-        s = cls(**kw)
-        s.validate()
-        return s
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad setting."""
@@ -781,10 +773,6 @@ def triangle_chart(grids: pd.DataFrame, resolution: int, side: int = 200):
     """The train loss over each complex's barycentric grid, one hexagon per grid point:
     rows = cells, columns = flat triangle | trained complex, one log colour scale per row
     (legend below, so a row is two panels wide)."""
-    import altair as alt
-
-    from .plotting import color_scale
-
     size = (2.0 / math.sqrt(3.0) * side / resolution * 1.08) ** 2
     rows = []
     for cell, df in grids.groupby("cell", sort=False):
@@ -803,10 +791,6 @@ def triangle_chart(grids: pd.DataFrame, resolution: int, side: int = 200):
 def surface_chart(surface: pd.DataFrame, width: int = 240):
     """Each cell's 2D loss surface as a heat map (one log colour scale, legend below), with
     the solution at (0, 0) and its seed partner at (1, 0) marked; cells side by side."""
-    import altair as alt
-
-    from .plotting import categorical_legend, color_scale
-
     df = surface.copy()
     for col in ("alpha", "beta"):  # each rectangle spans half a grid step either side of its point
         half = 0.5 * float(np.diff(np.sort(df[col].unique()))[0])

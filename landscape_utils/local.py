@@ -30,6 +30,7 @@ from torch import nn
 
 from .findings import Finding, difference_verdict, majority_verdict
 from .hessian import make_fixed_batch, pyhessian_reference, spectral_density, top_eigenvalues, trace
+from .settings import FromParams
 from .store import Store, algorithm_version, load_model
 from .tasks import Task, run_tasks
 from .utils import resolve_device
@@ -60,7 +61,7 @@ def _loss() -> nn.Module:
 
 
 @dataclass(frozen=True)
-class HessianSettings:
+class HessianSettings(FromParams):
     """How λmax and the trace are measured. Every field is part of the cache key."""
 
     num_samples: int = 200        # fixed training batch size (authors: 200; PyHessian's: ~4096)
@@ -90,7 +91,7 @@ class HessianSettings:
 
 
 @dataclass(frozen=True)
-class DensitySettings:
+class DensitySettings(FromParams):
     """How the spectral density (stochastic Lanczos quadrature) is measured and stored."""
 
     num_samples: int = 200        # fixed training batch size (same batch rule as HessianSettings)

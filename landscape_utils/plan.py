@@ -26,13 +26,21 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
+from .chapters import book_path, merged_values
+from .connectivity import BezierCurve, select_pairs
+from .global_metrics import METRIC_NAME, GlobalSettings, MLISettings
+from .hessian import hessian_vector_product
+from .large_scale import WedgeSettings
+from .local import DENSITY_METRIC, HESSIAN_METRIC, DensitySettings, HessianSettings
+from .models import build_model
 from .runner import CONFIG_KEYS, INPUT_SHAPES, expand_grid, grid_from_params, time_epoch, train_size
 from .store import Store, run_id
 from .train import RunConfig
 from .utils import resolve_device
 
-__all__ = ["ChapterPlan", "plan", "print_plan", "WidthTimer"]
+__all__ = ["ChapterPlan", "plan", "print_plan", "WidthTimer", "chapter_settings"]
 
 TRAIN_TIMING_BATCH = 32  # SGD steps are timed at this batch size and scaled per sample
 
@@ -122,8 +130,6 @@ class WidthTimer:
 
 
 def _model_and_data(config: RunConfig, batch: int, device: torch.device):
-    from .models import build_model
-
     shape, k = INPUT_SHAPES[config.dataset]
     model = build_model(config.model, config.width, shape, k, batch_norm=config.batch_norm,
                         depth=config.depth).to(device)
@@ -140,8 +146,6 @@ def _sync(device: torch.device) -> None:
 def time_hvp(config: RunConfig, num_samples: int, device: torch.device) -> float:
     """Seconds of one Hessian-vector product of ``config``'s model on ``num_samples`` random
     inputs of its dataset's shape (the package's ``hessian_vector_product``)."""
-    from .hessian import hessian_vector_product
-
     model, x, y = _model_and_data(config, num_samples, device)
     v = torch.randn(sum(p.numel() for p in model.parameters() if p.requires_grad), device=device)
     hessian_vector_product(model, F.cross_entropy, (x, y), v, device=device)  # warm-up
@@ -155,10 +159,6 @@ def time_hvp(config: RunConfig, num_samples: int, device: torch.device) -> float
 def time_curve_step(config: RunConfig, batch_size: int, device: torch.device, steps: int = 2) -> float:
     """Seconds of one SGD step of a quadratic Bezier curve between two models of ``config``
     (the loss at one t on one minibatch of random inputs, the bend updated)."""
-    from torch.func import functional_call
-
-    from .connectivity import BezierCurve
-
     model, x, y = _model_and_data(config, batch_size, device)
     other, _, _ = _model_and_data(config, 1, device)
     curve = BezierCurve.from_models(model, other, device=device)
@@ -181,8 +181,6 @@ def time_curve_step(config: RunConfig, batch_size: int, device: torch.device, st
 
 
 def _merged(stem: str, params: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    from .chapters import merged_values
-
     return merged_values(stem, dict(params.get(stem, {})))
 
 
@@ -191,8 +189,6 @@ def _grid(params: Mapping[str, Mapping[str, Any]]) -> list[RunConfig]:
 
 
 def _workdir(values: Mapping[str, Any]) -> Path:
-    from .chapters import book_path
-
     return book_path(values.get("workdir", "."))
 
 
@@ -284,98 +280,123 @@ def plan(params: Mapping[str, Mapping[str, Any]], device: str = "auto", budget: 
         torch.set_num_threads(threads)
 
 
+def chapter_settings(params: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The settings chapters 2, 3 and 6 build from ``params``, by chapter and by the name of
+    the chapter's variable (``settings``, ``density_settings``, ``mli_settings``): each is
+    built as the chapter builds it (``from_params`` on the chapter's merged values), so the
+    plan looks records up under the chapter's store keys."""
+    out: dict[str, dict[str, Any]] = {}
+    if "02_local_metrics" in params:
+        p2 = _merged("02_local_metrics", params)
+        out["02_local_metrics"] = {"settings": HessianSettings.from_params(p2),
+                                   "density_settings": DensitySettings.from_params(p2)}
+    if "03_global_connectivity" in params:
+        p3 = _merged("03_global_connectivity", params)
+        out["03_global_connectivity"] = {"settings": GlobalSettings.from_params(p3),
+                                         "mli_settings": MLISettings.from_params(p3, prefix="mli_")}
+    if "06_large_scale_structure" in params:
+        out["06_large_scale_structure"] = {
+            "settings": WedgeSettings.from_params(_merged("06_large_scale_structure", params))}
+    return out
+
+
 def _plan(params: Mapping[str, Mapping[str, Any]], dev: torch.device, budget: float) -> tuple[
         list[ChapterPlan], list[str]]:
-    from .global_metrics import METRIC_NAME, GlobalSettings
-    from .local import DENSITY_METRIC, HESSIAN_METRIC, DensitySettings, HessianSettings
-
+    """The stages of :func:`plan`: time the model families, then count and cost each chapter."""
     ch1 = _merged("01_training_grid", params)
     if dev.type == "cpu":  # one thread: steady timings on a shared machine; scale by cores yourself
         torch.set_num_threads(1)
     costs = _Costs(dev, budget)
-    rows: list[ChapterPlan] = []
-    notes: list[str] = []
     grid = _grid(params)
     store = Store(_workdir(ch1))
-    done = [store.is_done(c, warn=False) for c in grid]
-    p2 = _merged("02_local_metrics", params) if "02_local_metrics" in params else None
-    p3 = _merged("03_global_connectivity", params) if "03_global_connectivity" in params else None
+    settings = chapter_settings(params)
     kinds = {}
-    if p2:
-        kinds["hvp"] = int(p2["num_samples"])
-    if p3:
-        kinds["curve"] = int(p3["curve_batch_size"])
+    if "02_local_metrics" in settings:
+        kinds["hvp"] = settings["02_local_metrics"]["settings"].num_samples
+    if "03_global_connectivity" in settings:
+        kinds["curve"] = settings["03_global_connectivity"]["settings"].curve_batch_size
     costs.prepare(grid, kinds)
 
+    rows: list[ChapterPlan] = []
     if "01_training_grid" in params:
-        secs = sum(costs.epoch(c) * c.num_epochs for c, d in zip(grid, done) if not d)
-        cells = len({c.cell() for c in grid})
-        rows.append(ChapterPlan("01_training_grid", "training runs", len(grid), sum(done), secs,
-                                f"{cells} cells x {ch1['num_seeds']} seeds, {ch1['num_epochs']} epochs"))
-
-    if p2:
-        s = HessianSettings(num_samples=p2["num_samples"], k=p2["top_k"], tol=p2["tol"], max_iter=p2["max_iter"],
-                            trace_method=p2["trace_method"], rel_tol=p2["trace_rel_tol"],
-                            max_probes=p2["max_probes"], sketch_size=p2["sketch_size"],
-                            seed=p2["hessian_seed"])
-        ids = [run_id(c) for c in grid]
-        have = [store.load_metric(HESSIAN_METRIC, s.key(r)) is not None for r in ids]
-        hvps = s.max_iter + 2 * s.sketch_size + s.max_probes  # at most: Lanczos, Hutch++ sketch, probes
-        secs = sum(hvps * costs.hvp(c, s.num_samples) for c, h in zip(grid, have) if not h)
-        rows.append(ChapterPlan("02_local_metrics", "Hessians (λmax, trace)", len(ids), sum(have), secs,
-                                f"at most {hvps} HVPs each on {s.num_samples} samples"))
-        ds = DensitySettings(num_samples=p2["num_samples"], num_runs=p2["density_runs"],
-                             num_steps=p2["density_steps"], points=p2["density_points"], seed=p2["hessian_seed"])
-        reps = {}
-        for c in grid:
-            if c.cell() not in reps or c.seed < reps[c.cell()].seed:
-                reps[c.cell()] = c
-        have_d = [store.load_metric(DENSITY_METRIC, ds.key(run_id(c))) is not None for c in reps.values()]
-        hv = ds.num_runs * ds.num_steps
-        secs = sum(hv * costs.hvp(c, ds.num_samples) for c, h in zip(reps.values(), have_d) if not h)
-        rows.append(ChapterPlan("02_local_metrics", "spectral densities", len(reps), sum(have_d), secs,
-                                f"one seed per cell, {hv} HVPs each"))
-
-    if p3:
-        from .connectivity import select_pairs
-
-        gs = GlobalSettings(curve_epochs=p3["curve_epochs"], curve_lr=p3["curve_lr"],
-                            curve_batch_size=p3["curve_batch_size"], curve_weight_decay=p3["curve_weight_decay"],
-                            num_points=p3["num_points"], cka_samples=p3["cka_samples"],
-                            cka_batches=p3["cka_batches"], cka_representation=p3["cka_representation"],
-                            mixup_alpha=p3["mixup_alpha"], seed=p3["seed"])
-        by_cell: dict[RunConfig, list[RunConfig]] = {}
-        for c in grid:
-            by_cell.setdefault(c.cell(), []).append(c)
-        pairs = []
-        for cs in by_cell.values():
-            cs = sorted(cs, key=lambda c: c.seed)
-            pairs += [(cs[i], cs[j]) for i, j in select_pairs(len(cs), p3["max_pairs"], p3["seed"])]
-        have = [store.load_metric(METRIC_NAME, gs.key(run_id(a), run_id(b))) is not None for a, b in pairs]
-
-        def pair_seconds(c: RunConfig) -> float:
-            n = train_size(c.dataset, c.data_fraction)
-            fit = gs.curve_epochs * (n // gs.curve_batch_size) * costs.curve_step(c, gs.curve_batch_size)
-            # evaluation: 2 paths x num_points passes over the training set, a forward pass
-            # taken as a third of a step (BatchNorm recalibration doubles it)
-            passes = 2 * gs.num_points * (2 if c.batch_norm else 1)
-            return fit + passes * n * costs.per_sample_step(c) / 3
-
-        secs = sum(pair_seconds(a) for (a, _), h in zip(pairs, have) if not h)
-        rows.append(ChapterPlan("03_global_connectivity", "seed pairs (curve, CKA)", len(pairs), sum(have), secs,
-                                f"{gs.curve_epochs} curve epochs of batch {gs.curve_batch_size} each"))
-
+        rows.append(_plan_training(ch1, grid, store, costs))
+    if "02_local_metrics" in settings:
+        rows += _plan_local(settings["02_local_metrics"], grid, store, costs)
+    if "03_global_connectivity" in settings:
+        rows.append(_plan_global(settings["03_global_connectivity"]["settings"],
+                                 _merged("03_global_connectivity", params), grid, store, costs))
     if "04_taxonomy" in params:
         rows += _plan_taxonomy(params, grid, store, costs)
     if "05_rugged_convexity" in params:
         p5 = _merged("05_rugged_convexity", params)
-        n = len(p5["load_values"]) * len(p5["temperature_values"]) * p5["diagram_realizations"] * p5["n_runs"]
+        n = len(p5["load_values"]) * len(p5["temperature_values"]) * p5["diagram_realizations"] * p5["num_runs"]
         rows.append(ChapterPlan("05_rugged_convexity", "1D Langevin runs", n, None, None,
                                 "a one-weight model: seconds on any device, not timed"))
     if "06_large_scale_structure" in params:
         rows += _plan_large_scale(params, grid, costs)
-    notes.append(f"device {dev}" + (f" ({torch.get_num_threads()} torch thread(s))" if dev.type == "cpu" else "")
-                 + "; costs are device-seconds of one worker, summed over the tasks not in the store.")
+    return rows, _notes(dev, costs)
+
+
+def _plan_training(ch1: Mapping[str, Any], grid: list[RunConfig], store: Store, costs: _Costs) -> ChapterPlan:
+    """Chapter 1: every run of the grid that the store does not hold."""
+    done = [store.is_done(c, warn=False) for c in grid]
+    secs = sum(costs.epoch(c) * c.num_epochs for c, d in zip(grid, done) if not d)
+    cells = len({c.cell() for c in grid})
+    return ChapterPlan("01_training_grid", "training runs", len(grid), sum(done), secs,
+                       f"{cells} cells x {ch1['num_seeds']} seeds, {ch1['num_epochs']} epochs")
+
+
+def _plan_local(settings: Mapping[str, Any], grid: list[RunConfig], store: Store,
+                costs: _Costs) -> list[ChapterPlan]:
+    """Chapter 2: one Hessian per run and one spectral density per cell (its lowest seed)."""
+    s, ds = settings["settings"], settings["density_settings"]
+    ids = [run_id(c) for c in grid]
+    have = [store.load_metric(HESSIAN_METRIC, s.key(r)) is not None for r in ids]
+    hvps = s.max_iter + 2 * s.sketch_size + s.max_probes  # at most: Lanczos, Hutch++ sketch, probes
+    secs = sum(hvps * costs.hvp(c, s.num_samples) for c, h in zip(grid, have) if not h)
+    rows = [ChapterPlan("02_local_metrics", "Hessians (λmax, trace)", len(ids), sum(have), secs,
+                        f"at most {hvps} HVPs each on {s.num_samples} samples")]
+    reps: dict[RunConfig, RunConfig] = {}
+    for c in grid:
+        if c.cell() not in reps or c.seed < reps[c.cell()].seed:
+            reps[c.cell()] = c
+    have_d = [store.load_metric(DENSITY_METRIC, ds.key(run_id(c))) is not None for c in reps.values()]
+    hv = ds.num_runs * ds.num_steps
+    secs = sum(hv * costs.hvp(c, ds.num_samples) for c, h in zip(reps.values(), have_d) if not h)
+    rows.append(ChapterPlan("02_local_metrics", "spectral densities", len(reps), sum(have_d), secs,
+                            f"one seed per cell, {hv} HVPs each"))
+    return rows
+
+
+def _plan_global(gs: GlobalSettings, p3: Mapping[str, Any], grid: list[RunConfig], store: Store,
+                 costs: _Costs) -> ChapterPlan:
+    """Chapter 3: the seed pairs of every cell (a Bezier fit and the path evaluations each)."""
+    by_cell: dict[RunConfig, list[RunConfig]] = {}
+    for c in grid:
+        by_cell.setdefault(c.cell(), []).append(c)
+    pairs = []
+    for cs in by_cell.values():
+        cs = sorted(cs, key=lambda c: c.seed)
+        pairs += [(cs[i], cs[j]) for i, j in select_pairs(len(cs), p3["max_pairs"], p3["seed"])]
+    have = [store.load_metric(METRIC_NAME, gs.key(run_id(a), run_id(b))) is not None for a, b in pairs]
+
+    def pair_seconds(c: RunConfig) -> float:
+        n = train_size(c.dataset, c.data_fraction)
+        fit = gs.curve_epochs * (n // gs.curve_batch_size) * costs.curve_step(c, gs.curve_batch_size)
+        # evaluation: 2 paths x num_points passes over the training set, a forward pass
+        # taken as a third of a step (BatchNorm recalibration doubles it)
+        passes = 2 * gs.num_points * (2 if c.batch_norm else 1)
+        return fit + passes * n * costs.per_sample_step(c) / 3
+
+    secs = sum(pair_seconds(a) for (a, _), h in zip(pairs, have) if not h)
+    return ChapterPlan("03_global_connectivity", "seed pairs (curve, CKA)", len(pairs), sum(have), secs,
+                       f"{gs.curve_epochs} curve epochs of batch {gs.curve_batch_size} each")
+
+
+def _notes(dev: torch.device, costs: _Costs) -> list[str]:
+    """How the costs were estimated: the device, each timer's widths, the rules of thumb."""
+    notes = [f"device {dev}" + (f" ({torch.get_num_threads()} torch thread(s))" if dev.type == "cpu" else "")
+             + "; costs are device-seconds of one worker, summed over the tasks not in the store."]
     for (kind, model, dataset, *_rest), timer in costs.timers.items():
         if timer.timed:
             notes.append(f"{kind} of {model} on {dataset}-shaped random inputs: {timer.how()}.")
@@ -383,7 +404,7 @@ def _plan(params: Mapping[str, Mapping[str, Any]], dev: torch.device, budget: fl
                  "training set; stacked seeds (populations) and workers make the real run faster.")
     notes.append("Hessians: at most max_iter + 2 x sketch + max_probes HVPs per run (most runs stop earlier); "
                  "an HVP is timed on <= 64 samples and scaled linearly to num_samples.")
-    return rows, notes
+    return notes
 
 
 def _plan_taxonomy(params, grid: list[RunConfig], store: Store, costs: _Costs) -> list[ChapterPlan]:
@@ -466,8 +487,6 @@ def format_plan(rows: list[ChapterPlan], notes: list[str], params_file: str = ""
 def stale_note(params: Mapping[str, Mapping[str, Any]]) -> str:
     """How many stored records of the workdir an earlier version of their algorithm made
     (``Store.stale_records``): they count as "to do" above and are computed again."""
-    from . import global_metrics, large_scale, local  # noqa: F401  (they declare their metrics' versions)
-
     stale = Store(_workdir(_merged("01_training_grid", params))).stale_records()
     if not stale:
         return "stale records: none (every stored record was made by the current version of its algorithm)"

@@ -19,7 +19,7 @@ The rules every chart follows
   kind across the book (:data:`PATH_COLORS`, :data:`PATH_DASHES`, :func:`path_color`,
   :func:`path_dash`).
 * **Load on x, least capacity on the left; temperature on y, hottest on top**, whatever
-  the axis (:func:`landscape_utils.tables.hot_order`, :func:`~landscape_utils.tables.load_order`).
+  the axis (:func:`landscape_utils.axes.hot_order`, :func:`~landscape_utils.axes.load_order`).
 * **Charts fit the column.** The content column of the HTML book is :data:`COLUMN_WIDTH`
   pixels wide at a 1280 px window; :func:`fit_width` gives the width of each of n panels
   side by side, :func:`estimated_width` checks a composed chart's spec against it and
@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -38,7 +39,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from .tables import axis_info, hot_order, load_order
+from .axes import axis_info, hot_order, load_order
 
 # --------------------------------------------------------------------------------------
 # Page geometry
@@ -88,9 +89,7 @@ def rendered_width(chart: Any) -> int:
     """The width (px) of ``chart`` as Vega renders it (via vl-convert, offline): the
     measure a test compares with :data:`COLUMN_WIDTH` (``rendered_width(c) <=
     COLUMN_WIDTH``). Browser fonts may differ from vl-convert's by a few pixels."""
-    import re
-
-    import vl_convert
+    import vl_convert  # lazy: an optional dependency (the book extra), needed only to measure charts
 
     spec = chart.to_dict() if hasattr(chart, "to_dict") else chart
     svg = vl_convert.vegalite_to_svg(spec)
@@ -441,7 +440,7 @@ def phase_heatmap(cells: pd.DataFrame, metric: str, x: str = "width", y: str = "
     ``cells`` has one row per cell with columns ``x``, ``y``, ``metric`` and optionally
     ``{metric}_std`` and ``n_seeds`` (shown in the tooltip). x is the load (least capacity
     on the left), y the temperature (hottest on top unless ``hot_on_top=False``), whatever
-    the axes (their meaning comes from :data:`landscape_utils.tables.AXES`). ``width``
+    the axes (their meaning comes from :data:`landscape_utils.axes.AXES`). ``width``
     defaults to two panels per column width.
     """
     df = cells.copy()

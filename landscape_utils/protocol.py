@@ -21,16 +21,19 @@ show its committed table in the book.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .findings import THIS_BUILD, Finding
-from .taxonomy import numeric_column
+from .axes import axis_info, coldest, hottest, load_order
+from .findings import THIS_BUILD, Finding, difference_verdict, holm
+from .runner import train_size
+from .taxonomy import classify, numeric_column
 
 #: The protocol study's committed table, in the repository (relative paths start here).
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +47,10 @@ MEDIAN_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "lambda_max", "mc"
 TRAINED_ACC = 0.8
 #: Target 1's bar.
 BEST_ACC = 0.90
+#: The paper's recipe (Yang et al. 2021: ResNet18 on CIFAR-10), beside which a grid's
+#: protocol is described.
+PAPER_RECIPE = ("ResNet18 on CIFAR-10 (50 000 training samples), widths 1 to 128, lr 0.1 decayed "
+                "×0.1 at 75% of 100 epochs")
 
 
 def group_of(label: object, iv_split: bool) -> str | None:
@@ -228,6 +235,45 @@ def recipe_text(r: pd.Series) -> str:
             f"{sched}, {int(r['num_epochs'])} ep" + (f", wd {wd:g}" if pd.notna(wd) else ""))
 
 
+def _knob(name: str, base: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> str:
+    """A training knob as the grid sets it: one value, or the range of an axis."""
+    if name in axes:
+        vals = sorted(axes[name])
+        return f"{vals[0]:g} to {vals[-1]:g}" if len(vals) > 1 else f"{vals[0]:g}"
+    return f"{base[name]:g}"
+
+
+def grid_protocol_text(base: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> str:
+    """One paragraph (markdown) on the training protocol of a grid, computed from it.
+
+    Args:
+        base: the run-config fields all runs share (``tables.grid_base_config``).
+        axes: the grid's two axes, ``{column: values}`` (e.g. ``{"width": [...],
+            "batch_size": [...]}``).
+
+    States the model, the training set (samples from ``runner.train_size``), each knob
+    (an axis as its range), the schedule, the epochs and the SGD steps of a run at the
+    largest batch size, then the paper's recipe (:data:`PAPER_RECIPE`).
+    """
+    n = train_size(str(base["dataset"]), float(base.get("data_fraction", 1.0)))
+    model = f"`{base['model']}` network" + (" with BatchNorm" if base.get("batch_norm") else "")
+    sched = str(base.get("schedule", "constant"))
+    if sched == "step":
+        sched = f"decayed ×{base['decay_factor']:g} at {base['decay_at']:.0%} of training"
+    elif sched == "cosine":
+        sched = "cosine-annealed"
+    batches = sorted(axes["batch_size"]) if "batch_size" in axes else [int(base["batch_size"])]
+    epochs = int(base["num_epochs"])
+    steps = n // int(batches[-1])
+    ranges = ", ".join(f"{axis_info(a).name} {_knob(a, base, axes)}" for a in axes)
+    return (f"**This build's protocol** (chapter 1's grid): a {model} on {n} training "
+            f"samples of {base['dataset']} (data fraction {float(base.get('data_fraction', 1.0)):g}); "
+            f"{ranges}; SGD with momentum {base['momentum']:g}, weight decay "
+            f"{_knob('weight_decay', base, axes)} and lr {_knob('lr', base, axes)} {sched}, {epochs} "
+            f"epochs. A run at batch size {batches[-1]} takes {steps} steps per epoch (the last "
+            f"partial minibatch is dropped), {steps * epochs} in all. The paper: {PAPER_RECIPE}.")
+
+
 def read_study(path: str | os.PathLike = STUDY_CSV) -> pd.DataFrame:
     """The protocol study's committed table (default ``benchmarks/protocol_study.csv``; a
     relative path is read from the current directory, else from the repository root).
@@ -288,9 +334,6 @@ def cold_end_converges(runs: pd.DataFrame, load: str, temperature: str, *,
         runs: one row per run: ``load``, ``temperature``, ``seed``, ``train_loss``
             (``tables/grid.csv``); diverged runs (NaN loss) are dropped.
     """
-    from .findings import difference_verdict, holm
-    from .tables import coldest, hottest, load_order
-
     df = runs.dropna(subset=["train_loss"])
     temps = df[temperature].unique()
     claim = (f"The cold end converges: at every {load}, the mean train loss at the coldest "
@@ -345,10 +388,6 @@ def threshold_stability(cells: pd.DataFrame, thresholds: Any, *, rel: float = 0.
         The finding and one row per cell that flips under some move: the cell's ``load`` and
         ``temperature`` values (when given), ``phase`` and ``flips`` (e.g. ``"cka_high +25%: IV-B→IV-A"``).
     """
-    import dataclasses
-
-    from .taxonomy import classify
-
     base = classify(cells, thresholds).astype(object)
     labelled = base.notna()
     flips: dict[Any, list[str]] = {}

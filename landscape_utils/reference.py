@@ -19,7 +19,7 @@ Units and conventions (checked on the released file):
 * ``accuracy`` in the pickles is in **percent** (e.g. ``78.76``); we divide by 100 so that
   ``train_acc`` / ``test_acc`` are fractions in [0, 1] like everywhere else in the project.
 * ``tr_err`` in ``curve_test.npz`` is in percent, which is what the paper's mc formula uses;
-  ``mc`` is recomputed with :func:`landscape_utils.taxonomy.mode_connectivity` (one pair,
+  ``mc`` is recomputed with :func:`landscape_utils.profiles.mode_connectivity` (one pair,
   runs 0 and 1, as the authors did), so it is in percentage points of train error.
 * ``cka`` is the softmax CKA (last entry of each pair), averaged over the ordered pairs
   i ≠ j (the released matrix is not exactly symmetric: CKA was computed on fresh mixup
@@ -45,6 +45,7 @@ is needed only to regenerate them::
 from __future__ import annotations
 
 import argparse
+import builtins
 import io
 import os
 import pickle
@@ -57,7 +58,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .taxonomy import mode_connectivity
+from .profiles import mode_connectivity
 
 __all__ = [
     "PAPER_WIDTHS",
@@ -116,6 +117,7 @@ def _latin1_encode(obj: str, encoding: str = "utf-8", errors: str = "strict") ->
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
+    # lazy and guarded: the module moved between numpy 1.x and 2.x
     try:  # numpy >= 2
         from numpy._core import multiarray as ma
         from numpy._core import numeric as nm
@@ -162,8 +164,6 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102
         if module in ("builtins", "__builtin__") and name in _BUILTINS_OK:
-            import builtins
-
             return getattr(builtins, name)
         if (module, name) == ("_codecs", "encode"):
             return _latin1_encode

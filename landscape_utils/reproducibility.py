@@ -27,9 +27,15 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 from typing import Any, Mapping
+
+import torch
+
+from .population import train_population
+from .runner import expand_grid, populations
 
 __all__ = ["SHORT_RUN_RTOL", "offered_capabilities", "probe", "probe_in_process",
            "max_relative_deviation", "seed_spread", "main"]
@@ -68,11 +74,6 @@ def probe(name: str = "short", grouped: bool = True) -> dict[str, dict[str, floa
     """Train probe grid ``name`` on the CPU (one torch thread) and return each run's final
     metrics, keyed by ``"width=..,lr=..,seed=.."``. ``grouped``: each cell's seeds as one
     population (as the runner does); otherwise each run alone."""
-    import torch
-
-    from .population import train_population
-    from .runner import expand_grid, populations
-
     torch.set_num_threads(1)
     base, axes, num_seeds = PROBES[name]
     out: dict[str, dict[str, float]] = {}
@@ -115,8 +116,6 @@ def max_relative_deviation(a: Mapping[str, Mapping[str, float]], b: Mapping[str,
 def seed_spread(runs: Mapping[str, Mapping[str, float]], metrics: tuple[str, ...] = METRICS) -> float:
     """The largest relative standard deviation over the seeds of one cell (runs whose labels
     agree but for ``seed=``), over the cells and metrics of a probe."""
-    import statistics
-
     cells: dict[str, list[Mapping[str, float]]] = {}
     for label, m in runs.items():
         cells.setdefault(",".join(p for p in label.split(",") if not p.startswith("seed=")), []).append(m)

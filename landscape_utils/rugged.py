@@ -27,7 +27,7 @@ thermal variance T/a of a walker in the envelope.
 The 1D analogues of the paper's metrics, per pair of runs (disjoint pairs (0,1), (2,3), …)
 and averaged per (load, temperature) cell: excess train loss L − min L, curvature L″ (the
 Hessian), mode connectivity mc of the train loss along the straight segment between the two
-endpoints (:func:`landscape_utils.taxonomy.mode_connectivity`, mc < 0 = barrier),
+endpoints (:func:`landscape_utils.profiles.mode_connectivity`, mc < 0 = barrier),
 distance |w₁ − w₂|, a similarity in [0, 1] (the column ``cka``) and the excess test loss.
 
 Everything is vectorized: the grid of cells (and optionally a batch of landscape
@@ -36,14 +36,19 @@ realizations) and the runs are array axes, never Python loops over cells.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Sequence
 
+import altair as alt
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from landscape_utils.taxonomy import mode_connectivity
+from landscape_utils import plotting
+from landscape_utils.axes import axis_info
+from landscape_utils.profiles import mode_connectivity
+from landscape_utils.taxonomy import PHASES, PhaseThresholds, classify
 
 __all__ = [
     "DEFAULT_LOADS",
@@ -364,7 +369,7 @@ def segment_profile(landscape: RuggedLandscape, w1, w2, load=1.0, n_points: int 
 
 def pair_barriers(landscape: RuggedLandscape, w1, w2, load=1.0, n_points: int = 33
                   ) -> np.ndarray:
-    """The paper's mc for every pair: :func:`~landscape_utils.taxonomy.mode_connectivity`
+    """The paper's mc for every pair: :func:`~landscape_utils.profiles.mode_connectivity`
     applied to the train-loss profile of the segment between w₁ and w₂ (mc < 0: barrier).
     Shape: broadcast shape of the inputs."""
     prof = segment_profile(landscape, w1, w2, load, n_points)
@@ -448,8 +453,6 @@ RUGGED_THRESHOLDS: dict[str, float] = {
 def rescaled_thresholds(**overrides: float):
     """:class:`landscape_utils.taxonomy.PhaseThresholds` in the 1D model's units
     (:data:`RUGGED_THRESHOLDS`, with ``overrides``)."""
-    from landscape_utils.taxonomy import PhaseThresholds  # lazy: taxonomy is optional here
-
     values = {**RUGGED_THRESHOLDS, **overrides}
     return PhaseThresholds(**values)
 
@@ -484,8 +487,6 @@ def phase_diagram(loads: Sequence[float] = DEFAULT_LOADS,
         ``landscape_seed``, ``n_realizations``, ``n_runs``. With ``return_simulation``,
         ``(table, Simulation)``.
     """
-    from landscape_utils.taxonomy import classify  # lazy: keeps this module standalone
-
     loads = np.asarray(loads, dtype=np.float64)
     temperatures = np.asarray(temperatures, dtype=np.float64)
     lands = ([landscape.replace(seed=landscape.seed + i) for i in range(n_realizations)]
@@ -714,9 +715,6 @@ def phase_extent(cells: pd.DataFrame, load: str = "load", temperature: str = "te
         ``load_min``, ``load_max``, ``temperature_min``, ``temperature_max`` and the mean
         ``load_pos`` and ``heat_pos`` of its cells.
     """
-    from landscape_utils.tables import axis_info
-    from landscape_utils.taxonomy import PHASES
-
     for col in (load, temperature, phase_col):
         if col not in cells.columns:
             raise KeyError(f"phase_extent: column {col!r} not in the table "
@@ -898,10 +896,6 @@ STATE_COLORS = {"stopped at T": "#1f77b4", "annealed": "#9467bd"}
 
 def landscape_chart(curves: pd.DataFrame):
     """:func:`landscape_curves` as one panel per load (train solid, test dashed)."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     df = curves.assign(panel=[f"load {ld:.3g} (A = {a:.3g})"
                               for ld, a in zip(curves.load, curves.amplitude)])
     order = list(dict.fromkeys(df.sort_values("load").panel))
@@ -916,10 +910,6 @@ def landscape_chart(curves: pd.DataFrame):
 
 def effective_chart(curves: pd.DataFrame, minima: pd.DataFrame, title: str):
     """:func:`effective_curves`: one line per temperature, its minimum as a dot."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     colour = alt.Color("T:O", title="temperature T", scale=alt.Scale(scheme="plasma"),
                        legend=plotting.categorical_legend("temperature T"))
     lines = alt.Chart(curves, width=plotting.fit_width(1), height=240, title=title).mark_line(
@@ -930,10 +920,6 @@ def effective_chart(curves: pd.DataFrame, minima: pd.DataFrame, title: str):
 
 def histogram_chart(hist: pd.DataFrame, density: pd.DataFrame, title: str):
     """:func:`endpoint_histogram` as bars, the stationary density as a line, with a legend."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     names = ["endpoints (histogram)", "exp(−L/T)/Z"]
     colour = alt.Color("what:N", title=None, legend=plotting.categorical_legend(),
                        scale=alt.Scale(domain=names, range=["#9ecae1", "#000000"]))
@@ -946,10 +932,6 @@ def histogram_chart(hist: pd.DataFrame, density: pd.DataFrame, title: str):
 
 def trajectory_chart(traj: pd.DataFrame, n_steps: int, anneal_steps: int, title: str):
     """:func:`trajectory_table`: one line per run; the annealing steps shaded."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     shade = pd.DataFrame({"start": [n_steps], "end": [n_steps + anneal_steps]})
     band = alt.Chart(shade, width=plotting.fit_width(1), height=200, title=title).mark_rect(
         color="#eeeeee").encode(x=alt.X("start:Q", title="step"), x2="end:Q")
@@ -962,10 +944,6 @@ def trajectory_chart(traj: pd.DataFrame, n_steps: int, anneal_steps: int, title:
 def phase_maps(states: dict[str, pd.DataFrame], height: int = 150):
     """One :func:`landscape_utils.plotting.phase_map` per state of the 1D model, side by
     side (load to the right, hottest on top), one shared legend below."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     w = plotting.fit_width(len(states))
     return alt.hconcat(*[plotting.phase_map(_short_loads(df), x="load", y="temperature",
                                             title=name, width=w, height=height)
@@ -980,10 +958,6 @@ def _short_loads(df: pd.DataFrame) -> pd.DataFrame:
 def metric_panels(table: pd.DataFrame, columns: int = 2, height: int = 130):
     """The 1D metrics of :data:`PANELS_1D` as phase-diagram panels, each with its own colour
     scale by the rule of the network metric it stands for, titled in 1D units."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     w = plotting.fit_width(columns)
     panels = []
     for col, (like, label) in PANELS_1D.items():
@@ -1004,10 +978,6 @@ def metric_panels(table: pd.DataFrame, columns: int = 2, height: int = 130):
 def annealing_chart(deltas: pd.DataFrame):
     """:func:`annealing_deltas`: Δ test against Δ train loss per landscape and temperature,
     with the diagonal (test fell as much as train) and the zero line (test unchanged)."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     df = deltas.assign(load=[f"load {v:g}" for v in deltas.load])
     lim = float(min(df.d_train.min(), df.d_test.min(), 0.0)) * 1.05
     guide = pd.DataFrame({"x": [lim, 0.0], "y": [lim, 0.0]})
@@ -1034,12 +1004,6 @@ def static_explorer(landscape: RuggedLandscape, loads, temperatures, points: pd.
     browser redraws L and the effective landscape L_T of that load and temperature from the
     closed form (:func:`vega_loss_expression`) and overlays that cell's endpoints
     (:func:`explorer_points`) at their train loss. No kernel, no network."""
-    import json
-
-    import altair as alt
-
-    from landscape_utils import plotting
-
     loads = [float(v) for v in loads]
     temps = [float(v) for v in temperatures]
     li = alt.param(name="li", value=int(start[0]), bind=alt.binding_range(
@@ -1079,10 +1043,6 @@ def live_chart(landscape: RuggedLandscape, load: float, temperature: float, anne
     """The JupyterLab explorer's view: a fresh simulation of ``n_runs`` runs at (load,
     temperature), annealed or not, drawn on L and L_T (for
     :class:`landscape_utils.widgets.LiveChart`)."""
-    import altair as alt
-
-    from landscape_utils import plotting
-
     w = np.linspace(-3.0, 3.0, 241) if w is None else np.asarray(w, dtype=np.float64)
     run = simulate(landscape, load, temperature, n_runs, n_steps=n_steps,
                    anneal_steps=anneal_steps if anneal else 0, lr=lr, init_std=init_std,

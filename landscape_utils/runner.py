@@ -38,10 +38,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
-from .store import Store, load_results, record_usage, run_id
+from .data import _HOWTO
+from .models import build_model
 from .population import (VARYING_FIELDS, memory_estimate, step_activations, supports_population,
                          train_population)
+from .store import Store, load_results, record_usage, run_id
 from .train import RunConfig
 from .utils import exit_with_parent, progress_bar, provenance, resolve_device
 
@@ -186,8 +190,6 @@ def check_dataset_files(dataset: str, data_root: str | os.PathLike, download: bo
     root = Path(data_root)
     missing = [f for f in DATASET_FILES[dataset] if not (root / f).is_file()]
     if missing:
-        from .data import _HOWTO
-
         raise FileNotFoundError(f"dataset {dataset!r} not found under data_root={str(root)!r} "
                                 f"(missing {root / missing[0]}): {_HOWTO[dataset]}")
 
@@ -654,11 +656,6 @@ def time_epoch(config: RunConfig, device: str = "auto", num_batches: int = 5) ->
     """Seconds one training epoch of ``config`` takes on ``device``, estimated from
     ``num_batches`` timed SGD steps (after one warm-up step) on random tensors of the
     dataset's shape; no data is loaded. Scales by the number of batches per epoch."""
-    import torch
-    import torch.nn.functional as F
-
-    from .models import build_model
-
     config.validate()
     dev = resolve_device(device)
     shape, k = INPUT_SHAPES[config.dataset]

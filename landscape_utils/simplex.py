@@ -42,8 +42,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .connectivity import bezier_lr_factor, evaluate_path, recalibrate_bn
-from .data import batches
+from .connectivity import evaluate_path, fit_by_sgd, recalibrate_bn
 from .params import Params, flatten_params, matching_parameters
 from .similarity import model_cka
 from .utils import resolve_device
@@ -282,10 +281,6 @@ def fit_complex(template: nn.Module, cx: SimplicialComplex, x_train: torch.Tenso
     Returns ``cx``.
     """
     device = resolve_device(device)
-    n = x_train.shape[0]
-    steps_per_epoch = n // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
     for verts in (cx.solutions, cx.connectors):
         for p in verts:
             for k in p:
@@ -294,41 +289,27 @@ def fit_complex(template: nn.Module, cx: SimplicialComplex, x_train: torch.Tenso
     tensors = cx.parameters()
     for v in tensors:
         v.requires_grad_(True)
-    opt = torch.optim.SGD(tensors, lr=lr, momentum=momentum, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(int(seed))
-    x_train, y_train = x_train.to(device), y_train.to(device)
     fixed_flats = [flatten_params(s).to(torch.float64) for s in cx.solutions]
-    total, step = num_epochs * steps_per_epoch, 0
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(int(seed))
-        for epoch in range(num_epochs):
-            ce_sum = vol_sum = 0.0
-            for xb, yb in batches(x_train, y_train, batch_size, generator=gen, drop_last=True):
-                s, c = cx.sample(gen)
-                step_lr = lr * bezier_lr_factor(step / total)
-                for group in opt.param_groups:
-                    group["lr"] = step_lr
-                point = cx.combination(cx.simplices[s], c)
-                ce = F.cross_entropy(functional_call(model, point, (xb,)), yb)
-                objective = ce
-                if weight_decay:
-                    objective = objective + 0.5 * weight_decay * sum(p.pow(2).sum() for p in point.values())
-                logv = torch.zeros((), dtype=torch.float64)
-                if volume_weight and len(cx.simplices[s]) > 1:
-                    flats = [fixed_flats[i] if i < cx.num_solutions
-                             else flatten_params(cx.connectors[i - cx.num_solutions]).to(torch.float64)
-                             for i in cx.simplices[s]]
-                    logv = log_volume_sq(torch.stack(flats))
-                    if torch.isfinite(logv):
-                        objective = objective - volume_weight * logv.to(ce.dtype)
-                opt.zero_grad(set_to_none=True)
-                objective.backward()
-                opt.step()
-                ce_sum += float(ce.detach())
-                vol_sum += float(logv.detach())
-                step += 1
-            cx.history.append({"epoch": epoch, "loss": ce_sum / steps_per_epoch,
-                               "log_volume_sq": vol_sum / steps_per_epoch, "lr": step_lr})
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor, drawn: tuple[int, torch.Tensor]):
+        s, c = drawn
+        point = cx.combination(cx.simplices[s], c)
+        ce = F.cross_entropy(functional_call(model, point, (xb,)), yb)
+        value = ce
+        if weight_decay:
+            value = value + 0.5 * weight_decay * sum(p.pow(2).sum() for p in point.values())
+        logv = torch.zeros((), dtype=torch.float64)
+        if volume_weight and len(cx.simplices[s]) > 1:
+            flats = [fixed_flats[i] if i < cx.num_solutions
+                     else flatten_params(cx.connectors[i - cx.num_solutions]).to(torch.float64)
+                     for i in cx.simplices[s]]
+            logv = log_volume_sq(torch.stack(flats))
+            if torch.isfinite(logv):
+                value = value - volume_weight * logv.to(ce.dtype)
+        return value, {"loss": ce, "log_volume_sq": logv}
+
+    cx.history += fit_by_sgd(tensors, objective, x_train, y_train, num_epochs=num_epochs, lr=lr,
+                             batch_size=batch_size, momentum=momentum, seed=seed, device=device, draw=cx.sample)
     for v in tensors:
         v.requires_grad_(False)
     return cx
@@ -400,31 +381,29 @@ def fit_tunnel(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y_
     u = {k: v / dnorm for k, v in diff.items()}
     theta = {k: v.clone().requires_grad_(True) for k, v in mid.items()}
     model = copy.deepcopy(model_a).to(device).train()
-    opt = torch.optim.SGD(list(theta.values()), lr=lr, momentum=momentum, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(int(seed))
-    x_train, y_train = x_train.to(device), y_train.to(device)
-    steps = max(1, x_train.shape[0] // batch_size)
-    history = []
-    for epoch in range(num_epochs):
-        ce_sum = 0.0
-        for xb, yb in batches(x_train, y_train, batch_size, generator=gen, drop_last=True):
-            ce = F.cross_entropy(functional_call(model, theta, (xb,)), yb)
-            objective = ce + 0.5 * weight_decay * sum(p.pow(2).sum() for p in theta.values())
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            with torch.no_grad():
-                along = sum(float((theta[k].grad.double() * u[k].double()).sum()) for k in theta)
-                for k in theta:
-                    theta[k].grad -= along * u[k]
-            opt.step()
-            ce_sum += float(ce.detach())
-        with torch.no_grad():
-            # Remove rounding drift along u (the projected steps keep it at ~1e-7).
-            drift = sum(float(((theta[k] - mid[k]).double() * u[k].double()).sum()) for k in theta)
-            for k in theta:
-                theta[k] -= drift * u[k]
-            moved = math.sqrt(sum(float((theta[k] - mid[k]).double().pow(2).sum()) for k in theta))
-        history.append({"epoch": epoch, "loss": ce_sum / steps, "lr": lr, "distance_from_midpoint": moved})
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor, _drawn: None):
+        ce = F.cross_entropy(functional_call(model, theta, (xb,)), yb)
+        return ce + 0.5 * weight_decay * sum(p.pow(2).sum() for p in theta.values()), {"loss": ce}
+
+    @torch.no_grad()
+    def project() -> None:  # the gradient's component along u is removed
+        along = sum(float((theta[k].grad.double() * u[k].double()).sum()) for k in theta)
+        for k in theta:
+            theta[k].grad -= along * u[k]
+
+    @torch.no_grad()
+    def end_epoch() -> dict[str, float]:
+        # Remove rounding drift along u (the projected steps keep it at ~1e-7).
+        drift = sum(float(((theta[k] - mid[k]).double() * u[k].double()).sum()) for k in theta)
+        for k in theta:
+            theta[k] -= drift * u[k]
+        moved = math.sqrt(sum(float((theta[k] - mid[k]).double().pow(2).sum()) for k in theta))
+        return {"distance_from_midpoint": moved}
+
+    history = fit_by_sgd(list(theta.values()), objective, x_train, y_train, num_epochs=num_epochs, lr=lr,
+                         batch_size=batch_size, momentum=momentum, seed=seed, device=device, lr_factor=None,
+                         project=project, end_epoch=end_epoch)
     return {k: v.detach() for k, v in theta.items()}, history
 
 

@@ -33,8 +33,9 @@ import torch
 from filelock import FileLock, Timeout
 
 from . import train as _train
+from .models import build_model
 from .train import RunConfig, identity_dict
-from .utils import atomic_torch_save, atomic_write_json
+from .utils import atomic_torch_save, atomic_write_json, resolve_device
 
 CHECKPOINTS = ("init", "final")
 
@@ -350,9 +351,6 @@ def load_model(workdir: str | os.PathLike, rid: str, which: str = "final",
     ``data`` (a ``data.Dataset``) gives the input shape and classes; without it the
     dataset is loaded from its config.
     """
-    from .models import build_model
-    from .utils import resolve_device
-
     store = Store(workdir)
     cfg = store.config(rid)
     if data is None:

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import altair as alt
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from .plotting import AXIS_LABELS, fit_width, line_color
 
 __all__ = [
     "epochs_summary",
@@ -250,10 +253,6 @@ def epochs_chart(runs: pd.DataFrame, load: str, labels: Mapping[Any, str],
     test accuracy against the number of epochs (seeds as points, the mean as a line). One
     colour per load, named by ``labels`` (load value → legend text), legend below; the two
     panels fit the book's column (``width`` defaults to half of it)."""
-    import altair as alt
-
-    from .plotting import fit_width, line_color
-
     width = width or fit_width(2)
     ok = _ok(runs).assign(cell=lambda d: d[load].map(labels))
     mean = epochs_summary(ok, load).assign(cell=lambda d: d[load].map(labels))
@@ -280,9 +279,6 @@ def noise_chart(runs: pd.DataFrame, x: str, title: str, width: int | None = None
     """Test error (top) and train error on the noisy labels (bottom) against ``x`` on a log
     axis: each seed a point, the mean a line; a legend names the two errors. ``width``
     defaults to two such charts side by side in the book's column."""
-    import altair as alt
-
-    from .plotting import AXIS_LABELS, fit_width
 
     width = width or fit_width(2)
     ok = _ok(runs).assign(**{"test error": lambda d: 1 - d.test_acc,

@@ -1,43 +1,9 @@
-"""The tables the chapters write and read, and the meaning of the grid's two axes.
+"""The tables the chapters write and read.
 
 Every chapter leaves tidy CSV tables under ``{workdir}/tables``; later chapters, the
 explorers and the tests read them back through this module only, so there is one contract
-(:data:`TABLES`) and one place that knows which axis is the load, which the temperature,
-and which end of each is hot.
-
-The axes
---------
-A grid has a **load-like** axis (x of every phase diagram) and a **temperature-like**
-axis (y). Yang et al. (2021) call temperature-like the knobs that set the noise of SGD:
-the temperature rises with the learning rate and falls with the batch size (the noise
-scale of SGD goes as lr / batch size). Weight decay is the third temperature-like knob of
-their sweeps, hotter when larger (stronger regularization, like more noise). Load-like
-knobs set how much the model must fit relative to what it can: the model's size on one
-side, the quantity and quality of the data on the other. The paper finds poorly connected
-landscapes where models are small or the data are of low quality, so noisy labels act like
-*less capacity per sample*, as does more data for the same model. We order a load axis by
-**capacity per sample**, the end where a model fits its training set most easily being
-the right of a phase diagram (phase I on the left, as in the paper's figure). The 1D model
-of chapter 5 has its own two axes, ``load`` and ``temperature``.
-
-=================  ===========  =====  ========  ============  ===================================
-axis               kind         dtype  hot end   capacity end  why
-=================  ===========  =====  ========  ============  ===================================
-``batch_size``     temperature  int    small     --            SGD noise ~ lr / batch size
-``lr``             temperature  float  large     --            SGD noise ~ lr / batch size
-``weight_decay``   temperature  float  large     --            stronger regularization is hotter
-``momentum``       temperature  float  large     --            effective step lr / (1 - momentum)
-``temperature``    temperature  float  large     --            the 1D model's T (chapter 5)
-``width``          load         int    --        large         more parameters per sample
-``depth``          load         int    --        large         more parameters per sample
-``data_fraction``  load         float  --        small         fewer samples to fit
-``label_noise``    load         float  --        small         noisy labels are more to memorize
-``load``           load         float  --        large         the 1D model: larger load, smoother
-=================  ===========  =====  ========  ============  ===================================
-
-:func:`hot_order` sorts a temperature axis's values hottest first (the top row of a phase
-diagram); :func:`load_order` sorts a load axis's values from the least to the most capacity
-(left to right); :func:`coldest` / :func:`hottest` pick one value.
+(:data:`TABLES`). What the grid's two axes mean (which is the load, which the temperature,
+which end of each is hot) is :mod:`landscape_utils.axes`.
 
 The tables
 ----------
@@ -70,21 +36,18 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .axes import AXES, Axis, axis_info, coldest, hot_order, hottest, load_order
+from .runner import CONFIG_KEYS
+from .store import load_history
+
 __all__ = [
-    "Axis",
-    "AXES",
-    "axis_info",
-    "hot_order",
-    "load_order",
-    "coldest",
-    "hottest",
     "Grid",
     "write_grid",
     "read_grid",
@@ -94,134 +57,13 @@ __all__ = [
     "table_path",
     "write_table",
     "read_table",
-    "read_findings",
     "BookTables",
     "load_book_tables",
-    "assemble_cells",
     "grid_base_config",
 ]
 
 TABLES_DIR = "tables"          # under the workdir
 AXES_FILE = "grid_axes.json"   # chapter 1's description of the grid's axes
-
-
-# --------------------------------------------------------------------------------------
-# Axes
-# --------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Axis:
-    """One axis of a grid and what its values mean."""
-
-    name: str                       # the column, e.g. "batch_size"
-    kind: str                       # "load" | "temperature" | "other"
-    dtype: str                      # "int" | "float": the column's type after a CSV round trip
-    hot_end: str | None = None      # temperature axes: "small" | "large", the noisiest end
-    capacity_end: str | None = None  # load axes: "small" | "large", most capacity per sample
-    label: str = ""                 # axis title of a chart
-    log: bool = True                # values spaced by factors (log axes on quantitative charts)
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("load", "temperature", "other"):
-            raise ValueError(f"axis {self.name!r}: kind must be load, temperature or other, "
-                             f"got {self.kind!r}")
-        if self.dtype not in ("int", "float"):
-            raise ValueError(f"axis {self.name!r}: dtype must be int or float, got {self.dtype!r}")
-        for attr in ("hot_end", "capacity_end"):
-            v = getattr(self, attr)
-            if v not in (None, "small", "large"):
-                raise ValueError(f"axis {self.name!r}: {attr} must be small, large or None, "
-                                 f"got {v!r}")
-        if self.kind == "temperature" and self.hot_end is None:
-            raise ValueError(f"temperature axis {self.name!r} needs hot_end")
-        if self.kind == "load" and self.capacity_end is None:
-            raise ValueError(f"load axis {self.name!r} needs capacity_end")
-
-    @property
-    def title(self) -> str:
-        return self.label or self.name
-
-    def cast(self, values: Any) -> Any:
-        """``values`` (a scalar, list, array or Series) as this axis's Python/numpy type."""
-        typ = int if self.dtype == "int" else float
-        if isinstance(values, pd.Series):
-            return values.astype("int64" if typ is int else "float64")
-        if isinstance(values, (list, tuple, np.ndarray)):
-            return [typ(v) for v in values]
-        return typ(values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-AXES: dict[str, Axis] = {a.name: a for a in (
-    Axis("batch_size", "temperature", "int", hot_end="small",
-         label="batch size (temperature; small = hot)"),
-    Axis("lr", "temperature", "float", hot_end="large",
-         label="learning rate (temperature; large = hot)"),
-    Axis("weight_decay", "temperature", "float", hot_end="large",
-         label="weight decay (temperature; large = hot)"),
-    Axis("momentum", "temperature", "float", hot_end="large", log=False,
-         label="momentum (temperature; large = hot)"),
-    Axis("temperature", "temperature", "float", hot_end="large", label="temperature T"),
-    Axis("width", "load", "int", capacity_end="large", label="width (load)"),
-    Axis("depth", "load", "int", capacity_end="large", log=False, label="depth (load)"),
-    Axis("data_fraction", "load", "float", capacity_end="small",
-         label="data fraction (load; less data = more capacity per sample)"),
-    Axis("label_noise", "load", "float", capacity_end="small", log=False,
-         label="label noise (load; more noise = less capacity per sample)"),
-    Axis("load", "load", "float", capacity_end="large", label="load (1D model)"),
-)}
-
-
-def axis_info(name: str | Axis) -> Axis:
-    """The :class:`Axis` of a column name (an :class:`Axis` is returned as is). A name
-    outside :data:`AXES` gets kind ``"other"``: drawn in ascending order, no hot end."""
-    if isinstance(name, Axis):
-        return name
-    if name in AXES:
-        return AXES[name]
-    return Axis(str(name), "other", "float", label=str(name))
-
-
-def _sorted_unique(values: Iterable[Any]) -> list[Any]:
-    vals = pd.unique(pd.Series(list(values)).dropna())
-    return sorted(v.item() if isinstance(v, np.generic) else v for v in vals)
-
-
-def hot_order(axis: str | Axis, values: Iterable[Any]) -> list[Any]:
-    """The distinct ``values`` of a temperature axis, hottest first (the top row of a phase
-    diagram). An axis of another kind comes back in ascending order."""
-    a = axis_info(axis)
-    vals = _sorted_unique(values)
-    return vals[::-1] if a.hot_end == "large" else vals
-
-
-def load_order(axis: str | Axis, values: Iterable[Any]) -> list[Any]:
-    """The distinct ``values`` of a load axis from the least to the most capacity per sample
-    (left to right on a phase diagram). An axis of another kind comes back ascending."""
-    a = axis_info(axis)
-    vals = _sorted_unique(values)
-    return vals[::-1] if a.capacity_end == "small" else vals
-
-
-def _hot_to_cold(axis: str | Axis, values: Iterable[Any]) -> list[Any]:
-    a = axis_info(axis)
-    if a.kind != "temperature":
-        raise ValueError(f"{a.name!r} is not a temperature axis (kind {a.kind!r})")
-    order = hot_order(a, values)
-    if not order:
-        raise ValueError(f"no values of {a.name!r} to choose from")
-    return order
-
-
-def hottest(axis: str | Axis, values: Iterable[Any]) -> Any:
-    """The hottest of ``values`` on a temperature axis."""
-    return _hot_to_cold(axis, values)[0]
-
-
-def coldest(axis: str | Axis, values: Iterable[Any]) -> Any:
-    """The coldest of ``values`` on a temperature axis (e.g. the largest batch size)."""
-    return _hot_to_cold(axis, values)[-1]
 
 
 # --------------------------------------------------------------------------------------
@@ -339,14 +181,6 @@ def read_table(workdir: str | os.PathLike, name: str) -> pd.DataFrame:
     return df
 
 
-def read_findings(workdir: str | os.PathLike) -> pd.DataFrame:
-    """``findings.csv`` as :func:`landscape_utils.findings.read_findings` reads it (columns
-    ``findings.FINDINGS_COLUMNS``; empty when no chapter wrote findings yet)."""
-    from .findings import read_findings as _read
-
-    return _read(workdir)
-
-
 # --------------------------------------------------------------------------------------
 # The grid
 # --------------------------------------------------------------------------------------
@@ -416,7 +250,7 @@ def write_grid(workdir: str | os.PathLike, runs: pd.DataFrame, load: str | Axis,
                temperature: str | Axis) -> Path:
     """Write chapter 1's ``grid.csv`` (one row per run) and ``grid_axes.json`` (the two
     axes and their meaning, see the module docstring). ``load`` and ``temperature`` are
-    column names of :data:`AXES` or :class:`Axis` descriptions. Returns the tables folder."""
+    column names of :data:`~landscape_utils.axes.AXES` or :class:`Axis` descriptions. Returns the tables folder."""
     la, ta = _as_axis(load, "load"), _as_axis(temperature, "temperature")
     if la.name == ta.name:
         raise ValueError(f"the load and temperature axes are both {la.name!r}")
@@ -436,7 +270,7 @@ def write_grid(workdir: str | os.PathLike, runs: pd.DataFrame, load: str | Axis,
 def read_axes(workdir: str | os.PathLike) -> tuple[Axis, Axis]:
     """(load, temperature) :class:`Axis` of the grid in ``workdir`` (``grid_axes.json``).
     Files written before the axes were described (names only) are read through
-    :data:`AXES`."""
+    :data:`~landscape_utils.axes.AXES`."""
     path = Path(workdir) / TABLES_DIR / AXES_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: {CH1} writes it (the grid's load and "
@@ -573,8 +407,6 @@ def load_book_tables(workdir: str | os.PathLike, load: str | None = None,
 
 
 def _history(workdir: Path, grid: pd.DataFrame, keys: list[str]) -> pd.DataFrame | None:
-    from .store import load_history
-
     ids = [r for r in grid.run_id if (workdir / "runs" / str(r) / "history.json").exists()]
     if not ids:
         return None
@@ -583,59 +415,10 @@ def _history(workdir: Path, grid: pd.DataFrame, keys: list[str]) -> pd.DataFrame
     return hist.merge(grid[cols], on="run_id", how="left")
 
 
-def _align_keys(df: pd.DataFrame, like: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
-    """Cast ``df``'s key columns to the dtypes of ``like`` (CSV round trips may differ)."""
-    df = df.copy()
-    for k in keys:
-        if k in df and k in like and df[k].dtype != like[k].dtype:
-            try:
-                df[k] = df[k].astype(like[k].dtype)
-            except (TypeError, ValueError):
-                pass
-    return df
-
-
-def assemble_cells(tables: BookTables, metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per grid cell with every metric available: chapter 1's losses and accuracies
-    and chapter 2's Hessian metrics averaged over seeds (:func:`taxonomy.cell_table`, with
-    ``_std`` columns), joined with chapter 3's per-cell global metrics.
-
-    Cells come from chapter 1's grid (or chapter 3's table when the grid is missing);
-    a metric whose table is missing is absent, and a cell the other tables do not cover
-    gets NaN. Returns an empty frame with the key columns when nothing is there.
-    """
-    from .taxonomy import METRICS as TAXONOMY_METRICS
-    from .taxonomy import cell_table
-
-    metrics = TAXONOMY_METRICS if metrics is None else metrics
-    keys = tables.keys
-    cells = None
-    if tables.grid is not None:
-        runs = tables.grid
-        if tables.local is not None:
-            extra = [c for c in tables.local.columns if c == "run_id" or c not in runs.columns]
-            runs = runs.merge(tables.local[extra], on="run_id", how="left")
-        cells = cell_table(runs, *keys, metrics=metrics)
-    gc = tables.global_cells
-    if gc is not None:
-        gc = gc.drop(columns=[c for c in ("n_seeds", "n_diverged") if c in gc.columns])
-        if cells is None:
-            cells = gc.sort_values(keys).reset_index(drop=True)
-        else:
-            gc = _align_keys(gc, cells, keys)
-            gc = gc[[c for c in gc.columns if c in keys or c not in cells.columns]]
-            cells = cells.merge(gc, on=keys, how="left")
-    if cells is None:
-        return pd.DataFrame(columns=keys)
-    return cells
-
-
 def grid_base_config(grid: pd.DataFrame | Grid) -> dict[str, Any]:
     """The RunConfig fields that all of ``grid``'s runs share (the training setup), as
     plain Python values ready for :func:`runner.expand_grid`. Fields that vary (the axes,
     the seed) are left out."""
-    from .runner import CONFIG_KEYS
-
     runs = grid.runs if isinstance(grid, Grid) else grid
     base: dict[str, Any] = {}
     for k in CONFIG_KEYS:

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .runner import discard_executor, kept_executor
+from .settings import EXECUTOR_OPTIONS
 from .store import Store, record_usage
 from .utils import full_precision, progress_bar, provenance, resolve_device
 
 __all__ = ["Task", "run_tasks", "execute_task", "EXECUTOR_OPTIONS"]
 
-# The executor options a chapter may pass on (the same names as chapter 1's training grid).
-EXECUTOR_OPTIONS = ("workers", "workers_per_gpu", "ray_address", "ray_num_gpus", "ray_num_cpus", "max_retries")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ and states no numbers):
   ``cka >= cka_high`` and **IV-A** otherwise.
 
 ``mc`` is the paper's mode-connectivity metric in percentage points of *train 0-1 error*
-(:func:`mode_connectivity`; it lives here, away from torch, because it is the taxonomy's
-global axis and only needs numpy; ``landscape_utils.connectivity`` re-exports it).
+(:func:`landscape_utils.profiles.mode_connectivity`).
 
 :func:`classify_with_confidence` applies the same rule to resampled per-pair and per-seed
 values and gives each cell a probability per phase, ``undetermined`` below a level, the
@@ -36,8 +35,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .profiles import mode_connectivity
+from .settings import FromParams
+
 __all__ = [
-    "mode_connectivity",
     "PAPER_POINTS",
     "mc_on_points",
     "PHASES",
@@ -69,31 +70,8 @@ METRICS: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------------------------
-# The global axis: the paper's mode-connectivity metric
+# Mode connectivity on the paper's points
 # --------------------------------------------------------------------------------------
-def mode_connectivity(errors: Sequence[float]) -> tuple[float, int]:
-    """The paper's mode-connectivity metric on a profile along a path.
-
-    Args:
-        errors: shape (T,), the training 0-1 error in percent at T points along the
-            path, ordered by t, with ``errors[0]`` at t = 0 and ``errors[-1]`` at t = 1.
-
-    Returns:
-        ``(mc, t_star)``: ``t_star`` is the index maximizing
-        ``|(L(0) + L(1)) / 2 - L(t)|`` over all points, endpoints included, and
-        ``mc = (L(0) + L(1)) / 2 - L(t_star)``. mc < 0 means a barrier, mc ≈ 0 a
-        well-connected pair, mc > 0 a path that beats its (unconverged) endpoints.
-    """
-    err = np.asarray(errors, dtype=np.float64)
-    if err.ndim != 1 or err.size < 2:
-        raise ValueError(f"errors must be a 1-D profile with >= 2 points, got shape {err.shape}")
-    if not np.all(np.isfinite(err)):
-        raise ValueError("errors contain NaN or inf")
-    mid = 0.5 * (err[0] + err[-1])
-    t_star = int(np.argmax(np.abs(mid - err)))
-    return float(mid - err[t_star]), t_star
-
-
 #: The points along the curve where the paper evaluated mc (t = 0, 1/4, 1/2, 3/4, 1); the
 #: default thresholds were read off mc on these five points.
 PAPER_POINTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -190,7 +168,7 @@ def cell_table(df: pd.DataFrame, load: str, temperature: str,
 # Thresholds and classifier
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class PhaseThresholds:
+class PhaseThresholds(FromParams):
     """Thresholds of the phase rule. The defaults are set on the authors' released
     ResNet18/CIFAR-10 grid (``landscape_utils.reference``) so that the rule reproduces the
     paper's layout, and each sits in a gap of that data (see :func:`sensitivity`: moving any

@@ -26,7 +26,7 @@ from torch import nn
 
 from .data import DATASETS, Dataset, batches, data_order_generator, load_dataset, validate_knobs
 from .models import MODELS, build_model, count_parameters, evaluate
-from .utils import cuda_tf32, resolve_device, seed_everything
+from .utils import cuda_tf32, progress_bar, resolve_device, seed_everything
 
 SCHEDULES = ("constant", "step", "cosine")
 OPTIMIZERS = ("sgd",)
@@ -233,7 +233,6 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
     still = 0  # epochs in a row with |Δ train loss| < 1e-4 (early stop)
     epochs = range(config.num_epochs)
     if progress:
-        from .utils import progress_bar
         epochs = progress_bar(epochs, desc="epochs")
     for epoch in epochs:
         lr = config.lr * lr_factor(config.schedule, epoch, config.num_epochs,

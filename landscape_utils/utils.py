@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import random
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
+from tqdm import tqdm as text_tqdm
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -105,8 +108,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     """Atomically ``torch.save`` an object (a state_dict, usually)."""
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -137,13 +138,10 @@ def progress_bar(iterable=None, **kwargs):
     if mode == "off":
         kwargs["disable"] = True
     if mode in ("text", "off"):
-        import sys
-
-        from tqdm import tqdm as text_tqdm
-
         kwargs.setdefault("mininterval", 10.0)
         kwargs.setdefault("file", sys.stderr)
         return text_tqdm(iterable, **kwargs)
+    # lazy: tqdm.auto probes for Jupyter and ipywidgets when imported; batch runs never need it
     from tqdm.auto import tqdm as auto_tqdm
 
     return auto_tqdm(iterable, **kwargs)

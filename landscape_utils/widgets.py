@@ -23,8 +23,11 @@ Three layers, each usable on its own:
   Their state lives in the widgets and every view is a pure method of that state, so they
   are testable headless.
 
-The tables themselves (which file, which chapter, which axis is hot) belong to
-:mod:`landscape_utils.tables`; the names below are re-exported from there for older code.
+IPython and ipywidgets are imported inside the functions that need them (lazily): the
+static book never loads them.
+
+The explorers read the chapters' tables with :func:`landscape_utils.tables.load_book_tables`
+and join them into one row per cell with :func:`assemble_cells`.
 """
 from __future__ import annotations
 
@@ -38,16 +41,12 @@ import pandas as pd
 
 from . import plotting
 from .plotting import METRICS as STYLES
-from .tables import (TABLES, BookTables, TableSpec, assemble_cells,  # noqa: F401 (re-exported)
-                     grid_base_config, load_book_tables)
+from .tables import BookTables
+from .taxonomy import METRICS as TAXONOMY_METRICS
+from .taxonomy import cell_table
 
 __all__ = [
-    "TABLES",
-    "TableSpec",
-    "BookTables",
-    "load_book_tables",
     "assemble_cells",
-    "grid_base_config",
     "map_chart",
     "curves_chart",
     "path_chart",
@@ -68,6 +67,53 @@ EXPLORER_METRICS: tuple[str, ...] = (
     "test_acc", "train_loss", "lambda_max", "trace", "mc", "linear_mc", "cka", "l2",
     "train_acc", "test_loss",
 )
+
+
+# --------------------------------------------------------------------------------------
+# One row per cell, every metric
+# --------------------------------------------------------------------------------------
+def _align_keys(df: pd.DataFrame, like: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Cast ``df``'s key columns to the dtypes of ``like`` (CSV round trips may differ)."""
+    df = df.copy()
+    for k in keys:
+        if k in df and k in like and df[k].dtype != like[k].dtype:
+            try:
+                df[k] = df[k].astype(like[k].dtype)
+            except (TypeError, ValueError):
+                pass
+    return df
+
+
+def assemble_cells(tables: BookTables, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per grid cell with every metric available: chapter 1's losses and accuracies
+    and chapter 2's Hessian metrics averaged over seeds (:func:`taxonomy.cell_table`, with
+    ``_std`` columns), joined with chapter 3's per-cell global metrics.
+
+    Cells come from chapter 1's grid (or chapter 3's table when the grid is missing);
+    a metric whose table is missing is absent, and a cell the other tables do not cover
+    gets NaN. Returns an empty frame with the key columns when nothing is there.
+    """
+    metrics = TAXONOMY_METRICS if metrics is None else metrics
+    keys = tables.keys
+    cells = None
+    if tables.grid is not None:
+        runs = tables.grid
+        if tables.local is not None:
+            extra = [c for c in tables.local.columns if c == "run_id" or c not in runs.columns]
+            runs = runs.merge(tables.local[extra], on="run_id", how="left")
+        cells = cell_table(runs, *keys, metrics=metrics)
+    gc = tables.global_cells
+    if gc is not None:
+        gc = gc.drop(columns=[c for c in ("n_seeds", "n_diverged") if c in gc.columns])
+        if cells is None:
+            cells = gc.sort_values(keys).reset_index(drop=True)
+        else:
+            gc = _align_keys(gc, cells, keys)
+            gc = gc[[c for c in gc.columns if c in keys or c not in cells.columns]]
+            cells = cells.merge(gc, on=keys, how="left")
+    if cells is None:
+        return pd.DataFrame(columns=keys)
+    return cells
 
 
 # --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ and ``scripts/*/evaluate_experiments.ipynb``):
 
 * ``curve_mc_train_error`` → ``mc``: the paper's formula, mean of the endpoints minus the point
   of the Bezier curve farthest from it, on the *train error in percent*; mc < 0 is a barrier,
-  as in :func:`landscape_utils.taxonomy.mode_connectivity`. The zoo fits a curve for every
+  as in :func:`landscape_utils.profiles.mode_connectivity`. The zoo fits a curve for every
   pair of the cell's three seeds (5 points on t, 10 epochs of curve training) and releases the
   mean over the three pairs: a cell value, the same on the three rows of the cell.
 * ``representation_similarity`` → ``cka``: linear CKA of the *logits* of two seeds on 10
@@ -73,8 +73,11 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from . import plotting
+from .axes import hottest, load_order
 from .findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase, difference_verdict,
-                       majority_verdict, metric_ranking, spearman_verdict)
+                       findings_frame, majority_verdict, metric_ranking, spearman_verdict)
+from .rugged import phase_extent
 from .taxonomy import (UNDETERMINED, PhaseThresholds, cell_table, classify_with_confidence,
                        numeric_column)
 
@@ -590,7 +593,6 @@ def small_load_barrier(cells: pd.DataFrame, load: str = LOAD, temperature: str =
     are in phase I or III (poorly connected). Each labelled cell of that column counts true
     in I or III, undecided when undetermined, false otherwise (unlabelled cells are left out);
     :func:`~landscape_utils.findings.majority_verdict` over them."""
-    from .tables import load_order
 
     claim = "At the smallest load, most temperatures sit behind a barrier (phase I or III)."
     lab = _labels(cells)
@@ -612,7 +614,6 @@ def hot_end_unconverged(cells: pd.DataFrame, load: str = LOAD, temperature: str 
     labelled cell of that row counts true in II, undecided when undetermined, false
     otherwise (unlabelled cells are left out);
     :func:`~landscape_utils.findings.majority_verdict` over them."""
-    from .tables import hottest
 
     claim = "At the hottest temperature, most loads are in phase II (unconverged endpoints)."
     lab = _labels(cells)
@@ -655,7 +656,6 @@ def claims_table(findings: pd.DataFrame | Iterable[Finding], grids: Sequence[str
     """Grids × claims: one row per grid (in ``grids`` order, else first seen), one column
     per claim of :data:`CLAIMS` (short names), entries ``✓ holds`` / ``✗ fails`` /
     ``? inconclusive`` ("" where the claim was not tested on that grid)."""
-    from .findings import findings_frame
 
     df = findings if isinstance(findings, pd.DataFrame) else findings_frame(findings)
     df = df[df["key"].isin(list(CLAIMS))]
@@ -773,7 +773,6 @@ def phase_maps(grids: Sequence[ReleasedGrid], width: int = 138, height: int = 10
     confidence as opacity (:func:`landscape_utils.plotting.phase_map`, faceted by grid,
     each panel with its own axes). Unlabelled cells are left out; a grid without any
     labelled cell has no panel."""
-    from . import plotting
 
     frames = []
     for g in grids:
@@ -801,7 +800,6 @@ def phase_maps(grids: Sequence[ReleasedGrid], width: int = 138, height: int = 10
 
 def findings_rows(found: Sequence[Finding]) -> pd.DataFrame:
     """Findings as the frame of :func:`~landscape_utils.findings.findings_frame`."""
-    from .findings import findings_frame
 
     return findings_frame(found)
 
@@ -846,7 +844,6 @@ def extent_table(grids: Sequence[ReleasedGrid]) -> pd.DataFrame:
     """:func:`landscape_utils.rugged.phase_extent` of every grid with a labelled cell,
     undetermined cells left out: columns (``heat_pos`` | ``load_pos`` | ``n_cells``, phase),
     one row per grid."""
-    from .rugged import phase_extent
 
     out = {}
     for g in grids:

@@ -89,3 +89,11 @@ def train_tiny_digits_grid(workdir):
     configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 1, "batch_size": 64},
                           {"width": [4, 8]}, seeds=range(2))
     return run_grid(configs, workdir, device="cpu", progress=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test of the built book (marker ``book``) is also ``slow``: ``make check`` skips it."""
+    for item in items:
+        if item.get_closest_marker("book") is not None:
+            item.add_marker(pytest.mark.slow)
+

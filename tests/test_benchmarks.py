@@ -27,6 +27,7 @@ def test_book_log_parser():
     assert shares["01_training_grid"] == pytest.approx(0.75) and shares["total"] == 1.0
 
 
+@pytest.mark.slow  # every benchmark, at its smallest size
 def test_quick_benchmarks_print_one_ratio_line_per_comparison(tmp_path):
     log = tmp_path / "book.log"
     log.write_text("[book] 00_introduction: running\n[book] 00_introduction: done in 4 s\n"

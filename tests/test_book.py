@@ -78,6 +78,7 @@ def test_driver_exits_nonzero_before_running_on_bad_params(tmp_path):
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
+@pytest.mark.slow  # executes a chapter with papermill
 @pytest.mark.parametrize("jobs", ["1", "2"])  # in the driver's process, and in a worker
 def test_failing_chapter_keeps_its_notebook_and_is_named(tmp_path, jobs):
     # Bad values are caught before any chapter runs (exit 2, tests/test_bad_input.py); a

@@ -1,5 +1,5 @@
-"""Tests of landscape_utils.connectivity: the mc metric, Bezier curves and their fitting,
-BatchNorm recalibration against a manual computation, path evaluation, MLI bumps and
+"""Tests of landscape_utils.connectivity: Bezier curves and their fitting, the shared SGD
+loop, BatchNorm recalibration against a manual computation, path evaluation, MLI and
 seed-pair averaging."""
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from torch.func import functional_call
 from torch.optim.swa_utils import update_bn
 
 from landscape_utils.connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evaluate_path,
-                                          find_bumps, fit_bezier, linear_barrier, linear_path,
-                                          max_bump_height, mli, mli_from_profile, mode_connectivity,
-                                          non_monotonic_fraction, pair_metrics, recalibrate_bn,
-                                          select_pairs)
+                                          fit_bezier, linear_barrier, linear_path, mli, pair_metrics,
+                                          recalibrate_bn, select_pairs)
+from landscape_utils.profiles import max_bump_height, mode_connectivity
 from landscape_utils.similarity import l2_distance, model_cka
 
 from conftest import fit_adam, make_rings
@@ -48,20 +47,6 @@ def toy():
     xt, yt = make_rings(256, 1)
     models = [fit_adam(_mlp(s), x, y, steps=300) for s in (1, 2, 3)]
     return x, y, xt, yt, models
-
-
-# --------------------------------------------------------------------------- mc metric
-def test_mode_connectivity_hand_made_profiles():
-    mc, i = mode_connectivity([1.0, 12.0, 30.0, 10.0, 2.0])  # a barrier
-    assert (mc, i) == (pytest.approx(1.5 - 30.0), 2)
-    mc, i = mode_connectivity([2.0, 2.1, 1.95, 2.0])  # well connected
-    assert mc == pytest.approx(-0.1) and i == 1
-    mc, i = mode_connectivity([10.0, 4.0, 2.0, 10.0])  # the path beats its endpoints
-    assert (mc, i) == (pytest.approx(8.0), 2)
-    mc, i = mode_connectivity([0.0, 4.0, 6.0, 20.0])  # the extreme deviation is at an endpoint
-    assert (mc, i) == (pytest.approx(10.0), 0)
-    with pytest.raises(ValueError):
-        mode_connectivity([1.0])
 
 
 # --------------------------------------------------------------------------- curves
@@ -286,38 +271,6 @@ def test_evaluate_path_recalibrates_batchnorm_at_every_t():
 
 
 # --------------------------------------------------------------------------- MLI
-def _max_rise_reference(v):
-    return max([0.0] + [v[j] - v[i] for i, j in itertools.combinations(range(len(v)), 2)])
-
-
-def test_find_bumps_hand_made_profiles():
-    assert find_bumps([3.0, 2.0, 1.0]) == [] and max_bump_height([3.0, 2.0, 1.0]) == 0.0
-    assert find_bumps([1.0, 1.0, 1.0]) == []
-    (bump,) = find_bumps([1.0, 2.0, 0.5])
-    assert (bump.start, bump.peak, bump.end, bump.height) == (0, 1, 2, 1.0)
-    # a dip that stays above the start does not close the bump; a second, smaller bump follows
-    bumps = find_bumps([1.0, 1.5, 1.2, 1.8, 0.9, 1.0, 0.2])
-    assert [(b.start, b.peak, b.end) for b in bumps] == [(0, 3, 4), (4, 5, 6)]
-    assert [b.height for b in bumps] == pytest.approx([0.8, 0.1])
-    # falling back to exactly the start does not close it either; a profile can end inside one
-    (bump,) = find_bumps([2.0, 3.0, 2.0, 2.5])
-    assert (bump.start, bump.peak, bump.end) == (0, 1, None)
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        v = rng.normal(size=rng.integers(2, 12)).tolist()
-        assert max_bump_height(v) == pytest.approx(_max_rise_reference(v))
-
-
-def test_mli_flag_and_fraction():
-    prof = pd.DataFrame({"t": [0, 0.5, 1], "train_loss": [2.0, 2.1, 0.1]})
-    assert mli_from_profile(prof, eps=0.05).non_monotonic
-    res = mli_from_profile(prof, eps=0.2)
-    assert not res.non_monotonic and res.delta == pytest.approx(0.1) and len(res.bumps) == 1
-    with pytest.raises(ValueError):
-        mli_from_profile(prof, eps=0.0)
-    assert non_monotonic_fraction([0.0, 0.5, 0.002], eps=1e-3) == pytest.approx(2 / 3)
-
-
 def test_mli_on_models(toy):
     x, y, _, _, (a, _, _) = toy
     init = _mlp(1)  # the initialization a was trained from
@@ -356,3 +309,55 @@ def test_pair_metrics(toy):
         assert res.summary[f"{col}_std"] == pytest.approx(np.std(df[col], ddof=1))
     assert res.summary["n_pairs"] == 2 and "t_star" not in res.summary
     assert math.isnan(pair_metrics(models[:2], x, y, bezier=False, device=CPU).summary["l2_std"])
+
+
+# --------------------------------------------------------------------------- the shared SGD loop
+def test_fit_by_sgd_is_momentum_sgd_with_the_schedule_the_draws_and_the_hooks():
+    """Three epochs of two steps on ½·t·‖w − mean(x_b)‖², against the momentum recurrence
+    written out by hand with the same generator (data order, then one t per step)."""
+    from landscape_utils.connectivity import bezier_lr_factor, draw_t, fit_by_sgd
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.zeros(9, dtype=torch.long)
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    projected, ends = [], []
+
+    def objective(xb, yb, t):
+        value = 0.5 * t * (w - xb.mean(0)).pow(2).sum()
+        return value, {"loss": value, "pair": torch.stack([value, 2 * value])}
+
+    def project():
+        projected.append(w.grad.clone())
+        w.grad[2] = 0.0  # the third coordinate never moves
+
+    hist = fit_by_sgd([w], objective, x, y, num_epochs=3, lr=0.3, batch_size=4, momentum=0.5, seed=5,
+                      device=CPU, draw=draw_t, project=project, end_epoch=lambda: ends.append(1) or {"end": 1.0})
+    gen = torch.Generator().manual_seed(5)
+    ref, buf, step = torch.zeros(3, dtype=torch.float64), None, 0
+    losses = []
+    for epoch in range(3):
+        order = torch.randperm(9, generator=gen)
+        epoch_losses = []
+        for i in (0, 4):
+            t = float(torch.rand((), generator=gen))
+            mean = x[order[i:i + 4]].mean(0)
+            epoch_losses.append(float(0.5 * t * (ref - mean).pow(2).sum()))
+            grad = t * (ref - mean)
+            grad[2] = 0.0
+            buf = grad if buf is None else 0.5 * buf + grad
+            ref = ref - 0.3 * bezier_lr_factor(step / 6) * buf
+            step += 1
+        losses.append(epoch_losses)
+    torch.testing.assert_close(w.detach(), ref)
+    assert len(projected) == 6 and ends == [1, 1, 1] and float(w.detach()[2]) == 0.0
+    assert [h["epoch"] for h in hist] == [0, 1, 2] and all(h["end"] == 1.0 for h in hist)
+    for h, ls in zip(hist, losses):
+        assert h["loss"] == pytest.approx(sum(ls) / 2, rel=1e-12)
+        assert h["pair"].shape == (2,) and float(h["pair"][1]) == pytest.approx(2 * h["loss"], rel=1e-12)
+    assert hist[-1]["lr"] == pytest.approx(0.3 * bezier_lr_factor(5 / 6))
+    with pytest.raises(ValueError, match="exceeds the 9 training examples"):
+        fit_by_sgd([w], objective, x, y, num_epochs=1, lr=0.1, batch_size=10, device=CPU)
+    # constant lr without a schedule
+    flat = fit_by_sgd([w], objective, x, y, num_epochs=2, lr=0.1, batch_size=4, device=CPU, draw=draw_t,
+                      lr_factor=None)
+    assert [h["lr"] for h in flat] == [0.1, 0.1]

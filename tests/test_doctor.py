@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import landscape_utils.runner as runner
-import landscape_utils.utils as utils
 from landscape_utils import doctor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,9 +59,10 @@ def test_bf16_params_on_a_cpu_fail_naming_the_key(tmp_path, capsys):
 
 def test_executor_plan_on_gpus(monkeypatch):
     """``workers: 0`` on two GPUs: one worker per GPU slot, each pinned to one GPU."""
-    monkeypatch.setattr(runner, "visible_gpus", lambda: ["0", "1"])
-    monkeypatch.setattr(utils, "resolve_device", lambda d="auto": torch.device("cuda"))
-    monkeypatch.setattr(runner, "available_cores", lambda: 8)
+    monkeypatch.setattr(doctor, "visible_gpus", lambda: ["0", "1"])
+    monkeypatch.setattr(doctor, "resolve_device", lambda d="auto": torch.device("cuda"))
+    for module in (doctor, runner):  # the doctor's own count, and the one gpu_assignment reads
+        monkeypatch.setattr(module, "available_cores", lambda: 8)
     assert doctor.describe_executor("auto", 0, 1) == (
         "2 worker process(es), each pinned to one GPU (GPU 0: 1, GPU 1: 1), 4 CPU thread(s) each")
     assert doctor.describe_executor("auto", 0, 2) == (
@@ -73,8 +73,9 @@ def test_executor_plan_on_gpus(monkeypatch):
 
 
 def test_executor_plan_on_the_cpu(monkeypatch):
-    monkeypatch.setattr(utils, "resolve_device", lambda d="auto": torch.device("cpu"))
-    monkeypatch.setattr(runner, "available_cores", lambda: 6)
+    monkeypatch.setattr(doctor, "resolve_device", lambda d="auto": torch.device("cpu"))
+    for module in (doctor, runner):
+        monkeypatch.setattr(module, "available_cores", lambda: 6)
     assert doctor.describe_executor("auto", 0) == "6 worker process(es) on the CPU, 1 torch thread(s) each"
     assert doctor.describe_executor("cpu", 2) == "2 worker process(es) on the CPU, 3 torch thread(s) each"
 

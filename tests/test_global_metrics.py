@@ -13,11 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape_utils.connectivity import fit_bezier, mode_connectivity
+from landscape_utils.connectivity import fit_bezier
 from landscape_utils.global_metrics import (METRIC_NAME, PAIR_METRICS, PATH_COLUMNS, GlobalSettings,
                                             example_cells, fit_bezier_batch, measure_pairs, pair_record,
                                             paths_table, summarize_pairs, usable_runs)
 from landscape_utils.models import build_model
+from landscape_utils.profiles import mode_connectivity
 from landscape_utils.similarity import l2_distance, model_cka
 from landscape_utils.runner import expand_grid, run_grid
 from landscape_utils.store import Store

@@ -22,6 +22,8 @@ import pytest
 
 from conftest import headless_chromium
 
+pytestmark = pytest.mark.slow  # JupyterLab: starts a server and processes
+
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = "00_introduction.py"
 KERNEL = "landscape-book"

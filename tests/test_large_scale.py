@@ -276,6 +276,7 @@ def test_process_executor_gives_the_serial_records(store_dir, tmp_path):
     assert list(curve.dim) == [4] and len(sweep) == 1
 
 
+@pytest.mark.slow  # starts a local Ray
 def test_ray_executor_gives_the_serial_records(store_dir, tmp_path):
     ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra)")
     tasks = [p.task for p in _small_plan(store_dir)]

@@ -2,7 +2,7 @@
 and procedure, with stable MyST labels that code, docstrings and chapters point at.
 
 These checks are static (no kernel, no HTML build): the chapter parses, holds only markdown
-plus the parameters cell every chapter needs, carries each required label exactly once right
+plus the parameters cell every chapter needs and one table of the settings' defaults, carries each required label exactly once right
 before a heading, every ``methods-…`` label used anywhere in the repository exists, and its
 math delimiters are balanced and placed where MyST renders them. The smoke book
 (tests/test_book.py) builds it into HTML.
@@ -69,14 +69,21 @@ def test_methods_is_the_last_chapter_and_declares_the_shared_parameters():
     assert all(p.annotation == "str" for p in params.values())
 
 
-def test_only_markdown_plus_a_parameters_cell_that_computes_nothing(notebook):
+def test_only_markdown_a_parameters_cell_and_the_table_of_defaults(notebook):
     code = [c for c in notebook.cells if c.cell_type != "markdown"]
-    assert len(code) == 1, [c.source[:60] for c in code]
-    cell = code[0]
-    assert "parameters" in cell.metadata.get("tags", [])
+    assert len(code) == 2, [c.source[:60] for c in code]
+    params, table = code
+    assert "parameters" in params.metadata.get("tags", [])
     # nothing but annotated assignments of literals: no import, no call, no function
-    body = ast.parse(cell.source).body
+    body = ast.parse(params.source).body
     assert body and all(isinstance(n, ast.AnnAssign) and isinstance(n.value, ast.Constant) for n in body)
+    # the table of settings reads defaults from the code and measures nothing: it imports
+    # only the settings dataclasses, the chapters' parameters cells and pandas
+    imported = {n.module or "" for n in ast.walk(ast.parse(table.source)) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(ast.parse(table.source)) if isinstance(n, ast.Import) for a in n.names}
+    assert imported <= {"dataclasses", "pandas", "landscape_utils.chapters", "landscape_utils.global_metrics",
+                        "landscape_utils.large_scale", "landscape_utils.local", "landscape_utils.taxonomy",
+                        "landscape_utils.train"}, imported
     assert len([c for c in notebook.cells if c.cell_type == "markdown"]) >= 10
 
 

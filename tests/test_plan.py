@@ -91,9 +91,7 @@ def test_plan_counts_the_tasks_and_finds_the_stored_ones(tmp_path, monkeypatch):
     from landscape_utils.local import HESSIAN_METRIC, HessianSettings
 
     p2 = book.merged_values("02_local_metrics", params["02_local_metrics"])
-    s = HessianSettings(num_samples=p2["num_samples"], k=p2["top_k"], tol=p2["tol"], max_iter=p2["max_iter"],
-                        trace_method=p2["trace_method"], rel_tol=p2["trace_rel_tol"],
-                        max_probes=p2["max_probes"], seed=p2["hessian_seed"])
+    s = HessianSettings.from_params(p2)  # as chapter 2 builds it
     Store(tmp_path / "w").save_metric(HESSIAN_METRIC, s.key(run_id(grid[0])), {"lambda_max": 1.0})
     rows2, _ = plan.plan(params, budget=1.0)
     by2 = {r.kind: r for r in rows2}

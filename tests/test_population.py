@@ -229,6 +229,7 @@ def float64():
     torch.set_default_dtype(before)
 
 
+@pytest.mark.slow  # ResNet18 in float64
 @pytest.mark.parametrize("width,batch_norm", [(1, True), (2, True), (2, False)])
 def test_resnet18_matches_separate_runs(width, batch_norm, float64):
     """Grouped convolutions, per-member BatchNorm statistics and the residual sums give

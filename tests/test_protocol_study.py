@@ -79,7 +79,7 @@ def test_book_settings_are_the_chapters_own():
     p3 = merged_values("03_global_connectivity", raw["03_global_connectivity"])
     hs, gs = HessianSettings(**hessian), GlobalSettings(**curve)
     assert (hs.num_samples, hs.tol, hs.rel_tol, hs.max_probes, hs.sketch_size, hs.max_iter) == (
-        p2["num_samples"], p2["tol"], p2["trace_rel_tol"], p2["max_probes"], p2["sketch_size"], p2["max_iter"])
+        p2["num_samples"], p2["tol"], p2["rel_tol"], p2["max_probes"], p2["sketch_size"], p2["max_iter"])
     assert (gs.curve_epochs, gs.curve_lr, gs.curve_batch_size, gs.cka_samples, gs.num_points) == (
         p3["curve_epochs"], p3["curve_lr"], p3["curve_batch_size"], p3["cka_samples"], p3["num_points"])
     # every default row's spec is a valid chapter 1 grid of the same params file

@@ -8,6 +8,8 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: p
 
 from landscape_utils.runner import RayExecutor, expand_grid, run_grid  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Ray: starts a server and processes
+
 GRID = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 2, "batch_size": 64},
                    {"width": [4, 8], "lr": [0.05]}, seeds=range(2))
 

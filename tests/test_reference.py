@@ -387,7 +387,7 @@ def test_shipped_pairs_agree_with_shipped_cells():
     np.testing.assert_allclose(g.mc.mean().reindex(cells.index), cells.mc, rtol=1e-12)
     assert (g.mc.count() == 1).all()
     # mc recomputed from the shipped curve of every cell
-    from landscape_utils.taxonomy import mode_connectivity
+    from landscape_utils.profiles import mode_connectivity
 
     paths = load_shipped_paths()
     for (w, bs), prof in paths.groupby(["width", "batch_size"]):

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from landscape_utils import rugged
-from landscape_utils.connectivity import mode_connectivity
+from landscape_utils.profiles import mode_connectivity
 from landscape_utils.rugged import RuggedLandscape
 
 LAND = RuggedLandscape(seed=3)

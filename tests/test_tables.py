@@ -1,5 +1,4 @@
-"""Tests for landscape_utils.tables: the grid's axes and their meaning, and the table
-contract between chapters (writing, reading, and the errors that name the missing file and
+"""Tests for landscape_utils.tables: the table contract between chapters (writing, reading, and the errors that name the missing file and
 the chapter that writes it)."""
 from __future__ import annotations
 
@@ -10,6 +9,7 @@ import pandas as pd
 import pytest
 
 from landscape_utils import tables as T
+from landscape_utils.axes import AXES, Axis
 
 
 def _runs(temperature: str = "batch_size", values=(16, 64, 256)) -> pd.DataFrame:
@@ -21,41 +21,6 @@ def _runs(temperature: str = "batch_size", values=(16, 64, 256)) -> pd.DataFrame
                              "status": "diverged" if (w, s) == (4, 1) else "ok",
                              "train_loss": 1.0 / w, "test_acc": 0.5})
     return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------
-# Axes
-# --------------------------------------------------------------------------------------
-def test_hot_end_follows_the_paper_temperature_rises_with_lr_and_falls_with_batch():
-    assert T.hot_order("batch_size", [256, 16, 64, 16]) == [16, 64, 256]
-    assert T.hot_order("lr", [0.01, 1.0, 0.1]) == [1.0, 0.1, 0.01]
-    assert T.hot_order("weight_decay", [5e-4, 1e-3, 0.0]) == [1e-3, 5e-4, 0.0]
-    assert T.hot_order("temperature", [0.1, 1.0]) == [1.0, 0.1]
-    assert T.coldest("batch_size", [16, 256, 64]) == 256
-    assert T.coldest("lr", np.array([0.05, 0.2])) == 0.05
-    assert T.hottest("lr", pd.Series([0.05, 0.2])) == 0.2
-    with pytest.raises(ValueError, match="not a temperature axis"):
-        T.coldest("width", [4, 8])
-
-
-def test_load_order_puts_the_least_capacity_per_sample_first():
-    assert T.load_order("width", [64, 4, 16]) == [4, 16, 64]
-    assert T.load_order("data_fraction", [0.1, 1.0, 0.5]) == [1.0, 0.5, 0.1]
-    assert T.load_order("label_noise", [0.0, 0.2, 0.1]) == [0.2, 0.1, 0.0]
-    # an unknown column is "other": ascending, no hot end
-    assert T.axis_info("dropout").kind == "other"
-    assert T.hot_order("dropout", [0.3, 0.1]) == [0.1, 0.3]
-
-
-def test_every_registered_axis_states_its_direction():
-    for a in T.AXES.values():
-        assert a.kind in ("load", "temperature")
-        assert (a.hot_end is not None) == (a.kind == "temperature")
-        assert (a.capacity_end is not None) == (a.kind == "load")
-    with pytest.raises(ValueError, match="needs hot_end"):
-        T.Axis("beta", "temperature", "float")
-    with pytest.raises(ValueError, match="dtype"):
-        T.Axis("beta", "load", "str", capacity_end="large")
 
 
 # --------------------------------------------------------------------------------------
@@ -84,7 +49,7 @@ def test_old_axes_file_with_names_only_is_read_through_the_registry(tmp_path):
     pd.Series({"load_axis": "width", "temperature_axis": "batch_size"}).to_json(
         tdir / "grid_axes.json")
     g = T.read_grid(tmp_path)
-    assert g.temperature == T.AXES["batch_size"] and g.temperature_values == [16, 64, 256]
+    assert g.temperature == AXES["batch_size"] and g.temperature_values == [16, 64, 256]
 
 
 def test_write_grid_rejects_bad_axes_and_missing_columns(tmp_path):
@@ -96,7 +61,7 @@ def test_write_grid_rejects_bad_axes_and_missing_columns(tmp_path):
     with pytest.raises(KeyError, match="needs column.*seed"):
         T.write_grid(tmp_path, runs.drop(columns="seed"), "width", "batch_size")
     # a new axis can be described
-    custom = T.Axis("dropout", "temperature", "float", hot_end="large")
+    custom = Axis("dropout", "temperature", "float", hot_end="large")
     T.write_grid(tmp_path, runs.assign(dropout=0.1), "width", custom)
     assert T.read_grid(tmp_path).temperature == custom
     assert not (tmp_path / "nothing").exists()
@@ -135,18 +100,6 @@ def test_write_table_checks_columns_and_read_table_casts_the_axes(tmp_path):
     (tmp_path / "tables" / "local.csv").write_text("")
     with pytest.raises(ValueError, match="local.csv is unreadable"):
         T.read_table(tmp_path, "local")
-
-
-def test_findings_are_read_through_the_findings_module(tmp_path):
-    from landscape_utils.findings import FINDINGS_COLUMNS
-
-    assert T.read_findings(tmp_path).empty
-    (tmp_path / "tables").mkdir()
-    row = dict(zip(FINDINGS_COLUMNS, ["01_training_grid", "k", "a claim", "holds", "e", "3",
-                                      "this build"]))
-    pd.DataFrame([row]).to_csv(tmp_path / "tables" / "findings.csv", index=False)
-    got = T.read_findings(tmp_path)
-    assert list(got.columns) == list(FINDINGS_COLUMNS) and got.verdict.tolist() == ["holds"]
 
 
 def test_load_book_tables_takes_the_axes_of_write_grid(tmp_path):

@@ -279,18 +279,6 @@ def test_contrast_loads_fallbacks():
 
 
 # --------------------------------------------------------------------------------------
-# mode_connectivity (its home is taxonomy; connectivity re-exports it)
-# --------------------------------------------------------------------------------------
-def test_mode_connectivity_lives_in_taxonomy():
-    from landscape_utils.taxonomy import mode_connectivity
-
-    assert mode_connectivity([1.0, 12.0, 30.0, 10.0, 2.0]) == (pytest.approx(-28.5), 2)
-    assert mode_connectivity([10.0, 4.0, 2.0, 10.0]) == (pytest.approx(8.0), 2)
-    with pytest.raises(ValueError, match="NaN"):
-        mode_connectivity([1.0, np.nan, 2.0])
-
-
-# --------------------------------------------------------------------------------------
 # classify_with_confidence on hand-made cells
 # --------------------------------------------------------------------------------------
 from landscape_utils.taxonomy import (CONFIDENCE_PHASES, UNDETERMINED,  # noqa: E402
@@ -519,7 +507,8 @@ def test_seed_jackknife_covers_at_the_nominal_rate(n_seeds):
 
 
 def test_mc_on_points_by_hand():
-    from landscape_utils.taxonomy import PAPER_POINTS, mc_on_points, mode_connectivity
+    from landscape_utils.profiles import mode_connectivity
+    from landscape_utils.taxonomy import PAPER_POINTS, mc_on_points
 
     t9 = np.linspace(0, 1, 9)                       # holds the paper's five points
     err9 = np.array([1.0, 9.0, 2.0, 3.0, 4.0, 3.0, 2.5, 2.0, 1.0])  # a spike at t = 1/8 only

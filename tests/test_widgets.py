@@ -11,17 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils.runner import expand_grid
-from landscape_utils.taxonomy import classify
 from landscape_utils.reference import released_paths_table
-from landscape_utils.widgets import (
-    PhaseExplorer,
-    assemble_cells,
-    grid_base_config,
-    linked_explorer,
-    path_chart,
-    load_book_tables,
-)
+from landscape_utils.runner import expand_grid
+from landscape_utils.tables import grid_base_config, load_book_tables
+from landscape_utils.taxonomy import classify
+from landscape_utils.widgets import PhaseExplorer, assemble_cells, linked_explorer, path_chart
 
 WIDTHS, BATCHES, SEEDS = (4, 16, 64), (16, 256), (0, 1)
 
@@ -189,7 +183,7 @@ def test_released_paths_refuses_object_arrays(tmp_path):
 def test_shipped_paths_match_the_shipped_mc():
     """The explorer's released paths (shipped with the package) give the released mc."""
     from landscape_utils.reference import load_shipped_paths, load_shipped_results
-    from landscape_utils.taxonomy import mode_connectivity
+    from landscape_utils.profiles import mode_connectivity
 
     paths = load_shipped_paths(paper_grid_only=True)
     assert paths.groupby(["width", "batch_size"]).ngroups == 14 * 13
