@@ -96,8 +96,7 @@ from landscape_utils.widgets import linked_explorer
 t_start = time.perf_counter()
 if explore not in zoo.ZOOS:
     raise ValueError(f"explore: {explore!r} is not a zoo; the zoos are {', '.join(zoo.ZOOS)}")
-thresholds = PhaseThresholds(train_loss_high=train_loss_high, mc_neg=mc_neg, mc_pos=mc_pos,
-                             cka_high=cka_high)
+thresholds = PhaseThresholds.from_params(globals())  # each parameter fills the field of its name
 folder = zoo.resolve_folder(zoo_tables, "zoo_tables")
 zoos, skipped = zoo.load_zoos(folder, failed_train_acc=failed_train_acc, thresholds=thresholds,
                               level=confidence_level, n_resamples=n_resamples)

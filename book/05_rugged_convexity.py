@@ -285,8 +285,8 @@ alt.hconcat(*[plotting.phase_map(df, x=x, y=y, title=f"networks: {g}")
 # %%
 by_init = {f"init_std {init_std:g}": extents["annealed to T = 0"]}
 for s0 in placement_init_stds:
-    t0 = rugged.phase_diagram(loads, temperatures, n_runs, seed, landscape=landscape,
-                              n_realizations=diagram_realizations, n_steps=n_steps,
+    t0 = rugged.phase_diagram(loads, temperatures, num_runs, seed, landscape=landscape,
+                              n_realizations=diagram_realizations, n_steps=num_steps,
                               anneal_steps=anneal_steps, lr=lr, init_std=float(s0))
     by_init[f"init_std {float(s0):g}"] = rugged.phase_extent(t0[t0.annealed])
 rugged.placement_table(by_init).round(2)
