@@ -30,6 +30,7 @@ def test_offered_capabilities_start_at_default_and_ignore_a_forced_kernel(monkey
     assert offered_capabilities() == caps
 
 
+@pytest.mark.slow  # a fresh interpreter per CPU kernel
 def test_short_runs_agree_across_cpu_kernels_and_groupings_and_repeat_bit_for_bit():
     caps = offered_capabilities()
     runs = {cap: probe_in_process(cap, "short") for cap in caps}

@@ -14,6 +14,7 @@ import yaml
 from landscape_utils.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # each test starts a build, a Ray, or a pool and kills it
 
 
 def _params(tmp_path: Path) -> Path:
