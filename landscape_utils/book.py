@@ -937,6 +937,28 @@ def phase_diagram_output(nb: Any) -> Any:
     return None
 
 
+def _provenance_footers(out: Path, notebooks: list[Path], params: dict[str, dict[str, Any]]
+                        ) -> tuple[dict[str, str], str]:
+    """Each chapter's "What built this page" block, and the landing page's section that sums
+    them (:func:`provenance_markdown`, from the chapters' usage logs)."""
+    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    footers, devices, total = {}, set(), {}
+    for path in notebooks:
+        usage = read_usage(out, path.stem)
+        device = params.get(path.stem, {}).get("device", "auto")
+        devices.add(_device_text(device))
+        for what, u in usage.items():
+            t = total.setdefault(what, {"reused": 0, "computed": 0, "oldest": None})
+            t["reused"] += u["reused"]
+            t["computed"] += u["computed"]
+            if u["oldest"] and (t["oldest"] is None or u["oldest"] < t["oldest"]):
+                t["oldest"] = u["oldest"]
+        footers[path.stem] = provenance_markdown(usage, device, built, "What built this page.")
+    book = "## What built this book\n\n" + provenance_markdown(total, ", ".join(sorted(devices)) or "auto",
+                                                               built, "Versions.")
+    return footers, book
+
+
 def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
                params_file: str | None = None, params: dict[str, dict[str, Any]] | None = None) -> Path:
     """Render executed notebooks into ``out/html`` with Jupyter Book 1.x (execution off).
@@ -951,20 +973,9 @@ def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
         shutil.rmtree(jb)
     jb.mkdir(parents=True)
     prepared = {}
-    built = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    devices, total = [], {}
+    footers, book_footer = _provenance_footers(out, notebooks, params or {})
     for path in notebooks:
-        usage = read_usage(out, path.stem)
-        device = (params or {}).get(path.stem, {}).get("device", "auto")
-        devices.append(_device_text(device))
-        for what, u in usage.items():
-            t = total.setdefault(what, {"reused": 0, "computed": 0, "oldest": None})
-            t["reused"] += u["reused"]
-            t["computed"] += u["computed"]
-            if u["oldest"] and (t["oldest"] is None or u["oldest"] < t["oldest"]):
-                t["oldest"] = u["oldest"]
-        footer = provenance_markdown(usage, device, built, "What built this page.")
-        nb = prepare_for_html(nbformat.read(path, as_version=4), params_file, title, footer=footer)
+        nb = prepare_for_html(nbformat.read(path, as_version=4), params_file, title, footer=footers[path.stem])
         nbformat.write(nb, jb / path.name)
         prepared[path.stem] = nb
     index = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": KERNEL, "display_name": "landscape-book",
@@ -976,9 +987,7 @@ def build_html(out: Path, notebooks: list[Path], title: str = BOOK_TITLE,
                             "## The phase diagram of this build\n\nFrom chapter 4: every cell of the load × "
                             "temperature grid, with the metrics that place it (hover over a cell for its values)."),
                         phase]
-    index.cells.append(nbformat.v4.new_markdown_cell(
-        "## What built this book\n\n" + provenance_markdown(total, ", ".join(sorted(set(devices))) or "auto",
-                                                            built, "Versions.")))
+    index.cells.append(nbformat.v4.new_markdown_cell(book_footer))
     nbformat.write(index, jb / "index.ipynb")
     _static_assets(jb / "_offline")
     stems = [nb.stem for nb in notebooks]
