@@ -38,8 +38,9 @@
 # (`classify_with_confidence`, chapter 4) with the same thresholds, those set on the
 # authors' grid unless the parameters below change them. The train loss is redrawn from its
 # per-seed values; the zoo releases mc, CKA and the Hessian as *cell values* (one number per
-# cell, the mean over its three seeds or seed pairs), so, as for the authors' single-pair
-# mc, they are held fixed and their spread is unknown.
+# cell, the mean over its three seeds or seed pairs), so they are held fixed and every label
+# is *conditional* on them (the `conditional_on` column), as the authors' single-pair mc is
+# when no spread is borrowed for it (chapter 4 borrows one from neighbouring cells).
 #
 # **How the zoo's metrics map to ours** (read from the zoo's code): `mc` is the paper's
 # formula on the train error in percent along a Bezier curve, mc < 0 a barrier, averaged over

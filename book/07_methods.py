@@ -706,8 +706,8 @@ pd.DataFrame(rows).set_index(["chapter", "parameter"])
 #   care. Its Hessian columns are natural logarithms of the mean over the seeds of the top
 #   eigenvalue (on test images) and of the trace (on training images); we exponentiate them.
 # - **Cell values.** mc, CKA and the Hessian come as one value per cell. The confidence draws
-#   hold them fixed, as for the authors' single-pair mc: their spread is unknown, so a zoo
-#   cell's confidence reflects the seed spread of its training loss only. A column the release
+#   hold them fixed: their spread is unknown, so a zoo cell's label is conditional on them and
+#   its confidence reflects the seed spread of its training loss only. A column the release
 #   repeats on the seeds is a cell value too (its standard deviation is missing, not zero).
 # - **Failed runs.** A run whose final training accuracy is below a bar (0.3) is set aside as
 #   the book sets aside a diverged run: left out of the cell means; a cell with no run left
