@@ -41,12 +41,17 @@ def trained_model(width: int = 256, epochs: int = 3, num_samples: int = 1000,
     """An MNIST-1D MLP 40→width→width→10 (width 256: 79k
     parameters, the model of the Hessian rows of benchmarks/RESULTS.md) trained ``epochs`` epochs (batch 64, SGD, lr 0.05), in eval mode, and a
     fixed batch of ``num_samples`` training samples: (model, (x (N, 40), y (N,)))."""
-    data = load_dataset("mnist1d")
+    cfg = RunConfig(width=width, depth=2, batch_size=64, num_epochs=epochs, seed=0)
+    return _fit(cfg, load_dataset("mnist1d"), num_samples, train_samples)
+
+
+def _fit(cfg: RunConfig, data, num_samples: int, train_samples: int | None):
+    """Train ``cfg`` on ``data`` (its first ``train_samples`` samples when given); the model
+    in eval mode and a fixed batch of ``num_samples`` training samples."""
     if train_samples is not None:
         n = train_samples
         data = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n],
                        y_train_clean=data.y_train_clean[:n])
-    cfg = RunConfig(width=width, depth=2, batch_size=64, num_epochs=epochs, seed=0)
     result = train_run(cfg, data)
     model = init_model(cfg, data)
     model.load_state_dict(result["final_state"])
@@ -345,17 +350,7 @@ def default_model(width: int = 16, epochs: int = 10, num_samples: int = 500,
     cfg = RunConfig(dataset="mnist1d", data_fraction=0.5, model="cnn", batch_norm=True,
                     width=width, lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128,
                     num_epochs=epochs, seed=0)
-    data = cfg.load_data()
-    if train_samples is not None:
-        n = train_samples
-        data = replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n],
-                       y_train_clean=data.y_train_clean[:n])
-    result = train_run(cfg, data)
-    model = init_model(cfg, data)
-    model.load_state_dict(result["final_state"])
-    model.eval()
-    x, y = hessian.make_fixed_batch(data.x_train, data.y_train, num_samples, seed=0)
-    return model, (x, y)
+    return _fit(cfg, cfg.load_data(), num_samples, train_samples)
 
 
 class _Estimate:
