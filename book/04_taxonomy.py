@@ -360,14 +360,15 @@ pd.concat({AUTHORS_GRID: sensitivity(paper, paper_thresholds, rel=sensitivity_re
     index="threshold", columns=["grid", "direction"], values="n_changed", sort=False)
 
 # %% [markdown]
-# The cells of this build that change phase under some move, and what they change to; the
-# finding `labels_survive_threshold_moves` at the end of the chapter asks whether at least
-# three quarters of the cells keep their label under every move.
+# The cells of this build that change phase under some move, and what they change to (the
+# rule applied to the cell means, as in the table above: `rule_phase` can differ from the
+# confidence label); the finding `labels_survive_threshold_moves` at the end of the chapter
+# asks whether at least three quarters of the cells keep their label under every move.
 
 # %%
 stability, flipping = threshold_stability(cells, thresholds, rel=sensitivity_rel, load=load_axis,
                                           temperature=temperature_axis)
-flipping if len(flipping) else print("no cell of this build changes phase under any move")
+flipping.style.hide(axis="index") if len(flipping) else print("no cell of this build changes phase under any move")
 
 # %% [markdown]
 # ## Training to zero loss can hurt when poorly connected

@@ -386,7 +386,8 @@ def threshold_stability(cells: pd.DataFrame, thresholds: Any, *, rel: float = 0.
 
     Returns:
         The finding and one row per cell that flips under some move: the cell's ``load`` and
-        ``temperature`` values (when given), ``phase`` and ``flips`` (e.g. ``"cka_high +25%: IV-B→IV-A"``).
+        ``temperature`` values (when given), ``rule_phase`` (the rule on the cell means, before
+        any move; the confidence label may differ) and ``flips`` (e.g. ``"cka_high +25%: IV-B→IV-A"``).
     """
     base = classify(cells, thresholds).astype(object)
     labelled = base.notna()
@@ -400,8 +401,8 @@ def threshold_stability(cells: pd.DataFrame, thresholds: Any, *, rel: float = 0.
             for i in base.index[labelled & (moved.astype(str) != base.astype(str))]:
                 flips.setdefault(i, []).append(f"{f.name} {'-' if sign < 0 else '+'}{rel:.0%}: {base[i]}→{moved[i]}")
     keep = [c for c in (load, temperature) if c and c in cells.columns]
-    table = pd.DataFrame([{**{c: cells.at[i, c] for c in keep}, "phase": base[i], "flips": "; ".join(v)}
-                          for i, v in flips.items()], columns=[*keep, "phase", "flips"])
+    table = pd.DataFrame([{**{c: cells.at[i, c] for c in keep}, "rule_phase": base[i], "flips": "; ".join(v)}
+                          for i, v in flips.items()], columns=[*keep, "rule_phase", "flips"])
     n = int(labelled.sum())
     claim = (f"The phase map is robust: at least {STABLE_SHARE:.0%} of the cells keep their label when "
              f"any one threshold moves by ±{rel:.0%}")
