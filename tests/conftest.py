@@ -97,3 +97,24 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("book") is not None:
             item.add_marker(pytest.mark.slow)
 
+
+def wait_gone(procs: list, timeout: float) -> list:
+    """The psutil processes still running after ``timeout`` seconds. A zombie counts as gone: it has
+    exited and holds nothing, and only waits to be reaped (an orphan is reaped by init, which
+    in some containers never does)."""
+    import time
+
+    import psutil
+
+    deadline = time.time() + timeout
+    while True:
+        alive = []
+        for p in procs:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        if not alive or time.time() > deadline:
+            return alive
+        time.sleep(0.2)

@@ -494,5 +494,7 @@ def test_pool_workers_exit_when_their_owner_is_killed():
     assert len([w for w in workers if "spawn_main" in " ".join(w.cmdline())]) >= 1
     owner.kill()
     owner.wait(timeout=30)
-    gone, alive = psutil.wait_procs(workers, timeout=30)
+    from conftest import wait_gone
+
+    alive = wait_gone(workers, timeout=30)
     assert not alive, [w.pid for w in alive]

@@ -1,6 +1,7 @@
 """A build stopped by SIGTERM or SIGHUP (a scheduler's time limit, ``kill``) leaves no process
 behind and no half-written record; the next build completes the grid."""
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import psutil
 import pytest
 import yaml
 
+from conftest import wait_gone
 from landscape_utils.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +57,7 @@ def test_a_terminated_build_leaves_no_process_and_no_half_written_record(tmp_pat
     driver.send_signal(sig)
     driver.wait(timeout=60)
     assert driver.returncode == 128 + sig, driver.returncode
-    gone, alive = psutil.wait_procs(procs, timeout=30)
+    alive = wait_gone(procs, timeout=30)
     assert not alive, [(p.pid, _cmdline(p)) for p in alive]
     # the store: every finished run intact, no record half-written
     store = Store(tmp_path / "work")
@@ -100,15 +102,19 @@ def test_a_kernel_whose_parent_dies_takes_its_local_ray_along(tmp_path):
     script.write_text(RAY_KERNEL)
     parent = subprocess.Popen([sys.executable, str(script), "parent"], stdout=subprocess.PIPE, text=True)
     kernel = psutil.Process(int(parent.stdout.readline()))
-    deadline = time.time() + 180
-    while time.time() < deadline and not any("raylet" in p.name() for p in _descendants(kernel.pid)):
-        time.sleep(0.5)
-    time.sleep(5.0)  # Ray's agents start after the raylet
+    deadline, line = time.time() + 180, ""
+    while "ray up" not in line:  # the kernel's Ray is started and has run a task
+        ready, _, _ = select.select([parent.stdout], [], [], max(0.0, deadline - time.time()))
+        if not ready:
+            parent.kill()
+            pytest.fail("the kernel's local Ray did not start within 180 s")
+        line = parent.stdout.readline()
+    time.sleep(2.0)
     procs = [kernel, *_descendants(kernel.pid)]
     assert any("raylet" in p.name() for p in procs), [p.name() for p in procs]
     parent.kill()
     parent.wait(timeout=30)
-    gone, alive = psutil.wait_procs(procs, timeout=60)
+    alive = wait_gone(procs, timeout=60)
     for p in alive:
         p.kill()
     assert not alive, [(p.pid, p.name()) for p in alive]
