@@ -45,7 +45,7 @@ from .connectivity import (PROFILE_COLUMNS, BezierCurve, draw_t, evaluate_path, 
 from .findings import Finding, majority_verdict
 from .settings import FromParams
 from .similarity import l2_distance, model_cka
-from .store import Store, algorithm_version, load_model
+from .store import Store, algorithm_version, load_model, record_usage
 from .taxonomy import seed_jackknife
 from .tasks import Task, run_tasks
 from .train import RunConfig
@@ -277,6 +277,11 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
     store = Store(workdir)
     records: list[dict[str, Any] | None] = [store.load_metric(METRIC_NAME, settings.key(a, b)) for a, b in pairs]
     todo = [i for i, r in enumerate(records) if r is None]
+    if os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer: pairs read here
+        dates = [(store.metric_provenance(METRIC_NAME, settings.key(*pairs[i])) or {}).get("date")
+                 for i, r in enumerate(records) if r is not None]
+        record_usage("seed pairs (curve, CKA)", len(pairs) - len(todo), len(todo),
+                     min((d for d in dates if d), default=None))
     groups: dict[tuple, list[int]] = {}
     for i in todo:
         groups.setdefault(fit_group(store.config(pairs[i][0])), []).append(i)
@@ -288,7 +293,7 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
              for chunk in chunks]
     results = run_tasks(tasks, workdir, executor=executor, device=str(device),
                         desc=f"seed pairs ({len(todo)} in {len(tasks)} task(s))", progress=progress,
-                        **executor_options)
+                        log_usage=False, **executor_options)
     for chunk, recs in zip(chunks, results):
         for i, rec in zip(chunk, recs):
             records[i] = rec

@@ -109,7 +109,7 @@ def _oldest(store: Store, tasks: Sequence[Task], indices: Iterable[int]) -> str 
 
 
 def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: str | Any = "serial",
-              device: str = "auto", desc: str = "tasks", progress: bool = True,
+              device: str = "auto", desc: str = "tasks", progress: bool = True, log_usage: bool = True,
               **executor_options: Any) -> list[list[dict[str, Any]]]:
     """Every task's records, read from the store or computed by ``executor``.
 
@@ -120,7 +120,8 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
             kept for later calls with the same options: :func:`landscape_utils.runner.kept_executor`),
             or an executor object (then the caller closes it).
         device: resolved in each worker (a process worker pinned to one GPU sees ``cuda``).
-        desc: the progress bar's title.
+        desc: the progress bar's title, and the table's name in the book's usage log
+            (``store.record_usage``; ``log_usage=False`` when the caller logs it itself).
         executor_options: ``workers``, ``workers_per_gpu``, ``ray_*``, ``max_retries``
             (see :func:`landscape_utils.runner.make_executor`); unknown options are an error.
 
@@ -143,7 +144,7 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
             todo.append(i)
     if progress:
         print(f"{desc}: {len(tasks) - len(todo)} of {len(tasks)} task(s) in the store, {len(todo)} to compute")
-    if os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer
+    if log_usage and os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer
         record_usage(desc, len(tasks) - len(todo), len(todo),
                      _oldest(store, tasks, (i for i in range(len(tasks)) if i not in set(todo))))
     if todo:

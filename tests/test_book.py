@@ -323,6 +323,8 @@ def test_every_page_says_what_built_it(smoke_book):
     # chapter 1 trained every run of the grid; its table says so
     usage = read_usage(smoke_book, "01_training_grid")
     assert usage["training runs"]["computed"] == 8 and usage["training runs"]["reused"] == 0
+    pairs = read_usage(smoke_book, "03_global_connectivity")["seed pairs (curve, CKA)"]
+    assert (pairs["computed"], pairs["reused"]) == (4, 0)  # one pair in each of the 4 cells
 
 
 def test_provenance_block_sums_a_chapters_usage_log(tmp_path):
