@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from . import reference
+from .settings import REPO, resolve_repo_path  # noqa: F401  (REPO: where relative paths start)
 from .taxonomy import PhaseThresholds, classify_with_confidence, neighbour_spread
 
 __all__ = ["AuthorsGrid", "resolve_results_path", "load_authors_grid"]
 
-REPO = Path(__file__).resolve().parents[1]  # relative paths in params files start here
 LOAD, TEMPERATURE = "width", "batch_size"   # the authors' axes
 
 
@@ -43,19 +43,11 @@ class AuthorsGrid:
 
 
 def resolve_results_path(paper_results: str | os.PathLike | None) -> Path | None:
-    """``paper_results`` as a path: None when empty; an absolute path as is; a relative one
-    against the current directory when it exists there, else against the repository root
-    (params files give paths relative to the root, the chapters run in ``book/``). Raises
-    ``FileNotFoundError`` naming the value when neither exists."""
-    if not paper_results:
-        return None
-    p = Path(paper_results)
-    for candidate in ([p] if p.is_absolute() else [p, REPO / p]):
-        if candidate.exists():
-            return candidate.resolve()
-    raise FileNotFoundError(f"paper_results: {paper_results} not found (relative paths are "
-                            f"read from the current directory or {REPO}); leave it empty to "
-                            "use the table shipped with the package")
+    """``paper_results`` as a path (``settings.resolve_repo_path``): None when empty; an
+    absolute path as is; a relative one against the current directory when it exists there,
+    else against the repository root. Raises ``FileNotFoundError`` naming the value when
+    neither exists."""
+    return resolve_repo_path(paper_results, "paper_results", empty="to use the table shipped with the package")
 
 
 def load_authors_grid(paper_results: str | os.PathLike | None = None,

@@ -4,15 +4,21 @@ Every settings dataclass of the package (``HessianSettings``, ``GlobalSettings``
 ``PhaseThresholds``, ...) derives from :class:`FromParams`; a chapter builds its settings
 with ``Settings.from_params(globals())``, and the cost plan and the benchmarks call the same
 method on the same values, so all of them compute the same store keys. Likewise every
-chapter passes its executor on with :func:`executor_options`. This module needs
-only the standard library, so every other module may import it.
+chapter passes its executor on with :func:`executor_options`, and a path a params file gives
+is found with :func:`resolve_repo_path`. This module needs only the standard library, so
+every other module may import it.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-__all__ = ["FromParams", "EXECUTOR_OPTIONS", "executor_options"]
+__all__ = ["FromParams", "EXECUTOR_OPTIONS", "executor_options", "REPO", "resolve_repo_path"]
+
+#: The repository root: relative paths in params files start here.
+REPO = Path(__file__).resolve().parents[1]
 
 # The options of an executor, as every chapter with an ``executor`` parameter names them
 # (``runner.make_executor`` checks their values).
@@ -58,3 +64,20 @@ def executor_options(params: Mapping[str, Any]) -> dict[str, Any]:
     """``executor`` and its :data:`EXECUTOR_OPTIONS` from a chapter's parameters (e.g. its
     ``globals()``), to pass on to ``runner.run_grid`` and ``tasks.run_tasks``."""
     return {k: params[k] for k in ("executor", *EXECUTOR_OPTIONS) if k in params}
+
+
+def resolve_repo_path(value: str | os.PathLike | None, key: str, *, folder: bool = False,
+                      empty: str = "") -> Path | None:
+    """A path given in a params file under ``key``: None when empty; an absolute path as is;
+    a relative one against the current directory when it exists there, else against
+    :data:`REPO` (params files give paths relative to the root, the chapters run in
+    ``book/``). ``folder``: it must be a directory. Raises ``FileNotFoundError`` naming
+    ``key`` and the value when neither exists; ``empty`` says what an empty value gives."""
+    if not value:
+        return None
+    p = Path(value)
+    for candidate in ([p] if p.is_absolute() else [p, REPO / p]):
+        if candidate.is_dir() if folder else candidate.exists():
+            return candidate.resolve()
+    raise FileNotFoundError(f"{key}: {'folder ' if folder else ''}{value} not found (relative paths are "
+                            f"read from the current directory or {REPO}); leave it empty {empty}")

@@ -78,6 +78,7 @@ from .axes import hottest, load_order
 from .findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase, difference_verdict,
                        findings_frame, majority_verdict, metric_ranking, spearman_verdict)
 from .rugged import phase_extent
+from .settings import REPO, resolve_repo_path  # noqa: F401  (REPO: where relative paths start)
 from .taxonomy import (UNDETERMINED, PhaseThresholds, cell_table, classify_with_confidence,
                        numeric_column)
 
@@ -713,21 +714,12 @@ def authors_released_grid(authors) -> ReleasedGrid:
 # --------------------------------------------------------------------------------------
 # What the chapter shows
 # --------------------------------------------------------------------------------------
-REPO = Path(__file__).resolve().parents[1]  # relative paths in params files start here
-
-
 def resolve_folder(value: str | os.PathLike | None, key: str = "zoo_tables") -> Path | None:
-    """A folder given in a params file: None when empty; an absolute path as is; a relative
-    one against the current directory when it exists there, else against the repository
-    root. Raises ``FileNotFoundError`` naming ``key`` and the value when neither exists."""
-    if not value:
-        return None
-    p = Path(value)
-    for candidate in ([p] if p.is_absolute() else [p, REPO / p]):
-        if candidate.is_dir():
-            return candidate.resolve()
-    raise FileNotFoundError(f"{key}: folder {value} not found (relative paths are read from the "
-                            f"current directory or {REPO}); leave it empty for the shipped tables")
+    """A folder given in a params file (``settings.resolve_repo_path``): None when empty; an
+    absolute path as is; a relative one against the current directory when it exists there,
+    else against the repository root. Raises ``FileNotFoundError`` naming ``key`` and the
+    value when neither exists."""
+    return resolve_repo_path(value, key, folder=True, empty="for the shipped tables")
 
 
 def n_labelled(grid: ReleasedGrid) -> int:
