@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -769,12 +769,17 @@ def read_usage(out: Path, stem: str) -> dict[str, dict[str, Any]]:
             row = json.loads(line)
         except ValueError:
             continue
-        t = total.setdefault(row["what"], {"reused": 0, "computed": 0, "oldest": None})
-        t["reused"] += row["reused"]
-        t["computed"] += row["computed"]
-        if row.get("oldest") and (t["oldest"] is None or row["oldest"] < t["oldest"]):
-            t["oldest"] = row["oldest"]
+        _add_usage(total, row["what"], row)
     return total
+
+
+def _add_usage(total: dict[str, dict[str, Any]], what: str, usage: Mapping[str, Any]) -> None:
+    """Add one table's ``usage`` (reused, computed, oldest) into ``total[what]``."""
+    t = total.setdefault(what, {"reused": 0, "computed": 0, "oldest": None})
+    t["reused"] += usage["reused"]
+    t["computed"] += usage["computed"]
+    if usage.get("oldest") and (t["oldest"] is None or usage["oldest"] < t["oldest"]):
+        t["oldest"] = usage["oldest"]
 
 
 def _device_text(device: Any) -> str:
@@ -948,11 +953,7 @@ def _provenance_footers(out: Path, notebooks: list[Path], params: dict[str, dict
         device = params.get(path.stem, {}).get("device", "auto")
         devices.add(_device_text(device))
         for what, u in usage.items():
-            t = total.setdefault(what, {"reused": 0, "computed": 0, "oldest": None})
-            t["reused"] += u["reused"]
-            t["computed"] += u["computed"]
-            if u["oldest"] and (t["oldest"] is None or u["oldest"] < t["oldest"]):
-                t["oldest"] = u["oldest"]
+            _add_usage(total, what, u)
         footers[path.stem] = provenance_markdown(usage, device, built, "What built this page.")
     book = "## What built this book\n\n" + provenance_markdown(total, ", ".join(sorted(devices)) or "auto",
                                                                built, "Versions.")

@@ -277,11 +277,10 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
     store = Store(workdir)
     records: list[dict[str, Any] | None] = [store.load_metric(METRIC_NAME, settings.key(a, b)) for a, b in pairs]
     todo = [i for i, r in enumerate(records) if r is None]
-    if os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer: pairs read here
-        dates = [(store.metric_provenance(METRIC_NAME, settings.key(*pairs[i])) or {}).get("date")
-                 for i, r in enumerate(records) if r is not None]
-        record_usage("seed pairs (curve, CKA)", len(pairs) - len(todo), len(todo),
-                     min((d for d in dates if d), default=None))
+    # the book's "what built it" footer: the pairs read here (dates read only where it is kept)
+    record_usage("seed pairs (curve, CKA)", len(pairs) - len(todo), len(todo),
+                 ((store.metric_provenance(METRIC_NAME, settings.key(*pairs[i])) or {}).get("date")
+                  for i, r in enumerate(records) if r is not None))
     groups: dict[tuple, list[int]] = {}
     for i in todo:
         groups.setdefault(fit_group(store.config(pairs[i][0])), []).append(i)

@@ -598,10 +598,10 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
     store = Store(workdir)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     pending = [c for c in configs if not store.is_done(c)]
-    if os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer
-        dates = [store.run_provenance(run_id(c)).get("date") for c in configs if c not in set(pending)]
-        record_usage("training runs", len(configs) - len(pending), len(pending),
-                     min((d for d in dates if d), default=None))
+    missing = set(pending)  # the book's "what built it" footer (dates read only where it is kept)
+    done = [c for c in configs if c not in missing]
+    record_usage("training runs", len(done), len(pending),
+                 (store.run_provenance(run_id(c)).get("date") for c in done))
     if pending:
         if hasattr(ex, "check"):
             ex.check()

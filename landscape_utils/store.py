@@ -311,13 +311,15 @@ class Store:
         return pd.DataFrame(rows)
 
 
-def record_usage(what: str, reused: int, computed: int, oldest: str | None) -> None:
+def record_usage(what: str, reused: int, computed: int, dates: Iterable[str | None] = ()) -> None:
     """Append one line to the file ``LANDSCAPE_USAGE_LOG`` names (the book driver sets it per
-    chapter): how many stored records a table reused, how many it computed, and the date of
-    the oldest reused one. Without the variable, nothing is written."""
+    chapter): how many stored records a table reused, how many it computed, and the oldest
+    of the reused records' ``dates`` (their provenance; None for records stored without
+    one). Without the variable, nothing is written."""
     path = os.environ.get("LANDSCAPE_USAGE_LOG")
     if not path:
         return
+    oldest = min((d for d in dates if d), default=None)
     line = {"what": what, "reused": int(reused), "computed": int(computed), "oldest": oldest}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:

@@ -101,13 +101,6 @@ def execute_task(payload: tuple) -> tuple[int, list[dict[str, Any]] | None]:
     return index, out
 
 
-def _oldest(store: Store, tasks: Sequence[Task], indices: Iterable[int]) -> str | None:
-    dates = [(store.metric_provenance(tasks[i].name, key) or {}).get("date") for i in indices
-             for key in tasks[i].keys]
-    dates = [d for d in dates if d]
-    return min(dates) if dates else None
-
-
 def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: str | Any = "serial",
               device: str = "auto", desc: str = "tasks", progress: bool = True, log_usage: bool = True,
               **executor_options: Any) -> list[list[dict[str, Any]]]:
@@ -144,9 +137,10 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
             todo.append(i)
     if progress:
         print(f"{desc}: {len(tasks) - len(todo)} of {len(tasks)} task(s) in the store, {len(todo)} to compute")
-    if log_usage and os.environ.get("LANDSCAPE_USAGE_LOG"):  # the book's "what built it" footer
-        record_usage(desc, len(tasks) - len(todo), len(todo),
-                     _oldest(store, tasks, (i for i in range(len(tasks)) if i not in set(todo))))
+    if log_usage:  # the book's "what built it" footer (dates are read only where it is kept)
+        reused = [task for task, records in zip(tasks, results) if records is not None]
+        record_usage(desc, len(reused), len(todo),
+                     ((store.metric_provenance(t.name, key) or {}).get("date") for t in reused for key in t.keys))
     if todo:
         kept = isinstance(executor, str)  # named: kept for the chapter's later tables
         ex = kept_executor(executor, device=str(device), **executor_options) if kept else executor
