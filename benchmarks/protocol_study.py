@@ -149,6 +149,22 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "temperature_values": [8, 16, 64, 256], "train_loss_high": 0.1,
         "book": "params/default.yaml", "book_workdir": "build/work/cnn_quarter",
         "note": "the default on a quarter of the data, batch 8-256, the book's settings"},
+    # lr as the temperature at a fixed batch: every cell takes the same number of steps, so
+    # neither end is under-trained by its budget; the paper's decay (x0.1 at 75%), all 4000
+    # MNIST-1D samples at batch 32 (125 steps per epoch, 3750 in all); the curve is fitted at
+    # a fixed, colder setting (lr 0.05, batch 64) for 1240 steps, a third of the endpoints'
+    "lr_full_b32_w8to64": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 1.0, "batch_size": 32,
+                           "num_epochs": 30, "load_values": [8, 16, 32, 64], "temperature_axis": "lr",
+                           "temperature_values": [0.02, 0.08, 0.32, 1.0], "train_loss_high": 0.1,
+                           "curve": dict(curve_epochs=20, curve_batch_size=64, curve_lr=0.05),
+                           "note": "lr 0.02-1.0 at batch 32, all the data, 3750 steps per run"},
+    # the same on half of the data (62 steps per epoch, 2480 in all), curves of the same
+    # 1240 steps: half the cost per epoch
+    "lr_half_b32_w8to64": {**_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "batch_size": 32,
+                           "num_epochs": 40, "load_values": [8, 16, 32, 64], "temperature_axis": "lr",
+                           "temperature_values": [0.02, 0.08, 0.32, 1.0], "train_loss_high": 0.1,
+                           "curve": dict(curve_epochs=40, curve_batch_size=64, curve_lr=0.05),
+                           "note": "lr 0.02-1.0 at batch 32, half the data, 2480 steps per run"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
@@ -161,7 +177,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                         note="the current default (params/mlp_quarter.yaml)"),
 }
 #: What ``--quick`` runs: a 2 x 2 grid, 2 seeds, a few epochs (checks the plumbing only).
-QUICK = dict(load_values=[4, 16], temperature_values=[32, 256], num_seeds=2, num_epochs=3)
+QUICK = dict(load_values=[4, 16], num_seeds=2, num_epochs=3)  # and the two ends of the temperature axis
 QUICK_CURVE = dict(curve_epochs=1, cka_samples=80, cka_batches=2, num_points=5)
 QUICK_HESSIAN = dict(num_samples=200, max_iter=10, max_probes=5, min_probes=2)
 
@@ -269,6 +285,32 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping[str, Any],
+                      base: str) -> dict[str, Any]:
+    """How many cells keep their confidence label on the held-out seeds.
+
+    ``chosen`` and ``heldout`` are the per-cell tables of the same grid on the seeds the
+    protocol was chosen on and on fresh ones (columns: the two axes and ``phase``); IV-A and
+    IV-B count as IV, ``undetermined`` is a label like the others, and cells without a label
+    (no mc) in either are left out. Returns the CSV columns
+    ``heldout_of``, ``heldout_agree`` (a fraction of the cells labelled in both) and
+    ``heldout_flips`` (the cells that changed, ``load/temperature: old→new``).
+    """
+    keys = [spec["load_axis"], spec["temperature_axis"]]
+    both = chosen[keys + ["phase"]].merge(heldout[keys + ["phase"]], on=keys, suffixes=("_chosen", "_heldout"))
+
+    def norm(v: object) -> str:
+        text = str(v) if isinstance(v, str) else "?"
+        return "IV" if text.startswith("IV") else text
+
+    both = both[both.phase_chosen.map(norm).ne("?") & both.phase_heldout.map(norm).ne("?")]
+    same = both.phase_chosen.map(norm) == both.phase_heldout.map(norm)
+    flips = "; ".join(f"{r[keys[0]]:g}/{r[keys[1]]:g}: {r.phase_chosen}→{r.phase_heldout}"
+                      for _, r in both[~same].iterrows())
+    return {"heldout_of": base, "heldout_agree": float(same.mean()) if len(both) else float("nan"),
+            "heldout_flips": flips}
+
+
 # ---------------------------------------------------------------------------- measuring
 def grid_params(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Chapter 1's parameters of a candidate (the keys ``grid_from_params`` reads)."""
@@ -300,14 +342,17 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
                   device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:
     """Train, measure and classify one candidate; returns its CSV row and its cell table."""
     from landscape_utils.connectivity import select_pairs
-    from landscape_utils.global_metrics import GlobalSettings, measure_pairs, summarize_pairs, usable_runs
+    from landscape_utils.global_metrics import (GlobalSettings, continuation_table, curve_gain_over_continued,
+                                                curve_steps, interior_min, mc_survives_continuation,
+                                                measure_pairs, summarize_pairs, usable_runs)
     from landscape_utils.local import HessianSettings, hessian_table
+    from landscape_utils.protocol import cold_end_converges, threshold_stability
     from landscape_utils.runner import grid_from_params, run_grid
     from landscape_utils.taxonomy import PhaseThresholds, cell_table, classify, classify_with_confidence
 
     spec = dict(spec)
     if quick:
-        spec.update(QUICK)
+        spec.update(QUICK, temperature_values=[spec["temperature_values"][0], spec["temperature_values"][-1]])
     params = grid_params(spec)
     load, temperature = params["load_axis"], params["temperature_axis"]
     # ``reuse``: train in (or read the runs of) another candidate's workdir; ``book``: the
@@ -355,10 +400,38 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     cells["phase"] = conf["phase"].astype(object)
     cells["p_phase"] = conf["p_phase"]
     iv_split = bool(conf.attrs.get("iv_split", False))
+
+    # the controls: does the cold end converge, and does a positive mc survive training the
+    # endpoints on for the curve's own budget?
+    t0 = time.perf_counter()
+    seed_of = grid.set_index("run_id")["seed"]
+    pairs["run_id_a"], pairs["run_id_b"] = [a for _, a, _ in flat], [b for _, _, b in flat]
+    pairs["seed_a"], pairs["seed_b"] = pairs["run_id_a"].map(seed_of), pairs["run_id_b"].map(seed_of)
+    pairs["curve_min_err"] = [interior_min(r["bezier"]["train_err"]) for r in records]
+    cell_mc = pairs.groupby([load, temperature])["mc"].mean()
+    ii_runs = sorted({rid for (lv, tv), g in pairs.groupby([load, temperature]) if cell_mc[(lv, tv)] > th.mc_pos
+                      for rid in (*g["run_id_a"], *g["run_id_b"])})
+    cont = continuation_table(workdir, ii_runs, gs, device=device, progress=False, executor="serial")
+    pairs["gain_continued"] = curve_gain_over_continued(pairs, cont)
+    continuation = mc_survives_continuation(pairs, load, temperature, mc_pos=th.mc_pos)
+    cold_end = cold_end_converges(runs, load, temperature)
+    stability, _ = threshold_stability(cells, th, load=load, temperature=temperature)
+    seconds["controls"] = time.perf_counter() - t0
+
     row = candidate_row(name, spec, cells, list(cells["phase"]), list(cells["phase_of_means"]),
                         iv_split, load, temperature, seconds)
     row["iv_reason"] = conf.attrs.get("iv_reason", "")
     row["quick"] = bool(quick)
+    seeds = sorted(int(v) for v in grid["seed"].unique())
+    row["seeds"] = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+    steps = grid["epochs_run"] * (grid["num_train"] // grid["batch_size"])
+    row["endpoint_steps"] = (f"{int(steps.min())}" if steps.min() == steps.max()
+                             else f"{int(steps.min())}-{int(steps.max())}")
+    row["curve_steps"] = curve_steps(gs, int(grid["num_train"].iloc[0]))
+    row["curve_recipe"] = f"{gs.curve_epochs} ep, batch {gs.curve_batch_size}, lr {gs.curve_lr:g}"
+    for key, f in (("cold_end", cold_end), ("continuation", continuation), ("threshold_stability", stability)):
+        row[key] = f.verdict
+        row[f"{key}_evidence"] = f.evidence
     return row, cells
 
 
@@ -371,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks", help="where protocol_study.csv goes (default benchmarks)")
     ap.add_argument("--work", default="build/protocol_study", help="workdirs, one per candidate")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--first-seed", type=int, default=None,
+                    help="held-out confirmation: train and measure the candidates on seeds from this one on "
+                         "(in the same workdir); the row is named <candidate>_seeds<N>")
     ap.add_argument("--summary", action="store_true",
                     help="print the markdown table of {out}/protocol_study.csv and stop")
     args = ap.parse_args(argv)
@@ -387,11 +463,18 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv = out / ("protocol_study_quick.csv" if args.quick else "protocol_study.csv")
-    for name in names:
-        print(f"[study] {name}: {CANDIDATES[name].get('note', '')}", flush=True)
-        row, cells = run_candidate(name, CANDIDATES[name], Path(args.work), quick=args.quick)
+    for base in names:
+        name, spec = base, CANDIDATES[base]
+        if args.first_seed is not None:  # the same candidate on fresh seeds, in its own workdir
+            name = f"{base}_seeds{args.first_seed}"
+            spec = {**spec, "first_seed": args.first_seed, "reuse": spec.get("reuse", base),
+                    "note": f"held-out seeds of {base}"}
+        print(f"[study] {name}: {spec.get('note', '')}", flush=True)
+        row, cells = run_candidate(name, spec, Path(args.work), quick=args.quick)
         cells_dir = Path(args.work) / "cells"
         cells_dir.mkdir(parents=True, exist_ok=True)
+        if args.first_seed is not None and (cells_dir / f"{base}.csv").exists():
+            row.update(heldout_agreement(pd.read_csv(cells_dir / f"{base}.csv"), cells, spec, base))
         cells.to_csv(cells_dir / f"{name}{'_quick' if args.quick else ''}.csv", index=False)
         # one row per candidate: replace an earlier row of the same name, keep the others
         old = pd.read_csv(csv) if csv.exists() else pd.DataFrame()
@@ -402,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         keep = ["candidate", "phases", "best_test_acc", "best_phase", "target1", "target2",
                 "target3", "target4", "seconds_total"]
         print(pd.DataFrame([row])[keep].to_string(index=False), flush=True)
-        print(cells[[c for c in ("width", "batch_size", "train_loss", "train_acc", "test_acc", "lambda_max",
+        print(cells[[c for c in ("width", spec.get("temperature_axis", "batch_size"), "train_loss", "train_acc", "test_acc", "lambda_max",
                                  "mc", "cka", "phase_of_means", "phase", "p_phase") if c in cells]]
               .round(3).to_string(index=False), flush=True)
     return 0

@@ -44,6 +44,7 @@ load_values: list = [4, 16, 64, 256]         # left to right: more capacity per 
 temperature_axis: str = "batch_size"         # batch_size | lr | weight_decay
 temperature_values: list = [16, 32, 64, 256]  # small batch is hot
 num_seeds: int = 3                # at least 2: connectivity and CKA compare seeds
+first_seed: int = 0               # seeds first_seed, first_seed + 1, ...: a held-out build uses fresh ones
 width: int = 32                   # used when width is not the load axis
 depth: int = 2                    # hidden layers of the MLP
 batch_norm: bool = False          # BatchNorm after each layer
@@ -93,7 +94,8 @@ if num_threads > 0:  # tiny models train fastest on one thread of a shared machi
 configs = grid_from_params(globals())  # the same grid the book driver checks before it runs
 options = executor_options(globals())  # executor, workers, ray_*: as in every chapter
 print(f"{len(configs)} runs: {len(load_values)} {load_axis} x {len(temperature_values)} "
-      f"{temperature_axis} x {num_seeds} seeds, on {dev}, executor {executor}")
+      f"{temperature_axis} x {num_seeds} seeds ({first_seed} to {first_seed + num_seeds - 1}), on {dev}, "
+      f"executor {executor}")
 
 # %% [markdown]
 # ## Train (or resume)

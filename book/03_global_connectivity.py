@@ -91,12 +91,14 @@ import torch
 from landscape_utils import plotting
 from landscape_utils.connectivity import select_pairs
 from landscape_utils.findings import difference_verdict, majority_verdict, show_findings, write_findings
-from landscape_utils.global_metrics import (GlobalSettings, MLISettings, example_cells, measure_pairs,
+from landscape_utils.global_metrics import (GlobalSettings, MLISettings, continuation_table,
+                                            curve_gain_over_continued, curve_steps, interior_min,
+                                            mc_survives_continuation, example_cells, measure_pairs,
                                             mli_table, paths_table, small_load_poorly_connected,
                                             summarize_pairs, usable_runs)
 from landscape_utils.settings import executor_options
 from landscape_utils.tables import read_grid, write_table
-from landscape_utils.taxonomy import cell_table
+from landscape_utils.taxonomy import PhaseThresholds, cell_table
 from landscape_utils.utils import resolve_device
 
 dev = resolve_device(device)
@@ -112,7 +114,11 @@ pairs_by_cell = {cell: [(ids[i], ids[j]) for i, j in select_pairs(len(ids), max_
                  for cell, ids in runs_by_cell.items() if len(ids) >= 2}
 print(f"{len(runs_by_cell)} cells of {load_axis} x {temperature_axis}, "
       f"{sum(map(len, pairs_by_cell.values()))} seed pairs, on {dev} ({executor} executor)")
-print(f"curve: {curve_epochs} epochs, batch {curve_batch_size}, lr {curve_lr}; {num_points} points per path")
+endpoint_steps = grid.runs.epochs_run * (grid.runs.num_train // grid.runs.batch_size)
+print(f"curve: {curve_epochs} epochs, batch {curve_batch_size}, lr {curve_lr}: "
+      f"{curve_steps(settings, int(grid.runs.num_train.iloc[0]))} steps; the endpoints trained for "
+      f"{endpoint_steps.min()}" + (f" to {endpoint_steps.max()}" if endpoint_steps.max() > endpoint_steps.min() else "")
+      + f" steps; {num_points} points per path")
 print(f"CKA on {cka_samples} mixup inputs in {cka_batches} batches of {settings.cka_batch_size}")
 if len(skipped):
     print(f"{len(skipped)} run(s) left out (diverged or non-finite loss):")
@@ -133,10 +139,12 @@ records, num_computed = measure_pairs(workdir, [(a, b) for _, _, a, b in flat], 
                                       curves_at_once=curves_at_once, device=dev, data_root=data_root, **options)
 ids = [{load_axis: lv, temperature_axis: tv, "pair": k} for (lv, tv), k, _, _ in flat]
 pairs = pd.DataFrame([{**i, "run_id_a": a, "run_id_b": b, "seed_a": seed_of[a], "seed_b": seed_of[b],
-                       **{m: rec[m] for m in ("mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star")}}
+                       **{m: rec[m] for m in ("mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star")},
+                       "curve_min_err": interior_min(rec["bezier"]["train_err"])}
                       for i, (_, _, a, b), rec in zip(ids, flat, records)],
                      columns=[load_axis, temperature_axis, "pair", "run_id_a", "run_id_b", "seed_a",
-                              "seed_b", "mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star"])
+                              "seed_b", "mc", "linear_mc", "cka", "l2", "t_star", "linear_t_star",
+                              "curve_min_err"])
 cells = summarize_pairs(pairs, list(runs_by_cell), load_axis, temperature_axis)
 paths = paths_table(list(zip(ids, records)), load_axis, temperature_axis)
 for name, table in (("global_pairs", pairs), ("global_cells", cells), ("paths", paths)):
@@ -247,6 +255,42 @@ mli_cells = cell_table(mli_runs.astype({"mli_non_monotonic": float}), load_axis,
 plotting.phase_panels(mli_cells, ["mli_max_bump", "mli_non_monotonic"], x=load_axis, y=temperature_axis)
 
 # %% [markdown]
+# ## Control: does a positive mc survive training the endpoints on?
+#
+# A curve is fitted for its own step budget (printed at the top) *after* its endpoints
+# finished training. Where mc > 0, the curve's best point beats its endpoints; that is the
+# paper's sign of phase II (endpoints that SGD's noise kept from converging), but it is also
+# what a curve must show whenever its extra steps alone would have taken the endpoints
+# lower. The control separates the two: every endpoint of a cell with mc above the
+# taxonomy's threshold is trained on with exactly the curve's recipe (its lr schedule, batch,
+# weight penalty, data order and number of steps) and measured as the curve's points are.
+# mc > 0 counts as evidence of the paper's phase II only where the curve's best point still
+# beats the *continued* endpoints (the gain below is $\tfrac12(L'_a + L'_b) - \min_t L(t)$
+# in points of train error), decided per cell with a jackknife over its seeds.
+
+# %%
+mc_pos = PhaseThresholds().mc_pos  # chapter 4's threshold for mc > 0
+cell_mc = pairs.groupby([load_axis, temperature_axis])["mc"].mean()
+positive = [c for c, v in cell_mc.items() if v > mc_pos]
+continued_runs = sorted({r for c in positive for pr in pairs_by_cell[c] for r in pr})
+continued = continuation_table(workdir, continued_runs, settings, device=dev, data_root=data_root, **options)
+pairs["gain_continued"] = curve_gain_over_continued(pairs, continued)
+write_table(workdir, "global_pairs", pairs)
+write_table(workdir, "continuation", continued)
+if positive:
+    shown_cont = pairs[pairs.set_index([load_axis, temperature_axis]).index.isin(positive)]
+    summary = shown_cont.groupby([load_axis, temperature_axis]).agg(
+        mc=("mc", "mean"), curve_min_err=("curve_min_err", "mean"), gain_continued=("gain_continued", "mean"),
+        gain_sd=("gain_continued", "std"), pairs=("mc", "size")).reset_index()
+    before_after = continued.merge(grid.runs[["run_id", load_axis, temperature_axis]], on="run_id").groupby(
+        [load_axis, temperature_axis])[["train_err_before", "train_err_after", "steps"]].mean().reset_index()
+    print(f"{len(positive)} cell(s) with mean mc > {mc_pos:g}; their {len(continued_runs)} endpoints trained on "
+          f"for {int(continued.steps.iloc[0])} steps each (train error in %, means over seeds and pairs):")
+    print(summary.merge(before_after, on=[load_axis, temperature_axis]).round(2).to_string(index=False))
+else:
+    print(f"no cell has a mean mc above {mc_pos:g}: nothing to continue")
+
+# %% [markdown]
 # ## What this grid shows
 #
 # mc is meant to separate poorly connected cells (a barrier even along the best curve) from
@@ -265,6 +309,7 @@ gap = difference_verdict(both.mc - both.linear_mc, 0.0, expect="greater",
                          names=("mc − linear barrier", "no gain"))
 findings = [
     small_load_poorly_connected(pairs, load_axis, temperature_axis),
+    mc_survives_continuation(pairs, load_axis, temperature_axis, mc_pos=mc_pos),
     replace(gap.finding("curve_beats_line", "The fitted Bezier curve is better connected than the "
                         "straight line (mc above the linear barrier, per seed pair; a "
                         "description: the curve is trained to beat the line)",

@@ -191,7 +191,7 @@ def check_values(stem: str, values: dict[str, Any]) -> None:
     if stem == "01_training_grid":  # its run configs are checked as such (RunConfig.validate)
         from .runner import CONFIG_KEYS
 
-        own |= set(CONFIG_KEYS) | {"num_seeds"}
+        own |= set(CONFIG_KEYS) | {"num_seeds", "first_seed"}
     for key, v in values.items():
         if isinstance(v, bool) or key in own:
             continue

@@ -255,6 +255,36 @@ def fit_bezier(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y_
     return curve
 
 
+def continue_training(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, *, num_epochs: int,
+                      lr: float, batch_size: int, weight_decay: float = 5e-4, momentum: float = 0.9,
+                      seed: int = 0, device: str | torch.device = "auto") -> nn.Module:
+    """A copy of ``model`` trained on with exactly the recipe and budget of a curve fit.
+
+    The control for a positive mc: a curve fitted for ``num_epochs`` between two endpoints
+    has had that many more steps than the endpoints themselves. This trains one endpoint
+    for the same steps (``num_epochs`` × ⌊n / batch_size⌋), on the same objective
+    CE + ½·weight_decay·‖θ‖², with the same lr schedule (:func:`bezier_lr_factor`),
+    momentum, data order and seed as :func:`fit_bezier` (both run :func:`fit_by_sgd`), so
+    a curve that still beats the continued endpoints beats them at an equal budget.
+
+    x_train: (n, *in_shape), y_train: (n,). BatchNorm layers train in train mode; their
+    running statistics are whatever the steps leave (evaluate with recalibration, as a
+    path is). ``model`` is not modified.
+    """
+    device = resolve_device(device)
+    out = copy.deepcopy(model).to(device).train()
+    params = {k: p for k, p in out.named_parameters() if p.requires_grad}
+
+    def objective(xb: torch.Tensor, yb: torch.Tensor, _drawn: Any):
+        ce = F.cross_entropy(out(xb), yb)
+        value = ce + 0.5 * weight_decay * sum(p.pow(2).sum() for p in params.values())
+        return value, {"loss": ce, "objective": value}
+
+    fit_by_sgd(list(params.values()), objective, x_train, y_train, num_epochs=num_epochs, lr=lr,
+               batch_size=batch_size, momentum=momentum, seed=seed, device=device)
+    return out.eval()
+
+
 # --------------------------------------------------------------------------- evaluation
 def _split_for_bn(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Batches of ``x``; a trailing single example joins the previous batch (BN needs > 1)."""

@@ -40,8 +40,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from .axes import load_order
-from .connectivity import (PROFILE_COLUMNS, BezierCurve, draw_t, evaluate_path, fit_bezier, fit_by_sgd,
-                           linear_path, mli, path_result)
+from .connectivity import (PROFILE_COLUMNS, BezierCurve, continue_training, draw_t, evaluate_path, fit_bezier,
+                           fit_by_sgd, linear_path, mli, path_result)
 from .findings import Finding, majority_verdict
 from .settings import FromParams
 from .similarity import l2_distance, model_cka
@@ -464,6 +464,147 @@ def mli_table(workdir: str | os.PathLike, run_ids: Sequence[str], settings: MLIS
     cols = ["mli_monotonic", "mli_max_bump", "mli_num_bumps", "mli_init_loss", "mli_final_loss"]
     rows = [{"run_id": rid, **{c: recs[0][c] for c in cols}} for rid, recs in zip(run_ids, results)]
     return pd.DataFrame(rows, columns=["run_id", *cols])
+
+
+# --------------------------------------------------------------------------- endpoint continuation
+CONTINUATION_METRIC = algorithm_version("continuation", 1)  # Store metric name of the records
+#: The fields of :class:`GlobalSettings` that define a curve fit's recipe and budget.
+CURVE_RECIPE: tuple[str, ...] = ("curve_epochs", "curve_lr", "curve_batch_size", "curve_weight_decay",
+                                 "curve_momentum", "seed")
+
+
+def continuation_key(settings: GlobalSettings, run_id: str) -> dict[str, Any]:
+    """The store key of one continued endpoint: the run and the curve recipe it copies."""
+    return {"run_id": run_id, **{k: getattr(settings, k) for k in CURVE_RECIPE}}
+
+
+def curve_steps(settings: GlobalSettings, num_train: int) -> int:
+    """SGD steps of one curve fit (and of one continuation) on ``num_train`` examples."""
+    return settings.curve_epochs * (num_train // settings.curve_batch_size)
+
+
+def _continuation_task(*, workdir: str, device: torch.device, run_id: str, settings: dict[str, Any],
+                       data_root: str) -> list[dict[str, Any]]:
+    """Task function: one run trained on for a curve's budget, measured before and after
+    as a path's points are (BatchNorm recalibrated on the training set)."""
+    s = GlobalSettings(**settings)
+    cfg = Store(workdir).config(run_id)
+    data = cfg.load_data(data_root=data_root, device=device)
+    model = load_model(workdir, run_id, device=device, data=data)
+    t0 = time.perf_counter()
+    after = continue_training(model, data.x_train, data.y_train, num_epochs=s.curve_epochs, lr=s.curve_lr,
+                              batch_size=s.curve_batch_size, weight_decay=s.curve_weight_decay,
+                              momentum=s.curve_momentum, seed=s.seed, device=device)
+    rec: dict[str, Any] = {"steps": curve_steps(s, int(data.x_train.shape[0]))}
+    for when, m in (("before", model), ("after", after)):
+        point = {k: p.detach() for k, p in m.named_parameters()}
+        prof = evaluate_path(m, lambda _t, point=point: point, [0.0], data.x_train, data.y_train,
+                             data.x_test, data.y_test, batch_size=s.eval_batch_size, device=device)
+        for col in ("train_err", "train_loss", "test_err"):
+            rec[f"{col}_{when}"] = float(prof[col].iloc[0])
+    rec["seconds"] = time.perf_counter() - t0
+    return [rec]
+
+
+CONTINUATION_COLUMNS: tuple[str, ...] = ("steps", "train_err_before", "train_err_after", "train_loss_before",
+                                         "train_loss_after", "test_err_before", "test_err_after")
+
+
+def continuation_table(workdir: str | os.PathLike, run_ids: Sequence[str], settings: GlobalSettings,
+                       device: str | torch.device = "auto", data_root: str | os.PathLike = "data", *,
+                       executor: str | Any = "serial", progress: bool = True,
+                       **executor_options: Any) -> pd.DataFrame:
+    """Endpoint continuation: each run trained on with the curve's recipe and step budget.
+
+    One task per run (:func:`~landscape_utils.connectivity.continue_training`), cached
+    under :func:`continuation_key`. The errors are in percent and measured as the curve's
+    points are (BatchNorm recalibrated), so ``train_err_before`` equals the curve's error at
+    its endpoint.
+
+    Returns:
+        Columns run_id and :data:`CONTINUATION_COLUMNS`, in the order of ``run_ids``.
+    """
+    run_ids = list(dict.fromkeys(run_ids))
+    args = {"settings": asdict(settings), "data_root": str(Path(data_root).resolve())}
+    tasks = [Task(CONTINUATION_METRIC, (continuation_key(settings, rid),), _continuation_task,
+                  {**args, "run_id": rid}, label=rid) for rid in run_ids]
+    results = run_tasks(tasks, workdir, executor=executor, device=str(device),
+                        desc="endpoints trained on for the curve's budget", progress=progress,
+                        **executor_options)
+    rows = [{"run_id": rid, **{c: recs[0][c] for c in CONTINUATION_COLUMNS}} for rid, recs in zip(run_ids, results)]
+    return pd.DataFrame(rows, columns=["run_id", *CONTINUATION_COLUMNS])
+
+
+def curve_gain_over_continued(pairs: pd.DataFrame, continued: pd.DataFrame) -> pd.Series:
+    """Per pair: how far the curve's best point beats its endpoints trained on for its budget.
+
+    ``(err_a' + err_b') / 2 − min_t err(φ(t))`` in points of train error, where ``err'`` is
+    an endpoint's train error after :func:`continuation_table` and the minimum runs over the
+    curve's interior points (column ``curve_min_err`` of ``pairs``). > 0: the curve still
+    beats the continued endpoints; ≤ 0: training the endpoints on for the curve's budget
+    does as well, so a positive mc measured the budget gap. NaN where a run has no record.
+
+    Args:
+        pairs: one row per pair with ``run_id_a``, ``run_id_b`` and ``curve_min_err``.
+        continued: :func:`continuation_table`'s output (``run_id``, ``train_err_after``).
+    """
+    after = continued.set_index("run_id")["train_err_after"]
+    mid = 0.5 * (pairs["run_id_a"].map(after) + pairs["run_id_b"].map(after))
+    return (mid - pd.to_numeric(pairs["curve_min_err"], errors="coerce")).rename("gain_continued")
+
+
+def interior_min(profile: Sequence[float]) -> float:
+    """The smallest value of a path profile at its interior points (endpoints excluded)."""
+    v = np.asarray(profile, dtype=float)
+    return float(np.min(v[1:-1])) if v.size >= 3 else float("nan")
+
+
+def mc_survives_continuation(pairs: pd.DataFrame, load: str, temperature: str, *, mc_pos: float = 1.0,
+                             alpha: float = 0.05) -> Finding:
+    """Finding ``mc_survives_continuation``: where mc > 0, the curve beats the endpoints
+    trained on for its budget.
+
+    The cells tested are those whose mean mc exceeds ``mc_pos`` (the sign that labels a
+    cell II). Per cell, the per-pair ``gain_continued`` (:func:`curve_gain_over_continued`)
+    is averaged with a jackknife over seeds (:func:`~landscape_utils.taxonomy.seed_jackknife`,
+    pairs share seeds); the cell survives when mean − t·SE > 0, fails when mean + t·SE < 0,
+    and is undecided otherwise (t the two-sided ``alpha`` quantile on S − 1 df). The
+    verdict is :func:`~landscape_utils.findings.majority_verdict` over those cells; with no
+    such cell it is inconclusive.
+
+    Args:
+        pairs: one row per seed pair with ``load``, ``temperature``, ``mc``, ``seed_a``,
+            ``seed_b`` and ``gain_continued``.
+    """
+    claim = ("Where mc > 0 (phase II's sign), the curve still beats its endpoints once they are trained on "
+             "for the curve's own step budget")
+    mc = pd.to_numeric(pairs["mc"], errors="coerce")
+    cell_mc = mc.groupby([pairs[load], pairs[temperature]]).mean()
+    tested = [c for c, v in cell_mc.items() if v > mc_pos]
+    if not tested:
+        return Finding("mc_survives_continuation", claim, "inconclusive",
+                       f"no cell has a mean mc above {mc_pos:g}: nothing to test", "0 cells")
+    flags, parts = [], []
+    for lv, tv in tested:
+        g = pairs[(pairs[load] == lv) & (pairs[temperature] == tv)]
+        v = pd.to_numeric(g["gain_continued"], errors="coerce").to_numpy(dtype=float)
+        seeds = g[["seed_a", "seed_b"]].to_numpy(dtype=object)
+        keep = np.isfinite(v)
+        if keep.sum() < 2:
+            flags.append(None)
+            parts.append(f"{load}={lv:g} {temperature}={tv:g}: too few continued pairs")
+            continue
+        jk = seed_jackknife(v[keep], seeds[keep])
+        q = float(stats.t.ppf(1 - alpha / 2, jk.df)) if jk.df >= 1 else np.inf
+        known = np.isfinite(jk.se)
+        flag = (True if known and jk.mean - q * jk.se > 0 else False if known and jk.mean + q * jk.se < 0
+                else None)
+        flags.append(flag)
+        word = "curve still better" if flag else "continued endpoints as good" if flag is False else "undecided"
+        parts.append(f"{load}={lv:g} {temperature}={tv:g}: mc {cell_mc[(lv, tv)]:.3g}, curve minus continued "
+                     f"endpoints {jk.mean:.3g} ± {jk.se:.2g} (SE over seeds, n={int(keep.sum())} pairs): {word}")
+    v = majority_verdict(flags, what="cells with mc > 0", min_n=1)
+    return Finding("mc_survives_continuation", claim, v.verdict, f"{v.evidence}; " + "; ".join(parts), v.n)
 
 
 # --------------------------------------------------------------------------- findings

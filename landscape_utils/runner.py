@@ -89,8 +89,10 @@ def grid_from_params(params: Mapping[str, Any]) -> list[RunConfig]:
 
     Every key that names a ``RunConfig`` field (except ``seed``) goes into the base
     config; ``load_axis``/``load_values`` and ``temperature_axis``/``temperature_values``
-    span the grid and ``num_seeds`` seeds fill each cell. Other keys are ignored. The
-    book driver uses it to check the grid before running anything.
+    span the grid and ``num_seeds`` seeds fill each cell, from ``first_seed`` on (default
+    0; a held-out confirmation rebuilds a grid on fresh seeds, e.g. ``first_seed: 3``).
+    Other keys are ignored. The book driver uses it to check the grid before running
+    anything.
     """
     base = {k: params[k] for k in CONFIG_KEYS if k in params and k != "seed"}
     for axis in ("load", "temperature"):
@@ -106,9 +108,12 @@ def grid_from_params(params: Mapping[str, Any]) -> list[RunConfig]:
     num_seeds = params["num_seeds"]
     if not isinstance(num_seeds, int) or isinstance(num_seeds, bool) or num_seeds < 1:
         raise ValueError(f"num_seeds must be a positive integer, got {num_seeds!r}")
+    first_seed = params.get("first_seed", 0)
+    if not isinstance(first_seed, int) or isinstance(first_seed, bool) or first_seed < 0:
+        raise ValueError(f"first_seed must be an integer >= 0, got {first_seed!r}")
     axes = {params["load_axis"]: list(params["load_values"]),
             params["temperature_axis"]: list(params["temperature_values"])}
-    return expand_grid(base, axes, seeds=range(num_seeds))
+    return expand_grid(base, axes, seeds=range(first_seed, first_seed + num_seeds))
 
 
 # A population merged from several lr / weight-decay cells is split into whole cells when

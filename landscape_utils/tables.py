@@ -19,6 +19,8 @@ file                        chapter  columns (besides the axis columns where "ax
 ``global_cells.csv``        3        axes; mc, linear_mc, cka, l2 (+ ``_std``), n_pairs
 ``paths.csv``               3        axes; pair, path (bezier | linear), t, train_err, train_loss,
                                      test_err (errors in percent)
+``continuation.csv``        3        run_id, steps, train_err_before/after, ... (the endpoints of
+                                     cells with mc > 0, trained on for the curve's budget)
 ``phase_cells.csv``         4        axes; every metric of the cells, phase (+ p_phase if given)
 ``rugged_phase_cells.csv``  5        load, temperature (the 1D model's own axes), annealed,
                                      the 1D metrics, phase
@@ -98,6 +100,8 @@ TABLES: dict[str, TableSpec] = {
                               ("mc",), axes=True),
     "paths": TableSpec("paths.csv", CH3, ("the error along the Bezier curve and the line",),
                        ("path", "t", "train_err"), axes=True),
+    "continuation": TableSpec("continuation.csv", CH3, ("the endpoint-continuation control of mc > 0",),
+                              ("run_id", "steps", "train_err_before", "train_err_after")),
     "phase_cells": TableSpec("phase_cells.csv", CH4, ("the phase of every cell",),
                              ("phase",), axes=True),
     "rugged_phase_cells": TableSpec("rugged_phase_cells.csv", "chapter 5 (05_rugged_convexity)",

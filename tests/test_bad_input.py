@@ -253,3 +253,15 @@ def test_one_seed_is_allowed_for_chapters_1_and_2():
     book.check_seeds(params, "p.yaml")  # no error
     with pytest.raises(book.ParamsError, match="04_taxonomy need at least two seeds"):
         book.check_seeds({**params, "04_taxonomy": {}}, "p.yaml")
+
+
+def test_grid_from_params_takes_its_seeds_from_first_seed():
+    from landscape_utils.runner import grid_from_params
+
+    base = {"load_axis": "width", "load_values": [4], "temperature_axis": "lr", "temperature_values": [0.1],
+            "num_seeds": 3}
+    assert [c.seed for c in grid_from_params(base)] == [0, 1, 2]
+    assert [c.seed for c in grid_from_params({**base, "first_seed": 3})] == [3, 4, 5]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="first_seed"):
+            grid_from_params({**base, "first_seed": bad})

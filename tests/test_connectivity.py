@@ -361,3 +361,38 @@ def test_fit_by_sgd_is_momentum_sgd_with_the_schedule_the_draws_and_the_hooks():
     flat = fit_by_sgd([w], objective, x, y, num_epochs=2, lr=0.1, batch_size=4, device=CPU, draw=draw_t,
                       lr_factor=None)
     assert [h["lr"] for h in flat] == [0.1, 0.1]
+
+
+def test_continue_training_is_the_curve_recipe_on_one_endpoint():
+    """Four epochs of CE + ½·wd·‖θ‖² on a float64 linear model, against momentum SGD written
+    out by hand with the fit's generator and lr schedule; the input model is unchanged."""
+    from landscape_utils.connectivity import continue_training
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.randint(0, 4, (10,), generator=g)
+    model = nn.Linear(3, 4).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = continue_training(model, x, y, num_epochs=4, lr=0.2, batch_size=3, weight_decay=0.01, momentum=0.7,
+                            seed=3, device=CPU)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not out.training
+    gen = torch.Generator().manual_seed(3)
+    w, b = before["weight"].clone(), before["bias"].clone()
+    bufs, step, total = [None, None], 0, 4 * 3
+    for _ in range(4):
+        order = torch.randperm(10, generator=gen)
+        for i in (0, 3, 6):  # 3 full batches of 3; the last example is dropped
+            idx = order[i:i + 3]
+            wv, bv = w.clone().requires_grad_(True), b.clone().requires_grad_(True)
+            obj = F.cross_entropy(x[idx] @ wv.T + bv, y[idx]) + 0.005 * (wv.pow(2).sum() + bv.pow(2).sum())
+            gw, gb = torch.autograd.grad(obj, (wv, bv))
+            lr = 0.2 * bezier_lr_factor(step / total)
+            for j, grad in enumerate((gw, gb)):
+                bufs[j] = grad if bufs[j] is None else 0.7 * bufs[j] + grad
+            w, b = w - lr * bufs[0], b - lr * bufs[1]
+            step += 1
+    torch.testing.assert_close(out.weight.detach(), w, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.bias.detach(), b, rtol=1e-10, atol=1e-12)
+    # no epochs: the endpoint as it was
+    same = continue_training(model, x, y, num_epochs=0, lr=0.2, batch_size=3, device=CPU)
+    torch.testing.assert_close(same.weight.detach(), before["weight"])

@@ -308,3 +308,68 @@ def test_small_load_poorly_connected_decides_each_temperature_from_its_pairs():
     assert small_load_poorly_connected(pairs(edge), "width", "batch_size").verdict == "inconclusive"
     f_old = small_load_poorly_connected(pairs(edge, seeded=False), "width", "batch_size")
     assert f_old.verdict == "holds" and "treated as independent" in f_old.evidence
+
+
+def test_continuation_table_trains_each_run_on_for_the_curve_budget(tmp_path):
+    from landscape_utils.connectivity import continue_training, evaluate_path
+    from landscape_utils.global_metrics import (CONTINUATION_METRIC, GlobalSettings, continuation_key,
+                                                continuation_table, curve_steps, measure_pairs)
+    from landscape_utils.store import load_model
+
+    configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 2, "batch_size": 64,
+                           "batch_norm": True}, {"width": [8]}, seeds=range(2))
+    runs = run_grid(configs, tmp_path, device=CPU, progress=False)
+    s = GlobalSettings(curve_epochs=2, curve_batch_size=128, curve_lr=0.05, num_points=3, cka_samples=80,
+                       cka_batches=2)
+    table = continuation_table(tmp_path, runs.run_id, s, device=CPU, progress=False)
+    assert table.run_id.tolist() == runs.run_id.tolist()
+    data = Store(tmp_path).config(runs.run_id[0]).load_data()
+    assert (table.steps == curve_steps(s, data.x_train.shape[0])).all()
+    assert table.steps[0] == 2 * (data.x_train.shape[0] // 128)
+    # "before" is the endpoint measured as the curve measures it (BN recalibrated)
+    (rec,), _ = measure_pairs(str(tmp_path), [tuple(runs.run_id)], s, device=CPU, progress=False)
+    assert table.train_err_before[0] == pytest.approx(rec["bezier"]["train_err"][0], abs=1e-9)
+    assert table.train_err_before[1] == pytest.approx(rec["bezier"]["train_err"][-1], abs=1e-9)
+    # "after" is continue_training with the curve's recipe, measured the same way
+    model = load_model(tmp_path, runs.run_id[0], data=data)
+    after = continue_training(model, data.x_train, data.y_train, num_epochs=2, lr=0.05, batch_size=128,
+                              weight_decay=s.curve_weight_decay, momentum=s.curve_momentum, seed=s.seed, device=CPU)
+    point = {k: p.detach() for k, p in after.named_parameters()}
+    prof = evaluate_path(after, lambda _t: point, [0.0], data.x_train, data.y_train, device=CPU)
+    assert table.train_err_after[0] == pytest.approx(float(prof.train_err.iloc[0]), abs=1e-9)
+    assert table.train_loss_after[0] < table.train_loss_before[0]  # 2 more epochs of training help
+    # cached under the run and the curve recipe: a second call computes nothing
+    assert Store(tmp_path).load_metric(CONTINUATION_METRIC, continuation_key(s, runs.run_id[0])) is not None
+    again = continuation_table(tmp_path, runs.run_id, s, device=CPU, progress=False)
+    pd.testing.assert_frame_equal(again, table)
+    # the CKA settings are not part of the recipe: the same records
+    other = GlobalSettings(**{**s.__dict__, "cka_samples": 160})
+    assert continuation_key(other, "r") == continuation_key(s, "r")
+    assert continuation_key(GlobalSettings(curve_epochs=3), "r") != continuation_key(GlobalSettings(), "r")
+
+
+def test_curve_gain_over_continued_and_the_finding_go_both_ways():
+    from landscape_utils.global_metrics import curve_gain_over_continued, interior_min, mc_survives_continuation
+
+    assert interior_min([5.0, 1.0, 2.0, 0.5]) == 1.0
+    assert np.isnan(interior_min([1.0, 2.0]))
+    cont = pd.DataFrame({"run_id": ["a", "b", "c"], "train_err_after": [4.0, 6.0, 2.0]})
+    pairs = pd.DataFrame({"run_id_a": ["a", "a", "b"], "run_id_b": ["b", "c", "x"], "curve_min_err": [3.0, 3.5, 1.0]})
+    gain = curve_gain_over_continued(pairs, cont)
+    assert gain.iloc[0] == pytest.approx(2.0) and gain.iloc[1] == pytest.approx(-0.5) and np.isnan(gain.iloc[2])
+
+    def cell(lv, mc, gains):
+        seeds = [(0, 1), (0, 2), (1, 2)]
+        return [{"w": lv, "T": 1.0, "mc": m, "seed_a": a, "seed_b": b, "gain_continued": g}
+                for m, (a, b), g in zip(mc, seeds, gains)]
+
+    # one II cell whose curve keeps beating the continued endpoints, one whose gain is gone
+    survives = pd.DataFrame(cell(8, [5.0, 6.0, 5.5], [3.0, 3.2, 2.9]))
+    f = mc_survives_continuation(survives, "w", "T")
+    assert f.verdict == "holds" and "curve still better" in f.evidence
+    gone = pd.DataFrame(cell(8, [5.0, 6.0, 5.5], [-2.0, -2.2, -1.9]))
+    assert mc_survives_continuation(gone, "w", "T").verdict == "fails"
+    # cells with mc <= mc_pos are not tested
+    none = pd.DataFrame(cell(8, [-3.0, -2.0, -2.5], [1.0, 1.0, 1.0]))
+    f = mc_survives_continuation(none, "w", "T")
+    assert f.verdict == "inconclusive" and "nothing to test" in f.evidence

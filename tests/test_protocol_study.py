@@ -87,3 +87,22 @@ def test_book_settings_are_the_chapters_own():
     grid = grid_params(spec)
     for k in ("load_values", "temperature_values", "decay_at", "decay_factor", "data_fraction", "num_epochs"):
         assert grid[k] == raw["01_training_grid"][k], k
+
+
+def test_heldout_agreement_counts_cells_that_keep_their_label():
+    from benchmarks.protocol_study import heldout_agreement
+
+    spec = {"load_axis": "width", "temperature_axis": "lr"}
+    chosen = pd.DataFrame({"width": [8, 8, 64, 64, 32], "lr": [0.1, 1.0, 0.1, 1.0, 0.1],
+                           "phase": ["I", "II", "IV-B", "III", "undetermined"]})
+    heldout = chosen.assign(phase=["I", "III", "IV-A", "III", "I"])
+    out = heldout_agreement(chosen, heldout, spec, "cand")
+    # IV-B -> IV-A counts as kept; 8/1.0 and the undetermined cell changed
+    assert out["heldout_of"] == "cand"
+    assert out["heldout_agree"] == pytest.approx(3 / 5)
+    assert out["heldout_flips"] == "8/1: II→III; 32/0.1: undetermined→I"
+    # a cell without a label (no mc) in either build is left out
+    unlabelled = heldout.assign(phase=["I", "III", "IV-A", "III", None])
+    assert heldout_agreement(chosen, unlabelled, spec, "cand")["heldout_agree"] == pytest.approx(3 / 4)
+    same = heldout_agreement(chosen, chosen, spec, "cand")
+    assert same["heldout_agree"] == 1.0 and same["heldout_flips"] == ""
