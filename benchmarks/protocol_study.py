@@ -43,7 +43,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from landscape_utils.protocol import MEDIAN_METRICS, check_targets, phase_counts, phase_medians, recipe_text
+from landscape_utils.protocol import (MEDIAN_METRICS, check_targets, phase_counts, phase_medians, recipe_text,
+                                      temperature_text)
 from landscape_utils.train import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +203,7 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
     ``cells`` holds one row per cell (``load``, ``temperature`` and the metric means);
     ``labels`` / ``labels_of_means`` align with its rows; ``seconds`` maps stage -> wall s.
     """
-    targets = check_targets(cells, labels, iv_split)
+    targets = check_targets(cells, labels, iv_split, temperature=temperature)
     best_cell = ""
     if targets["best_index"] is not None:
         r = cells.loc[targets["best_index"]]
@@ -215,6 +216,8 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
         "weight_decay": spec.get("weight_decay", RUN_DEFAULTS["weight_decay"]),
         **{k: spec.get(k, RUN_DEFAULTS[k]) if spec.get("schedule") == "step" else float("nan")
            for k in ("decay_at", "decay_factor")},
+        "temperature_axis": spec.get("temperature_axis", "batch_size"),
+        "batch_size": spec.get("batch_size", RUN_DEFAULTS["batch_size"]),
         "load_values": " ".join(map(str, spec.get("load_values", []))),
         "temperature_values": " ".join(map(str, spec.get("temperature_values", []))),
         "num_seeds": spec.get("num_seeds"), "train_loss_high": spec.get("train_loss_high"),
@@ -227,8 +230,10 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
     for i in range(1, 5):
         row[f"target{i}"] = targets[f"target{i}"]
     row["n_targets"] = targets["n_targets"]
-    for k in ("phases_missing", "loss_gap", "lambda_gap", "ii_train_acc"):
+    for k in ("phases_missing", "loss_gap", "lambda_gap", "ii_train_acc", "placement"):
         row[k] = targets[k]
+    for g in ("I", "II", "III", "IV"):
+        row[f"{g}_heat_pos"] = targets["heat"].get(g, float("nan"))
     med = phase_medians(cells, labels)
     for g in ("I", "II", "III", "IV", "IV-A", "IV-B"):
         for m in MEDIAN_METRICS:
@@ -243,6 +248,9 @@ def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
     """Fill missing weight decay and step-decay columns of the CSV's rows from the
     candidates' specs (rows of unknown candidates are left as they are)."""
     table = table.copy()
+    if "temperature_axis" not in table:
+        table["temperature_axis"] = np.nan
+    table["temperature_axis"] = table["temperature_axis"].fillna("batch_size")  # the rows before lr axes
     for col in ("weight_decay", "decay_at", "decay_factor"):
         if col not in table:
             table[col] = np.nan
@@ -252,7 +260,42 @@ def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
                 continue
             if col == "weight_decay" or spec.get("schedule") == "step":
                 table.loc[i, col] = spec.get(col, RUN_DEFAULTS[col])
+    for col in ("endpoint_steps", "curve_steps", "seeds"):
+        if col not in table:
+            table[col] = np.nan
+        table[col] = table[col].astype(object)
+    for i, r in table.iterrows():  # rows measured before the study recorded its step budgets
+        spec = CANDIDATES.get(str(r["candidate"]))
+        if spec is None or pd.notna(r["endpoint_steps"]):
+            continue
+        table.loc[i, ["endpoint_steps", "curve_steps"]] = step_budgets(spec)
+        table.loc[i, "seeds"] = f"{spec.get('first_seed', 0)}-{spec.get('first_seed', 0) + spec['num_seeds'] - 1}"
     return table
+
+
+def step_budgets(spec: Mapping[str, Any]) -> tuple[str, int]:
+    """The SGD steps of a candidate's runs (a range over its batch sizes) and of one curve
+    fit, from its spec: ``epochs × ⌊n / batch⌋`` (the last partial minibatch is dropped)."""
+    from landscape_utils.runner import train_size
+
+    n = train_size(spec.get("dataset", "mnist1d"), spec.get("data_fraction", 1.0))
+    batches = (spec["temperature_values"] if spec.get("temperature_axis", "batch_size") == "batch_size"
+               else [spec.get("batch_size", RUN_DEFAULTS["batch_size"])])
+    steps = sorted(spec["num_epochs"] * (n // int(b)) for b in batches)
+    curve = {**CURVE, **spec.get("curve", {})}
+    if spec.get("book"):
+        curve = {**curve, **book_settings(spec["book"])[2]}
+    text = f"{steps[0]}" if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
+    return text, int(curve["curve_epochs"] * (n // int(curve["curve_batch_size"])))
+
+
+def placement_text(r: pd.Series) -> str:
+    """``✓ (0.83 / 0.21)``: the placement target and the heat positions of II and III."""
+    v = r.get("placement", np.nan)
+    if not isinstance(v, (bool, np.bool_)) and pd.isna(v):
+        return "not measured"
+    heat = [r.get(f"{g}_heat_pos", np.nan) for g in ("II", "III")]
+    return ("✓" if bool(v) else "✗") + " (" + " / ".join("-" if pd.isna(h) else f"{h:.2f}" for h in heat) + ")"
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -268,20 +311,26 @@ def markdown_table(table: pd.DataFrame) -> str:
             vals.append("-" if not isinstance(v, (int, float)) or not np.isfinite(v) else format(v, fmt))
         return " / ".join(vals)
 
-    head = ["candidate", "protocol", "phases (cells)", "best test acc (cell, phase)",
-            "train loss I/II/III/IV", "λmax I/II/III/IV", "mc I/II/III/IV", "CKA I/II/III/IV",
-            "targets 1 2 3 4", "wall s"]
+    head = ["candidate", "protocol", "seeds", "steps: endpoints / curve", "phases (cells)",
+            "best test acc (cell, phase)", "train loss I/II/III/IV", "λmax I/II/III/IV", "mc I/II/III/IV",
+            "CKA I/II/III/IV", "targets 1 2 3 4", "placement (heat of II / III)", "cold end converges", "mc > 0 survives continuation",
+            "wall s"]
+
+    def col(r: pd.Series, name: str, default: str = "not measured") -> str:
+        v = r.get(name, np.nan)
+        return default if not isinstance(v, str) and (v is None or pd.isna(v)) else str(v)
+
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        proto = (f"{r['model']}, {recipe_text(r)}, widths {r['load_values']}, "
-                 f"batch {r['temperature_values']}")
+        proto = f"{r['model']}, {recipe_text(r)}, widths {r['load_values']}, {temperature_text(r)}"
         marks = " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))
         best = f"{r['best_test_acc']:.3f} ({r['best_cell']}, {r['best_phase'] if isinstance(r['best_phase'], str) else '?'})"
+        steps = f"{col(r, 'endpoint_steps', '?')} / {col(r, 'curve_steps', '?')}"
         lines.append("| " + " | ".join([
-            str(r["candidate"]), proto, str(r["phases"]), best,
+            str(r["candidate"]), proto, col(r, "seeds", "0-2"), steps, str(r["phases"]), best,
             per_phase(r, "train_loss", ".3f"), per_phase(r, "lambda_max", ".1f"),
-            per_phase(r, "mc", ".1f"), per_phase(r, "cka", ".2f"), marks,
-            f"{r['seconds_total']:.0f}"]) + " |")
+            per_phase(r, "mc", ".1f"), per_phase(r, "cka", ".2f"), marks, placement_text(r),
+            col(r, "cold_end"), col(r, "continuation"), f"{r['seconds_total']:.0f}"]) + " |")
     return "\n".join(lines)
 
 

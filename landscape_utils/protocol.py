@@ -11,7 +11,11 @@ phenomena at small scale is checked against four targets, read from its phase ta
 3. the per-phase medians follow the paper's table: train loss of I and II above that of
    III and IV, λmax of I and II above that of III and IV, and phase II *trained* (mean
    train accuracy of its cells at least :data:`TRAINED_ACC`), not failed;
-4. the cell with the best mean test accuracy is in phase IV (IV-B when IV is split).
+4. the cell with the best mean test accuracy is in phase IV (IV-B when IV is split);
+
+and, given the temperature axis, the paper's *placement* (:func:`placement`): phase II, if
+present, in the hot half of the temperature axis (mean heat position at least
+:data:`II_HOT_POS`; 0 is the coldest value, 1 the hottest) and III colder than II.
 
 :func:`check_targets` reads them from one table; :func:`target_findings` words targets
 1-3 as findings for chapter 4 (target 4 is ``findings.best_accuracy_phase``, which also
@@ -105,8 +109,31 @@ def _gt(a: float, b: float) -> bool:
     return bool(np.isfinite(a) and np.isfinite(b) and a > b)
 
 
+#: The placement target's bar: phase II's mean heat position (0 coldest, 1 hottest).
+II_HOT_POS = 0.6
+
+
+def heat_positions(cells: pd.DataFrame, labels: Sequence[object], temperature: str) -> dict[str, float]:
+    """Mean heat position (0 = coldest temperature value, 1 = hottest) of each phase group
+    (IV-A and IV-B as IV); a group without cells is absent."""
+    from .rugged import axis_position
+
+    pos = axis_position(pd.to_numeric(cells[temperature]), axis_info(temperature).hot_end).to_numpy()
+    groups = np.array([("IV" if g in ("IV-A", "IV-B") else g) for g in (group_of(x, False) for x in labels)],
+                      dtype=object)
+    return {g: float(pos[groups == g].mean()) for g in ("I", "II", "III", "IV") if (groups == g).any()}
+
+
+def placement(heat: Mapping[str, float]) -> bool:
+    """The paper's placement on :func:`heat_positions`: II (if present) at a heat position of
+    at least :data:`II_HOT_POS`, and III (if both are present) colder than II."""
+    if "II" not in heat:
+        return True
+    return heat["II"] >= II_HOT_POS and ("III" not in heat or heat["III"] < heat["II"])
+
+
 def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
-                  min_cells: int = 2) -> dict[str, Any]:
+                  min_cells: int = 2, temperature: str | None = None) -> dict[str, Any]:
     """Which of targets 1-4 (module docstring) hold on one phase table.
 
     Args:
@@ -123,7 +150,10 @@ def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
         cells), ``phases_missing``, ``medians`` (``{metric: {group: median}}`` for train
         loss and λmax), ``loss_order`` / ``lambda_order`` (bool: the paper's order of the
         medians), ``loss_gap`` / ``lambda_gap`` (min of I, II minus max of III, IV; > 0
-        when the order holds) and ``ii_train_acc`` (mean train acc of phase II's cells).
+        when the order holds) and ``ii_train_acc`` (mean train acc of phase II's cells);
+        with ``temperature`` (the column of the temperature axis) also ``heat`` (mean heat
+        position per group, :func:`heat_positions`) and ``placement`` (:func:`placement`),
+        else ``placement`` is None.
     """
     if len(labels) != len(cells):
         raise ValueError(f"labels has {len(labels)} entries for {len(cells)} cells")
@@ -169,6 +199,8 @@ def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
         "loss_gap": loss_gap, "lambda_gap": lam_gap, "ii_train_acc": ii_acc,
     }
     out["n_targets"] = sum(out[f"target{i}"] for i in range(1, 5))
+    out["heat"] = heat_positions(cells, labels, temperature) if temperature else {}
+    out["placement"] = placement(out["heat"]) if temperature else None
     return out
 
 
@@ -186,7 +218,7 @@ def target_findings(cells: pd.DataFrame, labels: Sequence[object], iv_split: boo
     it (best cell and its seed spread, cells per phase, the medians per phase). Target 4
     is the ``best_accuracy_phase`` finding.
     """
-    t = check_targets(cells, labels, iv_split)
+    t = check_targets(cells, labels, iv_split, temperature=temperature if temperature in cells else None)
     seeds = numeric_column(cells, "n_seeds")
     n = f"{len(cells)} cells" + (f" x {int(_median(seeds))} seeds" if np.isfinite(seeds).any() else "")
     if t["best_index"] is not None:
@@ -221,6 +253,15 @@ def target_findings(cells: pd.DataFrame, labels: Sequence[object], iv_split: boo
         f"{_medians_text(med['lambda_max'], '.1f')}; phase II train acc "
         + (f"{ii:.3f}" if np.isfinite(ii) else "- (no II cell)"),
         n, grid))
+    if t["placement"] is not None:
+        heat = ", ".join(f"{g} {v:.2f}" for g, v in t["heat"].items())
+        found.append(Finding(
+            "protocol_phase_placement",
+            f"Phases sit where the paper puts them along {temperature}: II (if present) in the hot "
+            f"half (mean heat position at least {II_HOT_POS:g}, 0 coldest, 1 hottest) and III colder than II.",
+            "holds" if t["placement"] else "fails",
+            f"mean heat position per phase: {heat}" + ("" if "II" in t["heat"] else "; no II cell"),
+            n, grid))
     return found
 
 
@@ -231,8 +272,20 @@ def recipe_text(r: pd.Series) -> str:
     if sched == "step" and pd.notna(r.get("decay_factor", np.nan)):
         sched = f"x{r['decay_factor']:g}@{r['decay_at']:.0%}"
     wd = r.get("weight_decay", np.nan)
-    return (f"{'BN, ' if bool(r['batch_norm']) else ''}data {r['data_fraction']:g}, lr {r['lr']:g} "
-            f"{sched}, {int(r['num_epochs'])} ep" + (f", wd {wd:g}" if pd.notna(wd) else ""))
+    axis = r.get("temperature_axis", "batch_size")
+    axis = "batch_size" if not isinstance(axis, str) else axis
+    lr = "lr" if axis == "lr" else f"lr {r['lr']:g}"
+    batch = f"batch {int(r['batch_size'])}, " if axis != "batch_size" and pd.notna(r.get("batch_size")) else ""
+    return (f"{'BN, ' if bool(r['batch_norm']) else ''}data {r['data_fraction']:g}, {batch}{lr} "
+            f"{sched}, {int(r['num_epochs'])} ep" + (f", wd {wd:g}" if pd.notna(wd) and axis != "weight_decay" else ""))
+
+
+def temperature_text(r: pd.Series) -> str:
+    """A study row's temperature axis and its values, e.g. ``batch 8 16 128 512`` or
+    ``lr 0.02 0.08 0.32 1``."""
+    axis = r.get("temperature_axis", "batch_size")
+    axis = "batch_size" if not isinstance(axis, str) else axis
+    return f"{'batch' if axis == 'batch_size' else axis} {r['temperature_values']}"
 
 
 def _knob(name: str, base: Mapping[str, Any], axes: Mapping[str, Sequence[Any]]) -> str:
@@ -305,11 +358,17 @@ def study_table(table: pd.DataFrame) -> pd.DataFrame:
         return f"{r['best_test_acc']:.3f} ({where}; {phase})"
 
     rows = [{"candidate": r["candidate"], "recipe": recipe_text(r),
-             "widths x batch sizes": f"{r['load_values']} x {r['temperature_values']}",
+             "widths x temperatures": f"{r['load_values']} x {temperature_text(r)}",
              "phases (cells)": r["phases"], "best test acc (cell; phase)": best(r),
-             "targets 1 2 3 4": " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5))}
+             "targets 1 2 3 4": " ".join("✓" if bool(r[f"target{i}"]) else "✗" for i in range(1, 5)),
+             "cold end / mc>0 control": f"{_verdict(r, 'cold_end')} / {_verdict(r, 'continuation')}"}
             for _, r in table.iterrows()]
     return pd.DataFrame(rows).set_index("candidate")
+
+
+def _verdict(r: pd.Series, name: str) -> str:
+    v = r.get(name, np.nan)
+    return v if isinstance(v, str) else "-"
 
 
 def cold_end_converges(runs: pd.DataFrame, load: str, temperature: str, *,

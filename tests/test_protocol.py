@@ -175,3 +175,20 @@ def test_threshold_stability_counts_the_cells_that_flip_and_can_go_both_ways():
     cells.loc[:3, "train_loss"] = 1.1 * t.train_loss_high  # now 5 of 5 flip
     f, flips = threshold_stability(cells, t, load="width", temperature="batch_size")
     assert f.verdict == "fails" and len(flips) == 5
+
+
+def test_placement_reads_the_heat_position_of_ii_and_iii():
+    from landscape_utils.protocol import heat_positions, placement
+
+    # lr axis: large is hot; II at the two hottest lrs, III at the coldest
+    cells = pd.DataFrame({"width": [8, 8, 8, 8, 64, 64], "lr": [0.01, 0.1, 0.3, 1.0, 0.01, 1.0]})
+    labels = ["III", "I", "II", "II", "IV-B", None]
+    heat = heat_positions(cells, labels, "lr")
+    assert heat == pytest.approx({"I": 1 / 3, "II": 5 / 6, "III": 0.0, "IV": 0.0})
+    assert placement(heat)
+    # batch axis: small is hot, so the same labels on batch sizes put II at the cold end
+    batch = pd.DataFrame({"width": cells.width, "batch_size": [512, 128, 32, 8, 512, 8]})
+    mirrored = heat_positions(batch, ["II", "I", "III", "III", "IV", None], "batch_size")
+    assert mirrored["II"] == 0.0 and not placement(mirrored)
+    assert placement({"I": 0.5, "III": 0.9})  # no II: nothing to place
+    assert not placement({"II": 0.7, "III": 0.8})  # III hotter than II
