@@ -283,7 +283,7 @@ if positive:
         mc=("mc", "mean"), curve_min_err=("curve_min_err", "mean"), gain_continued=("gain_continued", "mean"),
         gain_sd=("gain_continued", "std"), pairs=("mc", "size")).reset_index()
     before_after = continued.merge(grid.runs[["run_id", load_axis, temperature_axis]], on="run_id").groupby(
-        [load_axis, temperature_axis])[["train_err_before", "train_err_after", "steps"]].mean().reset_index()
+        [load_axis, temperature_axis])[["train_err_before", "train_err_after"]].mean().reset_index()
     print(f"{len(positive)} cell(s) with mean mc > {mc_pos:g}; their {len(continued_runs)} endpoints trained on "
           f"for {int(continued.steps.iloc[0])} steps each (train error in %, means over seeds and pairs):")
     print(summary.merge(before_after, on=[load_axis, temperature_axis]).round(2).to_string(index=False))
