@@ -477,7 +477,7 @@ found = [best_accuracy_phase(paper, paper.phase, iv_split=authors.iv_split, grid
          phase_sharpness(paper, paper.phase, grid=AUTHORS_GRID),
          phase_sharpness(cells, cells.phase),
          *target_findings(cells, list(cells.phase), conf.attrs["iv_split"], load=load_axis,
-                          temperature=temperature_axis),
+                          temperature=temperature_axis, seed_ids=grid1.runs.seed),
          stability,
          Finding("zero_loss_hurts_when_poorly_connected", "Training longer (from the median "
                  "to the longest length, fixed in advance) lowers the test accuracy more in a "

@@ -208,19 +208,31 @@ def _medians_text(med: dict[str, float], fmt: str) -> str:
     return ", ".join(f"{g} {format(v, fmt) if np.isfinite(v) else '-'}" for g, v in med.items())
 
 
+def seeds_text(seeds: Iterable[Any]) -> str:
+    """The seeds a finding rests on, e.g. ``seeds 0-2`` or ``seeds 0, 3, 7``."""
+    ids = sorted({int(s) for s in seeds if pd.notna(s)})
+    if not ids:
+        return "no seeds"
+    if ids == list(range(ids[0], ids[-1] + 1)) and len(ids) > 1:
+        return f"seeds {ids[0]}-{ids[-1]}"
+    return ("seed " if len(ids) == 1 else "seeds ") + ", ".join(map(str, ids))
+
+
 def target_findings(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool, *,
                     load: str = "width", temperature: str = "batch_size",
-                    grid: str = THIS_BUILD) -> list[Finding]:
+                    grid: str = THIS_BUILD, seed_ids: Iterable[Any] | None = None) -> list[Finding]:
     """Targets 1-3 of :func:`check_targets` as findings (keys ``protocol_accuracy``,
     ``protocol_phases_present``, ``protocol_paper_table_order``).
 
     Each holds or fails by the target's rule; the evidence gives the numbers that decided
     it (best cell and its seed spread, cells per phase, the medians per phase). Target 4
-    is the ``best_accuracy_phase`` finding.
+    is the ``best_accuracy_phase`` finding. ``seed_ids`` (the seeds of the grid's runs)
+    are named in each finding's sample.
     """
     t = check_targets(cells, labels, iv_split, temperature=temperature if temperature in cells else None)
     seeds = numeric_column(cells, "n_seeds")
     n = f"{len(cells)} cells" + (f" x {int(_median(seeds))} seeds" if np.isfinite(seeds).any() else "")
+    n += f" ({seeds_text(seed_ids)})" if seed_ids is not None else ""
     if t["best_index"] is not None:
         r = cells.loc[t["best_index"]]
         sd = r.get("test_acc_std", float("nan"))
@@ -408,7 +420,8 @@ def cold_end_converges(runs: pd.DataFrame, load: str, temperature: str, *,
         v = difference_verdict(c, h, expect="greater", names=(f"cold {cold:g}", f"hot {hot:g}"))
         rows.append((value, c, h, v))
     tested = [r for r in rows if r[3].p_value is not None]
-    n = f"{len(rows)} loads x (coldest {temperature} {cold:g} vs hottest {hot:g}), per-seed losses"
+    n = (f"{len(rows)} loads x (coldest {temperature} {cold:g} vs hottest {hot:g}), per-seed losses"
+         + (f" ({seeds_text(df['seed'])})" if "seed" in df else ""))
     if not tested:
         return Finding("cold_end_converges", claim, "inconclusive", "fewer than two seeds at an end", n, grid)
     adjusted = holm([r[3].p_value for r in tested])

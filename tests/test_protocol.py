@@ -192,3 +192,13 @@ def test_placement_reads_the_heat_position_of_ii_and_iii():
     assert mirrored["II"] == 0.0 and not placement(mirrored)
     assert placement({"I": 0.5, "III": 0.9})  # no II: nothing to place
     assert not placement({"II": 0.7, "III": 0.8})  # III hotter than II
+
+
+def test_seeds_text_names_the_seeds_a_finding_rests_on():
+    from landscape_utils.protocol import seeds_text
+
+    assert seeds_text([0, 1, 2, 1]) == "seeds 0-2"
+    assert seeds_text([3, 4, 5]) == "seeds 3-5"
+    assert seeds_text([0, 3, 7]) == "seeds 0, 3, 7"
+    assert seeds_text([4]) == "seed 4"
+    assert seeds_text([]) == "no seeds"
