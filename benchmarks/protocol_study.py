@@ -221,6 +221,7 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
         "load_values": " ".join(map(str, spec.get("load_values", []))),
         "temperature_values": " ".join(map(str, spec.get("temperature_values", []))),
         "num_seeds": spec.get("num_seeds"), "train_loss_high": spec.get("train_loss_high"),
+        "book_params": spec.get("book", ""),
         "n_cells": len(cells), "iv_split": bool(iv_split),
         "phases": _fmt_counts(phase_counts(labels)),
         "phases_of_means": _fmt_counts(phase_counts(labels_of_means)),

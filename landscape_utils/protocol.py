@@ -378,6 +378,49 @@ def study_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("candidate")
 
 
+def chosen_row(table: pd.DataFrame, params_file: str = "params/default.yaml") -> pd.Series | None:
+    """The study's row measured in the book's own workdir and settings of ``params_file``
+    (column ``book_params``; the row with its seeds first when several), or None."""
+    if "book_params" not in table:
+        return None
+    rows = table[table["book_params"].astype(str) == params_file]
+    if "heldout_of" in rows:
+        rows = rows[rows["heldout_of"].isna()]
+    return rows.iloc[0] if len(rows) else None
+
+
+def chosen_text(table: pd.DataFrame, params_file: str = "params/default.yaml") -> str:
+    """Markdown: which study row ``params_file`` is, what it reached and how its held-out
+    rebuild compares, computed from the study's table (:func:`read_study`)."""
+    r = chosen_row(table, params_file)
+    if r is None:
+        return f"No row of the protocol study is measured with `{params_file}`."
+    marks = ", ".join(f"{i} {'✓' if bool(r[f'target{i}']) else '✗'}" for i in range(1, 5))
+    text = (f"`{params_file}` is the study's row `{r['candidate']}` ({recipe_text(r)}; widths "
+            f"{r['load_values']} × {temperature_text(r)}; seeds {r.get('seeds', '0-2')}). Its runs take "
+            f"{r.get('endpoint_steps', '?')} SGD steps and each curve {r.get('curve_steps', '?')}. Phases "
+            f"(cells): {r['phases']}; best test accuracy {r['best_test_acc']:.3f} ({r['best_phase']}). "
+            f"Targets: {marks}")
+    if isinstance(r.get("placement"), (bool, np.bool_)) or pd.notna(r.get("placement", np.nan)):
+        heat = "; ".join(f"{g} {r[f'{g}_heat_pos']:.2f}" for g in ("I", "II", "III", "IV")
+                         if pd.notna(r.get(f"{g}_heat_pos", np.nan)))
+        text += f"; placement {'✓' if bool(r['placement']) else '✗'} (heat position {heat})"
+    text += (f". Cold end converges: {_verdict(r, 'cold_end')}; mc > 0 survives the endpoints' "
+             f"continuation: {_verdict(r, 'continuation')}.")
+    held = table[table.get("heldout_of", pd.Series(dtype=object)).astype(str) == str(r["candidate"])] \
+        if "heldout_of" in table else table.iloc[:0]
+    for _, h in held.iterrows():
+        flips = h.get("heldout_flips", "")
+        text += (f" Rebuilt on the held-out seeds {h.get('seeds', '?')} (`{h['candidate']}`): "
+                 f"{h['heldout_agree']:.0%} of the cells keep their label"
+                 + (f" (changed: {flips})" if isinstance(flips, str) and flips else "")
+                 + f"; phases {h['phases']}; targets "
+                 + ", ".join(f"{i} {'✓' if bool(h[f'target{i}']) else '✗'}" for i in range(1, 5)) + ".")
+    if held.empty:
+        text += " No held-out rebuild of this row is in the table."
+    return text
+
+
 def _verdict(r: pd.Series, name: str) -> str:
     v = r.get(name, np.nan)
     return v if isinstance(v, str) else "-"

@@ -202,3 +202,30 @@ def test_seeds_text_names_the_seeds_a_finding_rests_on():
     assert seeds_text([0, 3, 7]) == "seeds 0, 3, 7"
     assert seeds_text([4]) == "seed 4"
     assert seeds_text([]) == "no seeds"
+
+
+def test_chosen_text_states_the_default_row_and_its_heldout_rebuild():
+    from landscape_utils.protocol import chosen_row, chosen_text
+
+    base = dict(model="cnn", batch_norm=True, data_fraction=0.5, lr=0.1, schedule="step", decay_at=0.75,
+                decay_factor=0.1, num_epochs=40, weight_decay=5e-4, temperature_axis="lr", batch_size=32,
+                load_values="8 16 32 64", temperature_values="0.02 0.08 0.32 1.0", phases="I:4 II:2 III:6 IV:4",
+                best_test_acc=0.967, best_phase="IV", target1=True, target2=True, target3=False, target4=True,
+                endpoint_steps="2480", curve_steps=1240, placement=True, cold_end="holds", continuation="fails",
+                **{"I_heat_pos": 0.3, "II_heat_pos": 1.0, "III_heat_pos": 0.2, "IV_heat_pos": 0.4})
+    table = pd.DataFrame([
+        {**base, "candidate": "other", "book_params": "", "seeds": "0-2"},
+        {**base, "candidate": "lr_half", "book_params": "params/default.yaml", "seeds": "0-2"},
+        {**base, "candidate": "lr_half_seeds3", "book_params": "params/default.yaml", "seeds": "3-5",
+         "heldout_of": "lr_half", "heldout_agree": 0.8125, "heldout_flips": "8/1: II→I", "target2": False},
+    ])
+    assert chosen_row(table)["candidate"] == "lr_half"
+    text = chosen_text(table)
+    assert "`lr_half`" in text and "2480 SGD steps and each curve 1240" in text
+    assert "Targets: 1 ✓, 2 ✓, 3 ✗, 4 ✓" in text and "placement ✓ (heat position I 0.30; II 1.00" in text
+    assert "Cold end converges: holds; mc > 0 survives the endpoints' continuation: fails." in text
+    assert "seeds 0-2)" in text and "Rebuilt on the held-out seeds 3-5 (`lr_half_seeds3`)" in text
+    assert "81% of the cells keep their label (changed: 8/1: II→I)" in text and "targets 1 ✓, 2 ✗" in text
+    assert "No row of the protocol study" in chosen_text(table, "params/other.yaml")
+    alone = chosen_text(table.iloc[:2])
+    assert "No held-out rebuild" in alone
