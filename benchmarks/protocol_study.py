@@ -140,15 +140,15 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "num_epochs": 48,
         "decay_at": 0.9, "decay_factor": 0.3, "load_values": [8, 16, 32, 64],
         "temperature_values": [8, 16, 128, 512], "train_loss_high": 0.1,
-        "book": "params/default.yaml",
-        "note": "the default (params/default.yaml), the book's chapter 2-3 settings"},
+        "book": "params/cnn_batch.yaml",
+        "note": "the batch-size default before the lr protocol (params/cnn_batch.yaml), the book's settings"},
     # the default on a quarter of MNIST-1D (half the cost per epoch), its cold end at batch
     # 256 (3 steps per epoch, as 512 on half the data); the book's settings, own workdir
     "quarter_late_mild_b8to256": {
         **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.25, "num_epochs": 48,
         "decay_at": 0.9, "decay_factor": 0.3, "load_values": [8, 16, 32, 64],
         "temperature_values": [8, 16, 64, 256], "train_loss_high": 0.1,
-        "book": "params/default.yaml", "book_workdir": "build/work/cnn_quarter",
+        "book": "params/cnn_batch.yaml", "book_workdir": "build/work/cnn_quarter",
         "note": "the default on a quarter of the data, batch 8-256, the book's settings"},
     # lr as the temperature at a fixed batch: every cell takes the same number of steps, so
     # neither end is under-trained by its budget; the paper's decay (x0.1 at 75%), all 4000
@@ -166,6 +166,13 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                            "temperature_values": [0.02, 0.08, 0.32, 1.0], "train_loss_high": 0.1,
                            "curve": dict(curve_epochs=40, curve_batch_size=64, curve_lr=0.05),
                            "note": "lr 0.02-1.0 at batch 32, half the data, 2480 steps per run"},
+    # the same runs, curves fitted 3x longer (120 epochs, 3720 steps, 1.5x the endpoints'
+    # budget): are the barriers of the wide cells real, and does the hot end's dip show?
+    "lr_half_b32_w8to64_curve120": {
+        **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "batch_size": 32, "num_epochs": 40,
+        "load_values": [8, 16, 32, 64], "temperature_axis": "lr", "temperature_values": [0.02, 0.08, 0.32, 1.0],
+        "train_loss_high": 0.1, "curve": dict(curve_epochs=120, curve_batch_size=64, curve_lr=0.05),
+        "reuse": "lr_half_b32_w8to64", "note": "as lr_half_b32_w8to64, curves of 3720 steps"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs
