@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.protocol_study import CANDIDATES, candidate_row, fill_protocol_columns, grid_params
-from landscape_utils.runner import grid_from_params
+from landscape_utils.runs.runner import grid_from_params
 
 
 def _table(rows):
@@ -68,9 +68,9 @@ def test_book_settings_are_the_chapters_own():
     import yaml
 
     from benchmarks.protocol_study import REPO, book_settings
-    from landscape_utils.chapters import merged_values
-    from landscape_utils.global_metrics import GlobalSettings
-    from landscape_utils.local import HessianSettings
+    from landscape_utils.book.chapters import merged_values
+    from landscape_utils.experiments.global_metrics import GlobalSettings
+    from landscape_utils.experiments.local import HessianSettings
 
     workdir, hessian, curve = book_settings("params/default.yaml")
     raw = yaml.safe_load((REPO / "params" / "default.yaml").read_text())

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from landscape_utils import plan
-from landscape_utils.book import ParamsError, load_params
-from landscape_utils.chapters import BOOK_DIR, RENAMED, REPO, chapter_parameters, chapters, merged_values
-from landscape_utils.global_metrics import GlobalSettings, MLISettings
-from landscape_utils.large_scale import WedgeSettings
-from landscape_utils.local import DensitySettings, HessianSettings
-from landscape_utils.store import stable_hash
-from landscape_utils.taxonomy import PhaseThresholds
+from landscape_utils.book import plan
+from landscape_utils.book.chapters import BOOK_DIR, RENAMED, REPO, chapter_parameters, chapters, merged_values
+from landscape_utils.book.driver import ParamsError, load_params
+from landscape_utils.experiments.global_metrics import GlobalSettings, MLISettings
+from landscape_utils.experiments.large_scale import WedgeSettings
+from landscape_utils.experiments.local import DensitySettings, HessianSettings
+from landscape_utils.experiments.taxonomy import PhaseThresholds
+from landscape_utils.runs.store import stable_hash
 
 SETTINGS = {c.__name__: c for c in (HessianSettings, DensitySettings, GlobalSettings, MLISettings,
                                      WedgeSettings, PhaseThresholds)}
@@ -148,7 +148,7 @@ def test_an_old_parameter_name_names_the_new_one(tmp_path, stem, old, new):
 
 
 def test_every_chapter_with_an_executor_declares_the_same_executor_options():
-    from landscape_utils.settings import EXECUTOR_OPTIONS, executor_options
+    from landscape_utils.core.settings import EXECUTOR_OPTIONS, executor_options
 
     with_executor = {p.stem: chapter_parameters(p) for p in chapters() if "executor" in chapter_parameters(p)}
     assert len(with_executor) == 5

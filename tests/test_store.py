@@ -13,8 +13,8 @@ import warnings
 import pytest
 import torch
 
-from landscape_utils.store import Store, load_results, run_id
-from landscape_utils.train import RunConfig, train_run
+from landscape_utils.core.train import RunConfig, train_run
+from landscape_utils.runs.store import Store, load_results, run_id
 
 from conftest import make_blobs
 
