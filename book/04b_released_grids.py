@@ -67,7 +67,7 @@
 device: str = "auto"              # unused (nothing is trained); declared like every chapter's
 workdir: str = "../build/work/lab"  # run store: this chapter reads chapter 4's phase_cells.csv when present and writes tables/released_cells.csv
 paper_results: str = ""           # optional: the authors' results.tar.gz (relative to the repo root); empty reads the table shipped with the package
-zoo_tables: str = ""              # optional: a folder of zoo tables ({zoo}.csv as derive-zoo writes them; relative to the repo root); empty reads the shipped ones
+zoo_tables: str = ""              # optional: a folder of zoo tables ({zoo}.csv as the derive command writes them; relative to the repo root); empty reads the shipped ones
 train_loss_high: float = 0.01     # train loss (nats) above which a poorly connected cell is I, not III (every released grid)
 mc_neg: float = 1.0               # mc below minus this (points of train error) is a clear barrier
 mc_pos: float = 1.0               # mc above this: the path beats its endpoints (phase II)

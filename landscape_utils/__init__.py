@@ -13,7 +13,8 @@ Layers
     book         the book machinery: driver, chapters, cost plan, self-check, explorers
 
 ``reference_data/`` holds the authors' released metrics and the Model Zoo's tables, read by
-``experiments.reference`` and ``experiments.zoo``.
+``experiments.reference`` and ``experiments.zoo`` and written by
+``python -m landscape_utils.experiments.derive``.
 """
 
 __version__ = "0.1.0"

@@ -29,8 +29,6 @@ LAZY_ALLOWED: dict[tuple[str, str], str] = {
     ("book.driver", "book.plan"): "--plan only",
     ("book.driver", "experiments.zoo"): "the driver starts without pandas, scipy and altair (preflight's "
                                         "check of 'explore')",
-    ("experiments.reference", "experiments.zoo"): "the derive-zoo command only: reading the authors' tarball "
-                                                  "needs no zoo",
     ("book.driver", "core.utils"): "the driver starts without torch: the parent watch of kernels and chapter "
                                    "processes, the provenance footer",
 }

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from landscape_utils.experiments.derive import main
 from landscape_utils.experiments.reference import (PAIR_COLUMNS, PAPER_BATCH_SIZES, PAPER_WIDTHS, PATH_COLUMNS,
                                                    SHIPPED_FILES, UnsafePickleError, derive_tables,
                                                    load_released_results, load_results, load_shipped_pairs,
-                                                   load_shipped_paths, load_shipped_results, main, read_table,
+                                                   load_shipped_paths, load_shipped_results, read_table,
                                                    released_pairs, released_paths_table, restricted_loads)
 from landscape_utils.experiments.taxonomy import PHASES, classify, phase_summary
 
@@ -327,7 +328,7 @@ def test_released_paths_table(release: Path):
 def test_derive_cli_round_trip(release: Path, tmp_path: Path, capsys):
     archive = _tar(release, tmp_path / "results.tar.gz")
     out = tmp_path / "shipped"
-    assert main(["derive", str(archive), "--out", str(out)]) == 0
+    assert main(["reference", str(archive), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(SHIPPED_FILES.values())
     assert "cells.csv" in capsys.readouterr().out
     fresh = derive_tables(release)
@@ -338,7 +339,7 @@ def test_derive_cli_round_trip(release: Path, tmp_path: Path, capsys):
     pd.testing.assert_frame_equal(fresh["cells"], load_released_results(release))
     pd.testing.assert_frame_equal(fresh["runs"], load_released_results(release, long=True))
     with pytest.raises(SystemExit):
-        main(["derive", str(tmp_path / "nope.tar.gz")])
+        main(["reference", str(tmp_path / "nope.tar.gz")])
     with pytest.raises(KeyError, match="unknown table 'cell'"):
         read_table("cell", out)
     with pytest.raises(FileNotFoundError, match="derive"):

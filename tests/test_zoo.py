@@ -145,14 +145,16 @@ def test_rederive_from_the_release_gives_the_shipped_tables(tmp_path):
 
 
 @needs_shared
-def test_derive_command_line_and_the_reference_alias(tmp_path, capsys):
-    from landscape_utils.experiments import reference
+def test_derive_command_line(tmp_path, capsys):
+    from landscape_utils.experiments.derive import main
 
-    assert zoo.main(["derive-zoo", str(SHARED), "--out", str(tmp_path / "a")]) == 0
-    assert reference.main(["derive-zoo", str(SHARED), "--out", str(tmp_path / "b")]) == 0
+    assert main(["zoo", str(SHARED), "--out", str(tmp_path)]) == 0
     for name in zoo.ZOO_NAMES:
-        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (tmp_path / "b" / f"{name}.csv").read_bytes()
+        pd.testing.assert_frame_equal(zoo.read_zoo_table(name, tmp_path), zoo.read_zoo_table(name),
+                                      check_exact=False, rtol=1e-12)
     assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["zoo", str(tmp_path / "nope")])
 
 
 def test_the_derived_table_follows_the_rules_on_a_tiny_release():

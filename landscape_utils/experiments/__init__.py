@@ -13,4 +13,5 @@ Modules
     zoo          the Phase Transition Model Zoo's ten released grids in the book's columns
     rugged       the one-dimensional rugged-convexity model (chapter 5)
     large_scale  chapter 6's experiments as tasks, its tables and findings
+    derive       the command line that derives the shipped tables (reference and zoo)
 """

@@ -40,20 +40,18 @@ license): :func:`load_shipped_results` (cells, or runs with ``long=True``),
 (the Bezier-curve profiles). They are what the book reads by default, offline; the tarball
 is needed only to regenerate them::
 
-    python -m landscape_utils.experiments.reference derive PATH/TO/results.tar.gz [--out DIR]
+    python -m landscape_utils.experiments.derive reference PATH/TO/results.tar.gz [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 import builtins
 import io
 import os
 import pickle
 import re
-import sys
 import tarfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -74,6 +72,7 @@ __all__ = [
     "PATH_COLUMNS",
     "SHIPPED_FILES",
     "derive_tables",
+    "write_csv_files",
     "write_tables",
     "read_table",
     "load_shipped_results",
@@ -530,22 +529,31 @@ def derive_tables(path: str | os.PathLike, schedule: str = "lr_decay") -> dict[s
             "paths": _path_rows(cells, paper_grid_only=False)}
 
 
-def write_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
-    """Write ``tables`` as CSV under ``out_dir`` (file names of :data:`SHIPPED_FILES`);
-    floats are written in their shortest round-trip form, so reading them back with
-    :func:`read_table` gives the same numbers. Returns the files written."""
+def write_csv_files(frames: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
+    """Write each frame as CSV to ``{out_dir}/{file name}`` (the keys), atomically (a temp
+    file, then a rename); floats in their shortest round-trip form, so reading them back
+    gives the same numbers. Returns the files written. The shipped tables of this module
+    and of :mod:`landscape_utils.experiments.zoo` are written with it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, df in tables.items():
-        if name not in SHIPPED_FILES:
-            raise KeyError(f"unknown table {name!r}; known: {sorted(SHIPPED_FILES)}")
-        dest = out_dir / SHIPPED_FILES[name]
+    for file_name, df in frames.items():
+        dest = out_dir / file_name
         tmp = dest.with_name(dest.name + ".tmp")
         df.to_csv(tmp, index=False, lineterminator="\n")
         os.replace(tmp, dest)
         written.append(dest)
     return written
+
+
+def write_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike) -> list[Path]:
+    """Write ``tables`` as CSV under ``out_dir`` (file names of :data:`SHIPPED_FILES`) with
+    :func:`write_csv_files`: :func:`read_table` reads back the same numbers. Returns the
+    files written."""
+    unknown = [name for name in tables if name not in SHIPPED_FILES]
+    if unknown:
+        raise KeyError(f"unknown table {unknown[0]!r}; known: {sorted(SHIPPED_FILES)}")
+    return write_csv_files({SHIPPED_FILES[name]: df for name, df in tables.items()}, out_dir)
 
 
 def read_table(name: str, folder: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -557,7 +565,7 @@ def read_table(name: str, folder: str | os.PathLike | None = None) -> pd.DataFra
     path = path / SHIPPED_FILES[name]
     if not path.is_file():
         raise FileNotFoundError(f"shipped table {name!r} not found at {path}; regenerate it with "
-                                "`python -m landscape_utils.experiments.reference derive PATH`")
+                                "`python -m landscape_utils.experiments.derive reference PATH`")
     df = pd.read_csv(path)
     for c in _INT_COLUMNS:
         if c in df.columns:
@@ -600,45 +608,3 @@ def load_results(paper_results: str | os.PathLike | None = None, *, long: bool =
             raise FileNotFoundError(f"paper_results: {p} not found")
         return load_released_results(p, long=long, paper_grid_only=paper_grid_only)
     return load_shipped_results(long=long, paper_grid_only=paper_grid_only)
-
-
-# --------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m landscape_utils.experiments.reference derive PATH [--out DIR]``: derive the shipped
-    tables from the authors' ``results.tar.gz`` (or its unpacked folder) and write them to
-    ``DIR`` (default: the package's ``reference_data``). ``derive-zoo DIR [--out OUT]`` does
-    the same for the Phase Transition Model Zoo's ``summary_metrics/`` folder
-    (:mod:`landscape_utils.experiments.zoo`)."""
-    parser = argparse.ArgumentParser(prog="python -m landscape_utils.experiments.reference",
-                                     description="The authors' released metrics.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("derive", help="derive the shipped tables from results.tar.gz")
-    d.add_argument("path", help="the released results.tar.gz or its unpacked folder")
-    d.add_argument("--out", default=str(SHIPPED_DIR),
-                   help="folder to write cells.csv, runs.csv, pairs.csv, paths.csv into")
-    d.add_argument("--schedule", default="lr_decay", help="schedule folder of the release")
-    z = sub.add_parser("derive-zoo", help="derive the shipped Model Zoo tables from the released "
-                       "summary_metrics/ folder (landscape_utils.experiments.zoo)")
-    z.add_argument("path", help="folder of the released {zoo}_summary.csv files")
-    z.add_argument("--out", default=None, help="folder to write {zoo}.csv into (default: "
-                   "the package's reference_data/zoo)")
-    args = parser.parse_args(argv)
-    path = Path(args.path)
-    if args.command == "derive-zoo":
-        from . import zoo
-
-        if not path.is_dir():
-            parser.error(f"{path} is not a folder")
-        return zoo.derive_command(str(path), args.out or zoo.ZOO_DIR)
-    if not path.exists():
-        parser.error(f"{path} not found")
-    tables = derive_tables(path, schedule=args.schedule)
-    for f in write_tables(tables, args.out):
-        print(f"wrote {f} ({f.stat().st_size} bytes)")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -6,8 +6,7 @@ taxonomy's metrics at the last epoch in ``summary_metrics/{zoo}_summary.csv`` (o
 model and epoch). This module
 
 * derives one compact per-model table per zoo from those files
-  (``python -m landscape_utils.experiments.zoo derive-zoo DIR``, or the same through
-  ``python -m landscape_utils.experiments.reference derive-zoo DIR``), shipped in
+  (``python -m landscape_utils.experiments.derive zoo DIR``), shipped in
   ``landscape_utils/reference_data/zoo/`` (see its ``NOTICE.md``);
 * reads a shipped (or user-given) table back with checks that name the file and the column
   (:func:`read_zoo_table`), and turns it into a :class:`ReleasedGrid`: per-run rows and
@@ -61,10 +60,8 @@ imports no torch.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -78,6 +75,7 @@ from ..core.axes import hottest, load_order
 from ..core.settings import REPO, resolve_repo_path  # noqa: F401  (REPO: where relative paths start)
 from .findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase, difference_verdict,
                        findings_frame, majority_verdict, metric_ranking, spearman_verdict)
+from .reference import write_csv_files
 from .rugged import phase_extent
 from .taxonomy import (UNDETERMINED, PhaseThresholds, cell_table, classify_with_confidence,
                        numeric_column)
@@ -119,8 +117,6 @@ __all__ = [
     "style_claims",
     "contrast_text",
     "extent_table",
-    "derive_command",
-    "main",
 ]
 
 
@@ -312,20 +308,12 @@ def derive_zoo_tables(folder: str | os.PathLike, names: Sequence[str] = ZOO_NAME
 
 def write_zoo_tables(tables: dict[str, pd.DataFrame], out_dir: str | os.PathLike = ZOO_DIR
                      ) -> list[Path]:
-    """Write each table as ``{out_dir}/{zoo}.csv`` (atomically, floats in their shortest
-    round-trip form). Returns the files written."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, df in tables.items():
-        if name not in ZOOS:
-            raise KeyError(f"unknown zoo {name!r}; known: {', '.join(ZOOS)}")
-        dest = out_dir / f"{name}.csv"
-        tmp = dest.with_name(dest.name + ".tmp")
-        df[list(TABLE_COLUMNS)].to_csv(tmp, index=False, lineterminator="\n")
-        os.replace(tmp, dest)
-        written.append(dest)
-    return written
+    """Write each table as ``{out_dir}/{zoo}.csv`` (:func:`~landscape_utils.experiments.reference.write_csv_files`:
+    atomically, floats in their shortest round-trip form). Returns the files written."""
+    unknown = [name for name in tables if name not in ZOOS]
+    if unknown:
+        raise KeyError(f"unknown zoo {unknown[0]!r}; known: {', '.join(ZOOS)}")
+    return write_csv_files({f"{name}.csv": df[list(TABLE_COLUMNS)] for name, df in tables.items()}, out_dir)
 
 
 def read_zoo_table(name: str, folder: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -346,7 +334,7 @@ def read_zoo_table(name: str, folder: str | os.PathLike | None = None) -> pd.Dat
     path = (Path(folder) if folder is not None else ZOO_DIR) / f"{name}.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: zoo table not found; write it with "
-                                "`python -m landscape_utils.experiments.zoo derive-zoo DIR`")
+                                "`python -m landscape_utils.experiments.derive zoo DIR`")
     try:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
@@ -851,37 +839,3 @@ def extent_table(grids: Sequence[ReleasedGrid]) -> pd.DataFrame:
         return pd.DataFrame()
     ext = pd.concat(out, names=["grid", "phase"])
     return ext[["n_cells", "load_pos", "heat_pos"]].unstack("phase").reindex(list(out))
-
-
-# --------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------
-def derive_command(folder: str, out: str | os.PathLike = ZOO_DIR) -> int:
-    """Derive and write every zoo's table; print what was written and the notes."""
-    tables, notes = derive_zoo_tables(folder)
-    for f in write_zoo_tables(tables, out):
-        print(f"wrote {f} ({f.stat().st_size} bytes, {len(tables[f.stem])} models)")
-    for name, lines in notes.items():
-        for line in lines:
-            print(f"  {name}: {line}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m landscape_utils.experiments.zoo derive-zoo DIR [--out OUT]``: derive the shipped zoo
-    tables from a folder of released ``{zoo}_summary.csv`` files (every epoch, or only the
-    last) and write them to ``OUT`` (default: the package's ``reference_data/zoo``)."""
-    parser = argparse.ArgumentParser(prog="python -m landscape_utils.experiments.zoo",
-                                     description="The Phase Transition Model Zoo's released metrics.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("derive-zoo", help="derive the shipped zoo tables from summary_metrics/")
-    d.add_argument("path", help="folder of the released {zoo}_summary.csv files")
-    d.add_argument("--out", default=str(ZOO_DIR), help="folder to write {zoo}.csv into")
-    args = parser.parse_args(argv)
-    if not Path(args.path).is_dir():
-        parser.error(f"{args.path} is not a folder")
-    return derive_command(args.path, args.out)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
