@@ -56,8 +56,8 @@ from torch import nn
 
 from .data import Dataset, data_order_generator
 from .models import MLP, ResNet18, SmallCNN, build_model
-from .train import (RunConfig, final_metrics, forward_precision, init_model, lr_factor,
-                    step_precision, train_run)
+from .train import (EARLY_STOP_EPOCHS, RunConfig, final_metrics, forward_precision, init_model, lr_factor,
+                    quiet_epochs, step_precision, train_run)
 from .utils import resolve_device
 
 __all__ = ["supports_population", "train_population", "train_population_vectorized",
@@ -513,82 +513,102 @@ def train_population_vectorized(
 
 def _train(configs: list[RunConfig], data: Dataset,
            device: torch.device) -> Iterator[tuple[RunConfig, dict[str, Any]]]:
+    """The training of :func:`train_population_vectorized`, epoch by epoch: the alive members'
+    lrs, one epoch of the stack, each member's history and who leaves, their results."""
     c0 = configs[0]
     models = [init_model(c, data, device) for c in configs]
     init_states = [{k: v.detach().cpu().clone() for k, v in m.state_dict().items()} for m in models]
     stack = _Stack(models, device)
     gens = [data_order_generator(c.seed) for c in configs]  # each member's own data order
     histories: list[list[dict[str, Any]]] = [[] for _ in configs]
-    still = [0] * len(configs)  # early stop: epochs in a row with |Δ train loss| < 1e-4
+    still = [0] * len(configs)  # early stop: epochs in a row with |Δ train loss| < EARLY_STOP_TOL
     alive = list(range(len(configs)))  # slot -> member index
-    S0 = len(configs)
-    n, B = data.num_train, c0.batch_size
-    num_batches = n // B  # drop_last, as train_run
-    x_all, y_all = data.x_train, data.y_train
     t0 = time.perf_counter()
-
-    def finish(member: int, slot: int, status: str) -> dict[str, Any]:
-        model = models[member]
-        state = stack.state_dict(slot)
-        model.load_state_dict(state)
-        metrics = final_metrics(model, data, status, len(histories[member]),
-                                (time.perf_counter() - t0) / S0)
-        return {"metrics": metrics, "history": histories[member],
-                "init_state": init_states[member], "final_state": state}
-
     for epoch in range(c0.num_epochs):
         if not alive:
             break
-        # each member's lr this epoch, computed as train_run computes it (the schedule is
-        # shared; the base lr may differ)
-        lrs = [configs[i].lr * lr_factor(configs[i].schedule, epoch, configs[i].num_epochs,
-                                         configs[i].decay_at, configs[i].decay_factor)
-               for i in alive]
+        lrs = _epoch_lrs([configs[i] for i in alive], epoch)
         stack.set_hyper(lrs, [configs[i].weight_decay for i in alive], c0.momentum)
-        S = len(alive)
-        order = torch.stack([torch.randperm(n, generator=gens[i]) for i in alive])
-        order = order[:, : num_batches * B].reshape(S, num_batches, B).to(x_all.device)
-        loss_sum = torch.zeros(S, device=device)
-        correct = torch.zeros(S, device=device, dtype=torch.long)
-        for j in range(num_batches):
-            idx = order[:, j]  # (S, B)
-            xb, yb = x_all[idx], y_all[idx]  # (S, B, *in_shape), (S, B)
-            with step_precision(c0.precision, device):
-                with forward_precision(c0.precision, device):
-                    logits = stack(xb)  # (S, B, K)
-                    losses = F.cross_entropy(logits.reshape(S * B, -1), yb.reshape(-1),
-                                             reduction="none").view(S, B).mean(1)
-                stack.zero_grad()
-                losses.sum().backward()
-                stack.step()
-            with torch.no_grad():
-                loss_sum += losses.detach() * B
-                correct += (logits.detach().argmax(-1) == yb).sum(1)
-        seen = num_batches * B
-        epoch_losses = (loss_sum / seen).tolist()
-        corrects = correct.tolist()
-        leaving: list[tuple[int, int, str]] = []  # (slot, member, status)
-        for slot, i in enumerate(alive):
-            loss = epoch_losses[slot]
-            histories[i].append({"epoch": epoch + 1, "lr": lrs[slot], "train_loss": loss,
-                                 "train_acc": corrects[slot] / seen})
-            if not math.isfinite(loss):
-                leaving.append((slot, i, "diverged"))
-                continue
-            if c0.early_stop and len(histories[i]) > 1:
-                still[i] = still[i] + 1 if abs(histories[i][-2]["train_loss"] - loss) < 1e-4 else 0
-                if still[i] >= 5:
-                    leaving.append((slot, i, "ok"))
-                    continue
-            if epoch + 1 == c0.num_epochs:
-                leaving.append((slot, i, "ok"))
+        losses, accs = _train_epoch(stack, data, [gens[i] for i in alive], c0, device)
+        leaving = _record_epoch(c0, epoch, alive, lrs, losses, accs, histories, still)
         if not leaving:
             continue
-        done = [(i, finish(i, slot, status)) for slot, i, status in leaving]
+        done = []
+        for slot, i, status in leaving:
+            seconds = (time.perf_counter() - t0) / len(configs)
+            done.append((i, _result(models[i], stack.state_dict(slot), data, status, histories[i],
+                                    init_states[i], seconds)))
         gone = {slot for slot, _, _ in leaving}
-        keep = [slot for slot in range(S) if slot not in gone]
+        keep = [slot for slot in range(len(alive)) if slot not in gone]
         if keep:
             stack.keep(keep)
         alive = [alive[slot] for slot in keep]
         for i, result in done:
             yield configs[i], result
+
+
+def _epoch_lrs(configs: Sequence[RunConfig], epoch: int) -> list[float]:
+    """Each member's lr this epoch, computed as train_run computes it (the schedule is
+    shared; the base lr may differ)."""
+    return [c.lr * lr_factor(c.schedule, epoch, c.num_epochs, c.decay_at, c.decay_factor) for c in configs]
+
+
+def _train_epoch(stack: _Stack, data: Dataset, gens: Sequence[torch.Generator], c0: RunConfig,
+                 device: torch.device) -> tuple[list[float], list[float]]:
+    """One epoch of SGD of every member in ``stack`` (slot s draws its minibatches with
+    ``gens[s]``, dropping the last partial batch as train_run does); returns each slot's
+    mean train loss and train accuracy over the epoch."""
+    S, n, B = len(gens), data.num_train, c0.batch_size
+    num_batches = n // B  # drop_last, as train_run
+    x_all, y_all = data.x_train, data.y_train
+    order = torch.stack([torch.randperm(n, generator=g) for g in gens])
+    order = order[:, : num_batches * B].reshape(S, num_batches, B).to(x_all.device)
+    loss_sum = torch.zeros(S, device=device)
+    correct = torch.zeros(S, device=device, dtype=torch.long)
+    for j in range(num_batches):
+        idx = order[:, j]  # (S, B)
+        xb, yb = x_all[idx], y_all[idx]  # (S, B, *in_shape), (S, B)
+        with step_precision(c0.precision, device):
+            with forward_precision(c0.precision, device):
+                logits = stack(xb)  # (S, B, K)
+                losses = F.cross_entropy(logits.reshape(S * B, -1), yb.reshape(-1),
+                                         reduction="none").view(S, B).mean(1)
+            stack.zero_grad()
+            losses.sum().backward()
+            stack.step()
+        with torch.no_grad():
+            loss_sum += losses.detach() * B
+            correct += (logits.detach().argmax(-1) == yb).sum(1)
+    seen = num_batches * B
+    return (loss_sum / seen).tolist(), [c / seen for c in correct.tolist()]
+
+
+def _record_epoch(c0: RunConfig, epoch: int, alive: list[int], lrs: list[float], losses: list[float],
+                  accs: list[float], histories: list[list[dict[str, Any]]],
+                  still: list[int]) -> list[tuple[int, int, str]]:
+    """Append the epoch to each alive member's history (and its early-stop count to
+    ``still``); returns ``(slot, member, status)`` of the members that leave the stack:
+    diverged, early-stopped, or at the last epoch."""
+    leaving: list[tuple[int, int, str]] = []
+    for slot, i in enumerate(alive):
+        loss = losses[slot]
+        histories[i].append({"epoch": epoch + 1, "lr": lrs[slot], "train_loss": loss, "train_acc": accs[slot]})
+        if not math.isfinite(loss):
+            leaving.append((slot, i, "diverged"))
+            continue
+        if c0.early_stop and len(histories[i]) > 1:
+            still[i] = quiet_epochs(histories[i], still[i])
+            if still[i] >= EARLY_STOP_EPOCHS:
+                leaving.append((slot, i, "ok"))
+                continue
+        if epoch + 1 == c0.num_epochs:
+            leaving.append((slot, i, "ok"))
+    return leaving
+
+
+def _result(model: nn.Module, state: dict[str, torch.Tensor], data: Dataset, status: str,
+            history: list[dict[str, Any]], init_state: dict[str, torch.Tensor], seconds: float) -> dict[str, Any]:
+    """A member's result as train_run returns it: ``model`` takes its final ``state``."""
+    model.load_state_dict(state)
+    metrics = final_metrics(model, data, status, len(history), seconds)
+    return {"metrics": metrics, "history": history, "init_state": init_state, "final_state": state}

@@ -42,6 +42,11 @@ _LATE_FIELDS = {"precision": "fp32"}
 # keyed by run ids, is computed again. ``store.Store.run_provenance`` records it per run.
 TRAINING_VERSION = 1
 
+# The paper's early stop (``RunConfig.early_stop``): a run ends once its train loss has moved
+# less than EARLY_STOP_TOL in each of EARLY_STOP_EPOCHS epochs in a row.
+EARLY_STOP_TOL = 1e-4
+EARLY_STOP_EPOCHS = 5
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -230,7 +235,7 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
     gen = data_order_generator(config.seed)
     history: list[dict[str, Any]] = []
     status, t0 = "ok", time.perf_counter()
-    still = 0  # epochs in a row with |Δ train loss| < 1e-4 (early stop)
+    still = 0  # epochs in a row with |Δ train loss| < EARLY_STOP_TOL
     epochs = range(config.num_epochs)
     if progress:
         epochs = progress_bar(epochs, desc="epochs")
@@ -261,12 +266,18 @@ def train_run(config: RunConfig, data: Dataset, device: str | torch.device = "cp
             status = "diverged"
             break
         if config.early_stop and len(history) > 1:
-            still = still + 1 if abs(history[-2]["train_loss"] - epoch_loss) < 1e-4 else 0
-            if still >= 5:
+            still = quiet_epochs(history, still)
+            if still >= EARLY_STOP_EPOCHS:
                 break
     metrics = final_metrics(model, data, status, len(history), time.perf_counter() - t0)
     final_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"metrics": metrics, "history": history, "init_state": init_state, "final_state": final_state}
+
+
+def quiet_epochs(history: list[dict[str, Any]], still: int) -> int:
+    """The count of epochs in a row whose train loss moved less than EARLY_STOP_TOL, after
+    the last epoch of ``history`` (two epochs or more); ``still``: the count before it."""
+    return still + 1 if abs(history[-2]["train_loss"] - history[-1]["train_loss"]) < EARLY_STOP_TOL else 0
 
 
 def final_metrics(model: nn.Module, data: Dataset, status: str, epochs_run: int,
