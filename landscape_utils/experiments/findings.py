@@ -669,19 +669,8 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
         return Finding("metric_ranking", METRIC_RANKING_CLAIM, "inconclusive",
                        evidence + f"; fewer than {min_n} well-trained cells with every metric",
                        n_desc, grid)
-    rng = np.random.default_rng(seed)
-    sel = np.vstack([np.arange(idx.size), rng.integers(0, idx.size, (n_boot, idx.size))])
-    yb = y[idx][sel]                                               # (1 + n_boot, m)
-    sgn = np.array([signs[m] for m in g + loc], dtype=np.float64)[:, None]
-    score = np.stack([_rho_rows(x[idx][sel], yb) for x in xs]) * sgn  # (metrics, 1 + n_boot)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a draw where a side is all NaN
-        gaps = np.nanmax(score[:len(g)], axis=0) - np.nanmax(score[len(g):], axis=0)
-    d, boots = gaps[0], gaps[1:][np.isfinite(gaps[1:])]
-    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots.size else (np.nan, np.nan))
-    # two-sided bootstrap p-value, never 0: (1 + resamples on the far side) / (1 + resamples)
-    p = (float(min(1.0, 2 * (1 + min(np.sum(boots <= 0), np.sum(boots >= 0))) / (1 + boots.size)))
-         if boots.size else float("nan"))
+    sgn = np.array([signs[m] for m in g + loc], dtype=np.float64)
+    d, lo, hi, p = _score_gap_bootstrap(xs[:, idx], y[idx], sgn, len(g), n_boot, seed)
     evidence += (f"; best global − best local score = {d:+.3f}, 95% bootstrap interval over the "
                  f"{idx.size} well-trained cells [{lo:+.3f}, {hi:+.3f}], p = {p:.2g}")
     if not np.isfinite(lo):
@@ -694,6 +683,28 @@ def metric_ranking(cells: pd.DataFrame, *, target: str = "test_acc",
         verdict = "inconclusive"
     return Finding("metric_ranking", METRIC_RANKING_CLAIM, verdict, evidence, n_desc, grid,
                    p, "test")
+
+
+def _score_gap_bootstrap(xs: np.ndarray, y: np.ndarray, signs: np.ndarray, n_global: int, n_boot: int,
+                         seed: int) -> tuple[float, float, float, float]:
+    """:func:`metric_ranking`'s D = best global − best local score (Spearman ρ of each row of
+    ``xs`` (metrics, cells; the first ``n_global`` global) with ``y``, times ``signs``), with
+    its 95% bootstrap interval over ``n_boot`` resamples of the cells and its two-sided
+    bootstrap p-value: ``(d, lo, hi, p)``."""
+    m = y.size
+    rng = np.random.default_rng(seed)
+    sel = np.vstack([np.arange(m), rng.integers(0, m, (n_boot, m))])
+    yb = y[sel]                                                    # (1 + n_boot, m)
+    score = np.stack([_rho_rows(x[sel], yb) for x in xs]) * signs[:, None]  # (metrics, 1 + n_boot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw where a side is all NaN
+        gaps = np.nanmax(score[:n_global], axis=0) - np.nanmax(score[n_global:], axis=0)
+    d, boots = gaps[0], gaps[1:][np.isfinite(gaps[1:])]
+    lo, hi = (np.percentile(boots, [2.5, 97.5]) if boots.size else (np.nan, np.nan))
+    # two-sided bootstrap p-value, never 0: (1 + resamples on the far side) / (1 + resamples)
+    p = (float(min(1.0, 2 * (1 + min(np.sum(boots <= 0), np.sum(boots >= 0))) / (1 + boots.size)))
+         if boots.size else float("nan"))
+    return d, lo, hi, p
 
 
 PHASE_SHARPNESS_CLAIM = ("Cells of the unfitted phases (I, II) are sharper (larger λmax) than cells "
