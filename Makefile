@@ -46,7 +46,7 @@ check: $(STAMP)
 # Extra server options go in LAB_ARGS, e.g. make lab LAB_ARGS="--no-browser --port=8899".
 LAB_ARGS ?=
 kernel: $(STAMP)
-	$(PY) -c "from landscape_utils.book import install_kernel; install_kernel()"
+	$(PY) -c "from landscape_utils.book.driver import install_kernel; install_kernel()"
 	mkdir -p $(VENV)/share/jupyter/lab/settings
 	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' \
 	  > $(VENV)/share/jupyter/lab/settings/overrides.json
@@ -60,7 +60,7 @@ bench: $(STAMP)
 
 # What this machine offers the book (versions, GPUs, executors, kernel) and whether PARAMS can run here.
 doctor: $(STAMP)
-	$(PY) -m landscape_utils.doctor --params $(PARAMS)
+	$(PY) -m landscape_utils.book.doctor --params $(PARAMS)
 
 clean:
 	rm -rf build

@@ -2,7 +2,7 @@
 
 Every process that trains or measures loads the data once: each chapter's kernel and each
 worker of a process pool (two per chapter on this machine, four while two chapters run side
-by side). ``landscape_utils.data`` keeps the generated arrays in a cache file; this compares
+by side). ``landscape_utils.core.data`` keeps the generated arrays in a cache file; this compares
 the two ways a new process gets them, each in a fresh interpreter (so that neither finds
 the arrays already in memory), interleaved, median of the repeats.
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 # of the load alone (the imports excluded)
 _PROBE = """
 import time
-from landscape_utils import data
+from landscape_utils.core import data
 t0 = time.perf_counter()
 x = data.generate_mnist1d()["x"] if {generate} else data._mnist1d()[0]
 assert x.shape[1] == 40

@@ -25,11 +25,11 @@ from dataclasses import replace
 import numpy as np
 from torch import nn
 
-from landscape_utils.global_metrics import GlobalSettings, fit_curves, pair_record
-from landscape_utils.hessian import make_fixed_batch, pyhessian_reference
-from landscape_utils.local import HessianSettings, measure_hessian
-from landscape_utils.population import train_population
-from landscape_utils.train import RunConfig, init_model, train_run
+from landscape_utils.core.population import train_population
+from landscape_utils.core.train import RunConfig, init_model, train_run
+from landscape_utils.experiments.global_metrics import GlobalSettings, fit_curves, pair_record
+from landscape_utils.experiments.local import HessianSettings, measure_hessian
+from landscape_utils.metrics.hessian import make_fixed_batch, pyhessian_reference
 
 from . import Row, interleaved
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape_utils import hessian
-from landscape_utils.data import load_dataset
-from landscape_utils.train import RunConfig, init_model, train_run
+from landscape_utils.core.data import load_dataset
+from landscape_utils.core.train import RunConfig, init_model, train_run
+from landscape_utils.metrics import hessian
 
 from . import Row, interleaved
 
@@ -67,7 +67,7 @@ def _quick_model():
 def full_hessian(model: nn.Module, batch) -> torch.Tensor:
     """The (P, P) float64 loss Hessian in eval mode, built with ``torch.func``: the
     Jacobian (reverse mode, 128 columns at a time, to bound memory) of the gradient.
-    Independent of ``landscape_utils.hessian``."""
+    Independent of ``landscape_utils.metrics.hessian``."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     names = [n for n, _ in named]
     shapes = [p.shape for _, p in named]
@@ -403,7 +403,7 @@ def _curvlinops_trace(model, batch, num_matvecs: int, seed: int = 0) -> float:
 
 def full_hessian_by_rows(model: nn.Module, batch) -> torch.Tensor:
     """The (P, P) float64 loss Hessian in eval mode, one row per backward pass through the
-    gradient's graph (plain autograd; independent of ``landscape_utils.hessian``). For the
+    gradient's graph (plain autograd; independent of ``landscape_utils.metrics.hessian``). For the
     convolutional net this is much faster on the CPU than ``full_hessian``'s ``vmap``."""
     import copy
 
@@ -443,7 +443,7 @@ def curvlinops_cases(quick: bool):
 
 
 def curvlinops_peer(quick: bool = False, repeats: int = 3) -> list[Row]:
-    """Ours (``landscape_utils.hessian``) against curvlinops, side by side, at equal accuracy.
+    """Ours (``landscape_utils.metrics.hessian``) against curvlinops, side by side, at equal accuracy.
 
     λmax: our Lanczos (``top_eigenvalues``) vs ``eigsh`` on curvlinops' operator (at the
     ARPACK basis size ncv that needs the fewest products; its default ncv as a detail),

@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import torch
 
-from landscape_utils.data import Dataset, load_dataset
-from landscape_utils.population import supports_population, train_population
-from landscape_utils.train import RunConfig
+from landscape_utils.core.data import Dataset, load_dataset
+from landscape_utils.core.population import supports_population, train_population
+from landscape_utils.core.train import RunConfig
 
 from . import Row, interleaved
 
@@ -121,7 +121,7 @@ def lr_axis(quick: bool = False, repeats: int = 3) -> list[Row]:
     batch 32 (1 epoch, 62 steps per model) and 128 (2 epochs, 30 steps). Quick: width 4,
     4 members (2 lrs x 2 seeds), 256 samples. Times include every member's final
     evaluation. Ratio: one at a time / lr populations."""
-    from landscape_utils.runner import populations
+    from landscape_utils.runs.runner import populations
 
     lrs, seeds = (LR_AXIS[1:3], range(2)) if quick else (LR_AXIS, range(3))
     base = RunConfig(dataset="mnist1d", data_fraction=0.5, model="cnn", batch_norm=True,

@@ -43,9 +43,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from landscape_utils.protocol import (MEDIAN_METRICS, check_targets, phase_counts, phase_medians, recipe_text,
-                                      temperature_text)
-from landscape_utils.train import RunConfig
+from landscape_utils.core.train import RunConfig
+from landscape_utils.experiments.protocol import (MEDIAN_METRICS, check_targets, phase_counts, phase_medians,
+                                                  recipe_text, temperature_text)
 
 REPO = Path(__file__).resolve().parents[1]
 #: RunConfig's defaults: what a candidate spec leaves unset trains with these.
@@ -194,7 +194,7 @@ _NOT_GRID = ("note", "reuse", "curve", "hessian", "train_loss_high", "mc_neg", "
 
 
 # ---------------------------------------------------------------------------- pure pieces
-# group_of, phase_counts, phase_medians and check_targets live in landscape_utils.protocol,
+# group_of, phase_counts, phase_medians and check_targets live in landscape_utils.experiments.protocol,
 # where chapter 4 reads the same targets from the default book's own grid.
 
 
@@ -258,7 +258,8 @@ def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
     table = table.copy()
     if "temperature_axis" not in table:
         table["temperature_axis"] = np.nan
-    table["temperature_axis"] = table["temperature_axis"].fillna("batch_size")  # the rows before lr axes
+    # the rows before lr axes
+    table["temperature_axis"] = table["temperature_axis"].astype(object).fillna("batch_size")
     for col in ("weight_decay", "decay_at", "decay_factor"):
         if col not in table:
             table[col] = np.nan
@@ -284,7 +285,7 @@ def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
 def step_budgets(spec: Mapping[str, Any]) -> tuple[str, int]:
     """The SGD steps of a candidate's runs (a range over its batch sizes) and of one curve
     fit, from its spec: ``epochs × ⌊n / batch⌋`` (the last partial minibatch is dropped)."""
-    from landscape_utils.runner import train_size
+    from landscape_utils.runs.runner import train_size
 
     n = train_size(spec.get("dataset", "mnist1d"), spec.get("data_fraction", 1.0))
     batches = (spec["temperature_values"] if spec.get("temperature_axis", "batch_size") == "batch_size"
@@ -383,9 +384,9 @@ def book_settings(params_file: str) -> tuple[Path, dict[str, Any], dict[str, Any
 
     import yaml
 
-    from landscape_utils.chapters import merged_values
-    from landscape_utils.global_metrics import GlobalSettings
-    from landscape_utils.local import HessianSettings
+    from landscape_utils.book.chapters import merged_values
+    from landscape_utils.experiments.global_metrics import GlobalSettings
+    from landscape_utils.experiments.local import HessianSettings
     raw = yaml.safe_load((REPO / params_file).read_text())
     shared = raw.get("shared") or {}
     local = merged_values("02_local_metrics", {**shared, **(raw.get("02_local_metrics") or {})})
@@ -398,14 +399,15 @@ def book_settings(params_file: str) -> tuple[Path, dict[str, Any], dict[str, Any
 def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = False,
                   device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:
     """Train, measure and classify one candidate; returns its CSV row and its cell table."""
-    from landscape_utils.connectivity import select_pairs
-    from landscape_utils.global_metrics import (GlobalSettings, continuation_table, curve_gain_over_continued,
-                                                curve_steps, interior_min, mc_survives_continuation,
-                                                measure_pairs, summarize_pairs, usable_runs)
-    from landscape_utils.local import HessianSettings, hessian_table
-    from landscape_utils.protocol import cold_end_converges, threshold_stability
-    from landscape_utils.runner import grid_from_params, run_grid
-    from landscape_utils.taxonomy import PhaseThresholds, cell_table, classify, classify_with_confidence
+    from landscape_utils.experiments.global_metrics import (GlobalSettings, continuation_table,
+                                                            curve_gain_over_continued, curve_steps, interior_min,
+                                                            mc_survives_continuation, measure_pairs,
+                                                            summarize_pairs, usable_runs)
+    from landscape_utils.experiments.local import HessianSettings, hessian_table
+    from landscape_utils.experiments.protocol import cold_end_converges, threshold_stability
+    from landscape_utils.experiments.taxonomy import PhaseThresholds, cell_table, classify, classify_with_confidence
+    from landscape_utils.metrics.connectivity import select_pairs
+    from landscape_utils.runs.runner import grid_from_params, run_grid
 
     spec = dict(spec)
     if quick:

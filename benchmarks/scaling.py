@@ -9,10 +9,10 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from landscape_utils import hessian
-from landscape_utils.data import load_dataset
-from landscape_utils.models import count_parameters
-from landscape_utils.train import RunConfig, init_model, train_run
+from landscape_utils.core.data import load_dataset
+from landscape_utils.core.models import count_parameters
+from landscape_utils.core.train import RunConfig, init_model, train_run
+from landscape_utils.metrics import hessian
 
 from . import Row
 

@@ -102,7 +102,7 @@ workdir: str = "../build/work/lab"  # unused here; every chapter takes it
 import torch
 
 import landscape_utils
-from landscape_utils.utils import resolve_device
+from landscape_utils.core.utils import resolve_device
 
 print(f"landscape_utils {landscape_utils.__version__}, torch {torch.__version__}, "
       f"device {resolve_device(device)}")

@@ -77,16 +77,16 @@ from dataclasses import replace
 import altair as alt
 import torch
 
-from landscape_utils import plotting
-from landscape_utils.axes import axis_info, hot_order, load_order
-from landscape_utils.findings import majority_verdict, show_findings, spearman_verdict, write_findings
-from landscape_utils.protocol import cold_end_converges
-from landscape_utils.runner import grid_from_params, run_grid
-from landscape_utils.settings import executor_options
-from landscape_utils.store import load_history
-from landscape_utils.tables import write_grid, write_table
-from landscape_utils.taxonomy import cell_table
-from landscape_utils.utils import resolve_device
+from landscape_utils.core import plotting
+from landscape_utils.core.axes import axis_info, hot_order, load_order
+from landscape_utils.core.settings import executor_options
+from landscape_utils.core.utils import resolve_device
+from landscape_utils.experiments.findings import majority_verdict, show_findings, spearman_verdict, write_findings
+from landscape_utils.experiments.protocol import cold_end_converges
+from landscape_utils.experiments.taxonomy import cell_table
+from landscape_utils.runs.runner import grid_from_params, run_grid
+from landscape_utils.runs.store import load_history
+from landscape_utils.runs.tables import write_grid, write_table
 
 dev = resolve_device(device)
 if num_threads > 0:  # tiny models train fastest on one thread of a shared machine

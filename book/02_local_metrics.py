@@ -78,15 +78,14 @@ import altair as alt
 import pandas as pd
 import torch
 
-from landscape_utils import plotting
-from landscape_utils.findings import show_findings, spearman_verdict, write_findings
-from landscape_utils.local import (DensitySettings, HessianSettings, density_table,
-                                   hessian_table, hot_is_flatter, model_and_batch,
-                                   one_seed_per_cell, pyhessian_comparison)
-from landscape_utils.settings import executor_options
-from landscape_utils.tables import read_grid, write_table
-from landscape_utils.taxonomy import cell_table
-from landscape_utils.utils import resolve_device
+from landscape_utils.core import plotting
+from landscape_utils.core.settings import executor_options
+from landscape_utils.core.utils import resolve_device
+from landscape_utils.experiments.findings import show_findings, spearman_verdict, write_findings
+from landscape_utils.experiments.local import (DensitySettings, HessianSettings, density_table, hessian_table,
+                                               hot_is_flatter, model_and_batch, one_seed_per_cell, pyhessian_comparison)
+from landscape_utils.experiments.taxonomy import cell_table
+from landscape_utils.runs.tables import read_grid, write_table
 
 dev = resolve_device(device)
 if dev.type == "cpu" and num_threads > 0:  # at this size, more threads only add sync (and

@@ -88,18 +88,18 @@ import altair as alt
 import pandas as pd
 import torch
 
-from landscape_utils import plotting
-from landscape_utils.connectivity import select_pairs
-from landscape_utils.findings import difference_verdict, majority_verdict, show_findings, write_findings
-from landscape_utils.global_metrics import (GlobalSettings, MLISettings, continuation_table,
-                                            curve_gain_over_continued, curve_steps, interior_min,
-                                            mc_survives_continuation, example_cells, measure_pairs,
-                                            mli_table, paths_table, small_load_poorly_connected,
-                                            summarize_pairs, usable_runs)
-from landscape_utils.settings import executor_options
-from landscape_utils.tables import read_grid, write_table
-from landscape_utils.taxonomy import PhaseThresholds, cell_table
-from landscape_utils.utils import resolve_device
+from landscape_utils.core import plotting
+from landscape_utils.core.settings import executor_options
+from landscape_utils.core.utils import resolve_device
+from landscape_utils.experiments.findings import difference_verdict, majority_verdict, show_findings, write_findings
+from landscape_utils.experiments.global_metrics import (GlobalSettings, MLISettings, continuation_table,
+                                                        curve_gain_over_continued, curve_steps, example_cells,
+                                                        interior_min, mc_survives_continuation, measure_pairs,
+                                                        mli_table, paths_table, small_load_poorly_connected,
+                                                        summarize_pairs, usable_runs)
+from landscape_utils.experiments.taxonomy import PhaseThresholds, cell_table
+from landscape_utils.metrics.connectivity import select_pairs
+from landscape_utils.runs.tables import read_grid, write_table
 
 dev = resolve_device(device)
 if num_threads > 0:

@@ -35,7 +35,7 @@
 # | IV-A | small | small | ≈ 0 | well connected, lower CKA |
 # | IV-B | small | small | ≈ 0 | well connected, higher CKA: the best test accuracy |
 #
-# The paper draws the boundaries by eye. Our rule (`landscape_utils.taxonomy.classify`)
+# The paper draws the boundaries by eye. Our rule (`landscape_utils.experiments.taxonomy.classify`)
 # states them: mc clearly below 0 with a high train loss is **I**; mc clearly below 0
 # otherwise is **III**; mc clearly above 0 is **II**; a cell with mc near 0 that has not
 # fitted its training set goes by the sign of its mc to I or II (phase IV is fitted); the
@@ -111,23 +111,23 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from landscape_utils import plotting, sweeps, tables
-from landscape_utils.authors_grid import load_authors_grid
-from landscape_utils.axes import axis_info, coldest
-from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
-                                      metric_ranking, phase_sharpness, show_findings,
-                                      write_findings)
-from landscape_utils.protocol import (chosen_text, grid_protocol_text, read_study, study_table,
-                                      target_findings, threshold_stability)
-from landscape_utils.runner import expand_grid, run_grid
-from landscape_utils.settings import executor_options
-from landscape_utils.store import run_id
-from landscape_utils.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
-                                      classify_with_confidence, contrast_loads, mc_on_points,
-                                      neighbour_spread, phase_summary, sensitivity,
-                                      spearman_table)
-from landscape_utils.utils import resolve_device
-from landscape_utils.widgets import PhaseExplorer, assemble_cells, linked_explorer, live_or_static
+from landscape_utils.book.widgets import PhaseExplorer, assemble_cells, linked_explorer, live_or_static
+from landscape_utils.core import plotting
+from landscape_utils.core.axes import axis_info, coldest
+from landscape_utils.core.settings import executor_options
+from landscape_utils.core.utils import resolve_device
+from landscape_utils.experiments import sweeps
+from landscape_utils.experiments.authors_grid import load_authors_grid
+from landscape_utils.experiments.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
+                                                  metric_ranking, phase_sharpness, show_findings, write_findings)
+from landscape_utils.experiments.protocol import (chosen_text, grid_protocol_text, read_study, study_table,
+                                                  target_findings, threshold_stability)
+from landscape_utils.experiments.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
+                                                  classify_with_confidence, contrast_loads, mc_on_points,
+                                                  neighbour_spread, phase_summary, sensitivity, spearman_table)
+from landscape_utils.runs import tables
+from landscape_utils.runs.runner import expand_grid, run_grid
+from landscape_utils.runs.store import run_id
 
 t_start = time.perf_counter()
 if num_threads > 0:
@@ -216,31 +216,23 @@ pd.DataFrame({"batch_size": paper.batch_size[col], "mc": paper.mc[col],
 # **The default protocol and how it was chosen.** `params/default.yaml` follows the
 # paper's recipe at CPU scale: a 1D convolutional network with BatchNorm
 # (`models.SmallCNN`) on MNIST-1D instead of ResNet18 on CIFAR-10, SGD with momentum and
-# one lr decay. Its temperature axis is the **learning rate at a fixed batch size**, so every
-# cell of the grid takes the same number of SGD steps: a cold cell differs from a hot one in
-# the noise of its steps, not in how many it took. (With the batch size as the temperature on
-# a small training set, the coldest runs take a few steps per epoch and stop before they
-# converge; chapter 1's `cold_end_converges` control names that artefact, and
-# `params/cnn_batch.yaml` keeps such a grid to show it.) The Bezier curves are fitted at one
-# fixed setting, colder than the hot runs, for a step budget chapter 3 prints beside the
-# endpoints'; its continuation control asks whether a positive mc survives training the
-# endpoints on for that budget.
-#
-# The choice comes from a protocol study (`benchmarks/protocol_study.py`; its summary is
-# `benchmarks/PROTOCOL_STUDY.md`) that trained candidate grids and checked each against
-# targets taken from the paper's table: (1) the best cell's mean test accuracy is at least
-# 0.90; (2) phases I, II, III and IV are present, with at least two cells each; (3) on
-# medians per phase, the train loss and λmax of I and II lie above those of III and IV, and
-# phase II is trained (mean train accuracy at least 0.8), not failed; (4) the best cell is in
-# IV (IV-B where the CKA splits IV); and the paper's *placement*: II, if present, in the hot
-# half of the temperature axis and III colder than II. The study picked its protocol on seeds
-# 0-2 and rebuilt the chosen grid on fresh seeds to confirm it. What the study's row of this
-# params file reached, and how its held-out rebuild compares, is computed below from the
-# study's committed table; the findings at the end of this chapter check the same targets on
-# this build's own grid (`landscape_utils.protocol`; target 4 is `best_accuracy_phase`).
-# `params/default.yaml` raises `train_loss_high` above the authors' value: small BatchNorm
-# CNNs trained with weight decay are not expected to reach the near-zero train loss of the
-# paper's ResNets (the study records where its grids level off).
+# one lr decay, milder and later than the paper's, and batch sizes large enough that the
+# coldest runs take only a few steps per epoch on a training set far smaller than
+# CIFAR-10. The protocol of this build, read from chapter 1's grid, is stated below the
+# paragraph. These choices come from a protocol study
+# (`benchmarks/protocol_study.py`; its summary is `benchmarks/PROTOCOL_STUDY.md`) that
+# trained candidate grids and checked each against four targets taken from the paper's
+# table: (1) the best cell's mean test accuracy is at least 0.90; (2) phases I, II, III
+# and IV are present, with at least two cells each; (3) on medians per phase, the train
+# loss and λmax of I and II lie above those of III and IV, and phase II is trained (mean
+# train accuracy at least 0.8), not failed; (4) the best cell is in IV (IV-B where the CKA
+# splits IV). The study's committed table follows; the findings at the end of this chapter
+# check the same targets on this build's grid (`landscape_utils.experiments.protocol`; target 4 is
+# `best_accuracy_phase`). `params/default.yaml` raises `train_loss_high` above the
+# authors' value: small BatchNorm CNNs trained with weight decay are not expected to reach
+# the near-zero train loss of the paper's ResNets (`benchmarks/PROTOCOL_STUDY.md` records
+# where the study's grids level off). MLPs on a quarter of MNIST-1D with a constant lr are
+# `params/mlp_quarter.yaml`.
 
 # %%
 grid1 = tables.read_grid(workdir)  # stops here, naming chapter 1, when its grid is missing
@@ -257,7 +249,7 @@ print(f"{len(study)} rows of {protocol_study}")
 study_table(study).rename(index=lambda name: name.replace("_", "_\u200b"))  # names may wrap
 
 # %% [markdown]
-# We join the tables of chapters 1-3 (`{workdir}/tables`, read by `landscape_utils.tables`):
+# We join the tables of chapters 1-3 (`{workdir}/tables`, read by `landscape_utils.runs.tables`):
 # the losses and accuracies of every run, the Hessian metrics of every run, and the per-pair
 # mc, CKA and $L_2$ distance. A missing table is named below; a cell without mc gets no phase.
 
@@ -385,7 +377,7 @@ flipping.style.hide(axis="index") if len(flipping) else print("no cell of this b
 # In phase III the models fit the training set, yet the seeds sit in separate basins. The
 # paper reads this as a regime where driving the training loss further down does not help,
 # and can hurt, the test accuracy, while in the well connected phase IV training longer is
-# harmless. We train, at the coldest temperature of the grid (`landscape_utils.tables`
+# harmless. We train, at the coldest temperature of the grid (`landscape_utils.runs.tables`
 # knows which end of each axis is cold), a poorly and a well connected load for an
 # increasing number of epochs (each length a separate run, with chapter 1's setup).
 
@@ -449,7 +441,7 @@ alt.hconcat(sweeps.noise_chart(by_width, "width", f"along the width ({temperatur
 # and the straight line between two seeds (chapter 3), and the smoothed Hessian spectral
 # density of one seed (chapter 2). This works in the static book, without a kernel; in
 # JupyterLab, the cell after the next shows the interactive version
-# (`landscape_utils.widgets.PhaseExplorer`).
+# (`landscape_utils.book.widgets.PhaseExplorer`).
 
 # %%
 linked_explorer(cells, load_axis, temperature_axis, history=book.history, paths=book.paths,
@@ -469,7 +461,7 @@ live_or_static(None, lambda: PhaseExplorer.from_tables(book, cells))
 # ## What this grid shows
 #
 # Each claim checked on the authors' grid and on this build's, with the rule in
-# `landscape_utils.findings` and `landscape_utils.sweeps`; `inconclusive` where the seed
+# `landscape_utils.experiments.findings` and `landscape_utils.experiments.sweeps`; `inconclusive` where the seed
 # spread or the number of cells cannot decide. Under each verdict, the same verdict after
 # Holm's correction for the number of tests in this chapter (a test keeps holds or fails
 # only when its adjusted p-value is below 0.05); rules without a p-value (the protocol

@@ -32,7 +32,7 @@
 # TinyImageNet, and a vision transformer (ViT) on CIFAR-10 and CIFAR-100, each a width (for
 # the ViT: embedding dimension) × batch-size grid with three seeds per cell. Compact tables
 # derived from their files ship with this package (`landscape_utils/reference_data/zoo`,
-# `landscape_utils.zoo`), so this chapter trains nothing and reads nothing from the network.
+# `landscape_utils.experiments.zoo`), so this chapter trains nothing and reads nothing from the network.
 #
 # **One classifier for every grid.** Every released grid goes through the same rule
 # (`classify_with_confidence`, chapter 4) with the same thresholds, those set on the
@@ -56,8 +56,8 @@
 # left has no phase. Some zoos lack some metrics altogether: their cells stay unlabelled and
 # their other claims are still tested.
 #
-# **The claims**, each tested on every grid with a stated rule (`landscape_utils.zoo`,
-# `landscape_utils.findings`): the best test accuracy is in IV-B (IV where the CKA does not
+# **The claims**, each tested on every grid with a stated rule (`landscape_utils.experiments.zoo`,
+# `landscape_utils.experiments.findings`): the best test accuracy is in IV-B (IV where the CKA does not
 # split IV); the train loss and λmax of phases I and II lie above those of III and IV; a
 # global metric ranks the test accuracy of well-trained cells better than the local ones;
 # test accuracy rises with mc; the smallest load sits behind a barrier; the hottest
@@ -67,7 +67,7 @@
 device: str = "auto"              # unused (nothing is trained); declared like every chapter's
 workdir: str = "../build/work/lab"  # run store: this chapter reads chapter 4's phase_cells.csv when present and writes tables/released_cells.csv
 paper_results: str = ""           # optional: the authors' results.tar.gz (relative to the repo root); empty reads the table shipped with the package
-zoo_tables: str = ""              # optional: a folder of zoo tables ({zoo}.csv as derive-zoo writes them; relative to the repo root); empty reads the shipped ones
+zoo_tables: str = ""              # optional: a folder of zoo tables ({zoo}.csv as the derive command writes them; relative to the repo root); empty reads the shipped ones
 train_loss_high: float = 0.01     # train loss (nats) above which a poorly connected cell is I, not III (every released grid)
 mc_neg: float = 1.0               # mc below minus this (points of train error) is a clear barrier
 mc_pos: float = 1.0               # mc above this: the path beats its endpoints (phase II)
@@ -76,7 +76,7 @@ confidence_level: float = 0.7     # a cell whose most likely phase is less likel
 failed_train_acc: float = 0.3     # a released run whose final train accuracy is below this failed (left out like a diverged run)
 n_resamples: int = 2000           # draws per cell of the phase confidence
 sensitivity_rel: float = 0.25     # each threshold is moved down and up by this fraction
-explore: str = "cifar100_resnet18"  # the zoo shown in the explorer (a name of landscape_utils.zoo.ZOOS)
+explore: str = "cifar100_resnet18"  # the zoo shown in the explorer (a name of landscape_utils.experiments.zoo.ZOOS)
 
 # %%
 import textwrap
@@ -86,13 +86,15 @@ import altair as alt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from landscape_utils import plotting, tables, zoo
-from landscape_utils.authors_grid import load_authors_grid
-from landscape_utils.findings import THIS_BUILD, read_findings, show_findings, write_findings
-from landscape_utils.protocol import phase_counts
-from landscape_utils.rugged import phase_extent
-from landscape_utils.taxonomy import PhaseThresholds, sensitivity
-from landscape_utils.widgets import linked_explorer
+from landscape_utils.book.widgets import linked_explorer
+from landscape_utils.core import plotting
+from landscape_utils.experiments import zoo
+from landscape_utils.experiments.authors_grid import load_authors_grid
+from landscape_utils.experiments.findings import THIS_BUILD, read_findings, show_findings, write_findings
+from landscape_utils.experiments.protocol import phase_counts
+from landscape_utils.experiments.rugged import phase_extent
+from landscape_utils.experiments.taxonomy import PhaseThresholds, sensitivity
+from landscape_utils.runs import tables
 
 t_start = time.perf_counter()
 if explore not in zoo.ZOOS:

@@ -63,7 +63,7 @@
 # | CKA | similarity $e^{-d^2/2\ell^2}$, with $\ell = 1/\sqrt{\mathbb E\,\omega^2}$ the correlation length of the rugged term |
 # | test accuracy | excess test loss $L_\text{test}(w) - \min L_\text{test}$ |
 #
-# All numerics and charts live in `landscape_utils.rugged`; this chapter orchestrates them.
+# All numerics and charts live in `landscape_utils.experiments.rugged`; this chapter orchestrates them.
 
 # %% tags=["parameters"]
 device: str = "auto"                # unused: the 1D model runs in numpy on the CPU; every chapter takes it
@@ -95,12 +95,13 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from landscape_utils import plotting, rugged, tables
-from landscape_utils.findings import (AUTHORS_GRID, THIS_BUILD, Finding, show_findings,
-                                      write_findings)
-from landscape_utils.authors_grid import load_authors_grid
-from landscape_utils.taxonomy import PhaseThresholds, phase_summary, sensitivity
-from landscape_utils.widgets import Control, LiveChart, live_or_static
+from landscape_utils.book.widgets import Control, LiveChart, live_or_static
+from landscape_utils.core import plotting
+from landscape_utils.experiments import rugged
+from landscape_utils.experiments.authors_grid import load_authors_grid
+from landscape_utils.experiments.findings import (AUTHORS_GRID, THIS_BUILD, Finding, show_findings, write_findings)
+from landscape_utils.experiments.taxonomy import PhaseThresholds, phase_summary, sensitivity
+from landscape_utils.runs import tables
 
 started = time.perf_counter()
 landscape = rugged.RuggedLandscape(roughness=roughness, seed=landscape_seed)
@@ -185,7 +186,7 @@ rugged.trajectory_chart(rugged.trajectory_table(tr), num_steps, anneal_steps,
 # %% [markdown]
 # ## The 1D phase diagram
 #
-# The taxonomy's classifier (`landscape_utils.taxonomy.classify`) is applied unchanged.
+# The taxonomy's classifier (`landscape_utils.experiments.taxonomy.classify`) is applied unchanged.
 # Only its thresholds are rescaled from the network units (cross-entropy, percentage points
 # of error, softmax CKA) to this model's units. The envelope is $\tfrac12 w^2$, and a walker
 # in it at temperature $T$ has excess loss $\approx T/2$, pair mc $\approx T/4$ and

@@ -44,7 +44,7 @@
 # Two cells carry the chapter: a *poorly connected* one (the most negative mc of chapter 3,
 # else the smallest model) and a *well connected* one (mc closest to 0 among the cells with a
 # low train loss, else the largest model). Every experiment is a task of the package
-# (`landscape_utils.large_scale`), run by the executor named in the parameters and cached in
+# (`landscape_utils.experiments.large_scale`), run by the executor named in the parameters and cached in
 # the store under the run ids and all the settings it depends on.
 
 # %% tags=["parameters"]
@@ -96,13 +96,13 @@ import pandas as pd
 import torch
 from IPython.display import display
 
-from landscape_utils import large_scale as ls
-from landscape_utils import plotting
-from landscape_utils.findings import show_findings, write_findings
-from landscape_utils.runner import run_grid
-from landscape_utils.settings import executor_options
-from landscape_utils.tasks import run_tasks
-from landscape_utils.utils import resolve_device
+from landscape_utils.core import plotting
+from landscape_utils.core.settings import executor_options
+from landscape_utils.core.utils import resolve_device
+from landscape_utils.experiments import large_scale as ls
+from landscape_utils.experiments.findings import show_findings, write_findings
+from landscape_utils.runs.runner import run_grid
+from landscape_utils.runs.tasks import run_tasks
 
 dev = resolve_device(device)
 if num_threads > 0:  # tiny models run fastest on one thread of a shared machine

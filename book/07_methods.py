@@ -42,12 +42,12 @@ import dataclasses
 
 import pandas as pd
 
-from landscape_utils.chapters import BOOK_DIR, chapter_parameters
-from landscape_utils.global_metrics import GlobalSettings, MLISettings
-from landscape_utils.large_scale import WedgeSettings
-from landscape_utils.local import DensitySettings, HessianSettings
-from landscape_utils.taxonomy import PhaseThresholds
-from landscape_utils.train import RunConfig
+from landscape_utils.book.chapters import BOOK_DIR, chapter_parameters
+from landscape_utils.core.train import RunConfig
+from landscape_utils.experiments.global_metrics import GlobalSettings, MLISettings
+from landscape_utils.experiments.large_scale import WedgeSettings
+from landscape_utils.experiments.local import DensitySettings, HessianSettings
+from landscape_utils.experiments.taxonomy import PhaseThresholds
 
 # (chapter, settings class, prefix of its parameters): each chapter builds these with
 # from_params (chapter 1 builds RunConfig with grid_from_params, by the same names)

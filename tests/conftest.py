@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape_utils.data import Dataset
+from landscape_utils.core.data import Dataset
 
 
 def make_blobs(n_train: int = 256, n_test: int = 128, dim: int = 10, k: int = 3, seed: int = 0) -> Dataset:
@@ -84,7 +84,7 @@ def headless_chromium(width: int = 1280, height: int = 1000, extra_args: tuple[s
 def train_tiny_digits_grid(workdir):
     """A finished grid of four tiny digits MLPs (widths 4 and 8 x seeds 0 and 1, one epoch)
     in ``workdir``; returns chapter 1's results table of it."""
-    from landscape_utils.runner import expand_grid, run_grid
+    from landscape_utils.runs.runner import expand_grid, run_grid
 
     configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 1, "batch_size": 64},
                           {"width": [4, 8]}, seeds=range(2))

@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.align: permutations keep the function, weight matching undoes a
+"""Tests of landscape_utils.metrics.align: permutations keep the function, weight matching undoes a
 known permutation exactly (MLP with and without BatchNorm, CNN with BatchNorm), matches a
 brute-force search over all permutations of a small layer, and removes the barrier
 between a model and its permuted copy."""
@@ -11,10 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape_utils.align import (aligned_barrier, loss_barrier, matching_objective, permutation_spec,
-                                   permute_model, random_permutations, weight_matching)
-from landscape_utils.models import MLP, ResNet18, SmallCNN
-from landscape_utils.similarity import l2_distance
+from landscape_utils.core.models import MLP, ResNet18, SmallCNN
+from landscape_utils.metrics.align import (aligned_barrier, loss_barrier, matching_objective, permutation_spec,
+                                           permute_model, random_permutations, weight_matching)
+from landscape_utils.metrics.similarity import l2_distance
 
 
 

@@ -1,11 +1,11 @@
-"""Tests for landscape_utils.authors_grid: the shipped authors' grid, classified, keeps the
+"""Tests for landscape_utils.experiments.authors_grid: the shipped authors' grid, classified, keeps the
 paper's layout; paths resolve as the params files mean them."""
 from __future__ import annotations
 
 import pytest
 
-from landscape_utils import authors_grid
-from landscape_utils.reference import PAPER_BATCH_SIZES
+from landscape_utils.experiments import authors_grid
+from landscape_utils.experiments.reference import PAPER_BATCH_SIZES
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.axes: which axis is the load, which the temperature, and which
+"""Tests for landscape_utils.core.axes: which axis is the load, which the temperature, and which
 end of each is hot."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils import axes as A
+from landscape_utils.core import axes as A
 
 
 def test_hot_end_follows_the_paper_temperature_rises_with_lr_and_falls_with_batch():

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from landscape_utils import book
-from landscape_utils.book import BOOK_DIR, chapter_parameters, chapters, load_params, preflight
-from landscape_utils.runner import CONFIG_KEYS, expand_grid, run_grid
-from landscape_utils.store import Store, load_results, run_id
+from landscape_utils.book import driver as book
+from landscape_utils.book.driver import BOOK_DIR, chapter_parameters, chapters, load_params, preflight
+from landscape_utils.runs.runner import CONFIG_KEYS, expand_grid, run_grid
+from landscape_utils.runs.store import Store, load_results, run_id
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"dataset": "digits", "model": "mlp", "load_values": [4], "temperature_values": [64], "num_seeds": 1,
@@ -105,7 +105,7 @@ def test_finished_grid_needs_no_cluster(tmp_path):
         preflight(params)
     merged = {k: p.default for k, p in chapter_parameters(BOOK_DIR / "01_training_grid.py").items()}
     merged.update(params["01_training_grid"])
-    from landscape_utils.runner import grid_from_params
+    from landscape_utils.runs.runner import grid_from_params
 
     run_grid(grid_from_params(merged), tmp_path / "w", device="cpu", progress=False)
     preflight(params)  # nothing left to train: no error
@@ -256,7 +256,7 @@ def test_one_seed_is_allowed_for_chapters_1_and_2():
 
 
 def test_grid_from_params_takes_its_seeds_from_first_seed():
-    from landscape_utils.runner import grid_from_params
+    from landscape_utils.runs.runner import grid_from_params
 
     base = {"load_axis": "width", "load_values": [4], "temperature_axis": "lr", "temperature_values": [0.1],
             "num_seeds": 3}

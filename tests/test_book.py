@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from landscape_utils.book import ParamsError, chapter_parameters, chapters, load_params
+from landscape_utils.book.driver import ParamsError, chapter_parameters, chapters, load_params
 
 from conftest import headless_chromium
 
@@ -173,7 +173,7 @@ def test_book_renders_offline_in_headless_chromium(smoke_book, page, needs_math)
 
 @pytest.mark.book
 def test_driver_relays_progress_and_drops_only_the_tcp_warning(smoke_book):
-    from landscape_utils.book import TCP_WARNING
+    from landscape_utils.book.driver import TCP_WARNING
 
     log = (smoke_book / "book.log").read_text()
     out = (smoke_book.parent / "driver.out").read_text()
@@ -196,7 +196,7 @@ def test_progress_relay_throttles_and_reads_split_updates():
 
     from tqdm import tqdm
 
-    from landscape_utils.book import ProgressRelay
+    from landscape_utils.book.driver import ProgressRelay
 
     buf = io.StringIO()
     with tqdm(total=6, desc="Hessian (λmax, trace)", file=buf, mininterval=0, unit="run") as bar:
@@ -217,7 +217,7 @@ def test_progress_relay_throttles_and_reads_split_updates():
 def test_prepare_for_html_folds_code_and_summarizes_the_parameters():
     import nbformat
 
-    from landscape_utils.book import prepare_for_html
+    from landscape_utils.book.driver import prepare_for_html
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [
@@ -244,7 +244,7 @@ def test_prepare_for_html_folds_code_and_summarizes_the_parameters():
 
 
 def test_export_chapter_is_the_flat_section_papermill_reads():
-    from landscape_utils.book import export_chapter
+    from landscape_utils.book.driver import export_chapter
 
     text = export_chapter(REPO / "params" / "default.yaml", "02")
     flat = yaml.safe_load(text)
@@ -291,7 +291,7 @@ def test_html_book_reads_like_an_article(smoke_book):
     assert "Copyright 2026" in index
     import nbformat
 
-    from landscape_utils.book import phase_diagram_output
+    from landscape_utils.book.driver import phase_diagram_output
 
     ch4 = nbformat.read(smoke_book / "notebooks" / "04_taxonomy.ipynb", as_version=4)
     if phase_diagram_output(ch4) is not None:  # chapter 4's grid chart, copied onto the landing page
@@ -311,8 +311,8 @@ def test_html_book_reads_like_an_article(smoke_book):
 def test_every_page_says_what_built_it(smoke_book):
     import torch
 
-    from landscape_utils.book import read_usage
-    from landscape_utils.utils import build_info
+    from landscape_utils.book.driver import read_usage
+    from landscape_utils.core.utils import build_info
 
     html = smoke_book / "html"
     for chap in chapters():
@@ -328,7 +328,7 @@ def test_every_page_says_what_built_it(smoke_book):
 
 
 def test_provenance_block_sums_a_chapters_usage_log(tmp_path):
-    from landscape_utils.book import provenance_markdown, read_usage, usage_log
+    from landscape_utils.book.driver import provenance_markdown, read_usage, usage_log
 
     log = usage_log(tmp_path, "02_x")
     log.parent.mkdir(parents=True)
@@ -348,10 +348,10 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     own tables (not from the chapters' variables) come out the same."""
     import pandas as pd
 
-    from landscape_utils.findings import FINDINGS_COLUMNS, read_findings
-    from landscape_utils.global_metrics import small_load_poorly_connected
-    from landscape_utils.local import hot_is_flatter
-    from landscape_utils.tables import read_grid, read_table
+    from landscape_utils.experiments.findings import FINDINGS_COLUMNS, read_findings
+    from landscape_utils.experiments.global_metrics import small_load_poorly_connected
+    from landscape_utils.experiments.local import hot_is_flatter
+    from landscape_utils.runs.tables import read_grid, read_table
 
     work = smoke_book.parent / "work"
     found = read_findings(work)
@@ -374,7 +374,7 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     per_run = grid.ok_runs.merge(read_table(work, "local")[["run_id", "lambda_max"]], on="run_id")
     again = hot_is_flatter(per_run, load, temp, grid.temperature.hot_end == "large")
     assert (recorded("hot_is_flatter").verdict, recorded("hot_is_flatter").evidence) == (again.verdict, again.evidence)
-    from landscape_utils.protocol import cold_end_converges
+    from landscape_utils.experiments.protocol import cold_end_converges
     again = cold_end_converges(grid.ok_runs, load, temp)
     assert (recorded("cold_end_converges").verdict, recorded("cold_end_converges").evidence) == (
         again.verdict, again.evidence)
@@ -388,8 +388,8 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     assert str(best.phase) in row.evidence
     if row.verdict == "holds":
         assert best.phase in ("IV", "IV-B")
-    # The protocol targets (landscape_utils.protocol), recomputed from phase_cells.csv.
-    from landscape_utils.protocol import target_findings
+    # The protocol targets (landscape_utils.experiments.protocol), recomputed from phase_cells.csv.
+    from landscape_utils.experiments.protocol import target_findings
     split = bool(cells.iv_split.iloc[0])
     for f in target_findings(cells, list(cells.phase), split, load=load, temperature=temp):
         row = recorded(f.key)
@@ -397,7 +397,7 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
 
 
 def test_chapters_start_after_the_chapters_whose_tables_they_read():
-    from landscape_utils.book import PREREQUISITES, prerequisites
+    from landscape_utils.book.driver import PREREQUISITES, prerequisites
 
     stems = ["00_introduction", "01_training_grid", "02_local_metrics", "03_global_connectivity",
              "04_taxonomy", "05_rugged_convexity", "06_large_scale_structure", "07_methods", "08_new"]
@@ -410,10 +410,10 @@ def test_chapters_start_after_the_chapters_whose_tables_they_read():
     assert needs["08_new"] == set(stems[:-1])  # a chapter not listed waits for all before it
     assert prerequisites([Path("book/02_local_metrics.py")]) == {"02_local_metrics": set()}
     # every chapter of the book is listed, and the tables each reads come from its prerequisites
-    from landscape_utils.chapters import chapter_key
+    from landscape_utils.book.chapters import chapter_key
 
     assert {chapter_key(c.stem) for c in chapters()} <= set(PREREQUISITES)
-    from landscape_utils.tables import TABLES
+    from landscape_utils.runs.tables import TABLES
 
     writer = {name: spec.chapter.split("(")[-1].rstrip(")")[:2] for name, spec in TABLES.items()
               if "(" in spec.chapter}

@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.connectivity: Bezier curves and their fitting, the shared SGD
+"""Tests of landscape_utils.metrics.connectivity: Bezier curves and their fitting, the shared SGD
 loop, BatchNorm recalibration against a manual computation, path evaluation, MLI and
 seed-pair averaging."""
 from __future__ import annotations
@@ -16,11 +16,11 @@ from torch import nn
 from torch.func import functional_call
 from torch.optim.swa_utils import update_bn
 
-from landscape_utils.connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evaluate_path,
-                                          fit_bezier, linear_barrier, linear_path, mli, pair_metrics,
-                                          recalibrate_bn, select_pairs)
-from landscape_utils.profiles import max_bump_height, mode_connectivity
-from landscape_utils.similarity import l2_distance, model_cka
+from landscape_utils.metrics.connectivity import (PROFILE_COLUMNS, BezierCurve, bezier_lr_factor, evaluate_path,
+                                                  fit_bezier, linear_barrier, linear_path, mli, pair_metrics,
+                                                  recalibrate_bn, select_pairs)
+from landscape_utils.metrics.profiles import max_bump_height, mode_connectivity
+from landscape_utils.metrics.similarity import l2_distance, model_cka
 
 from conftest import fit_adam, make_rings
 
@@ -315,7 +315,7 @@ def test_pair_metrics(toy):
 def test_fit_by_sgd_is_momentum_sgd_with_the_schedule_the_draws_and_the_hooks():
     """Three epochs of two steps on ½·t·‖w − mean(x_b)‖², against the momentum recurrence
     written out by hand with the same generator (data order, then one t per step)."""
-    from landscape_utils.connectivity import bezier_lr_factor, draw_t, fit_by_sgd
+    from landscape_utils.metrics.connectivity import bezier_lr_factor, draw_t, fit_by_sgd
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(9, 3, generator=g, dtype=torch.float64), torch.zeros(9, dtype=torch.long)
@@ -366,7 +366,7 @@ def test_fit_by_sgd_is_momentum_sgd_with_the_schedule_the_draws_and_the_hooks():
 def test_continue_training_is_the_curve_recipe_on_one_endpoint():
     """Four epochs of CE + ½·wd·‖θ‖² on a float64 linear model, against momentum SGD written
     out by hand with the fit's generator and lr schedule; the input model is unchanged."""
-    from landscape_utils.connectivity import continue_training
+    from landscape_utils.metrics.connectivity import continue_training
 
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(10, 3, generator=g, dtype=torch.float64), torch.randint(0, 4, (10,), generator=g)

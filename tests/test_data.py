@@ -5,7 +5,7 @@ import pytest
 import scipy.io
 import torch
 
-from landscape_utils.data import batches, corrupt_labels, load_dataset
+from landscape_utils.core.data import batches, corrupt_labels, load_dataset
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def test_batches_drop_the_last_incomplete_batch_and_cover_each_sample_once():
 
 
 def test_data_order_generator_is_per_seed_and_independent_of_the_global_stream():
-    from landscape_utils.data import data_order_generator
+    from landscape_utils.core.data import data_order_generator
 
     torch.manual_seed(0)
     a = torch.randperm(50, generator=data_order_generator(3))
@@ -162,7 +162,7 @@ def test_data_order_generator_is_per_seed_and_independent_of_the_global_stream()
 def test_mnist1d_cache_holds_exactly_the_generated_arrays(tmp_path, monkeypatch):
     """The first load generates and saves; later loads (in any process) read the file and
     get the same arrays as a fresh generation; a damaged file is generated again."""
-    from landscape_utils import data
+    from landscape_utils.core import data
 
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
     data._load_raw.cache_clear()
@@ -193,7 +193,7 @@ def test_mnist1d_cache_holds_exactly_the_generated_arrays(tmp_path, monkeypatch)
 
 
 def test_mnist1d_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
-    from landscape_utils import data
+    from landscape_utils.core import data
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
@@ -206,7 +206,7 @@ def test_mnist1d_cache_that_cannot_be_written_is_skipped(tmp_path, monkeypatch):
 
 
 def test_mnist1d_cache_write_that_fails_leaves_no_temporary_file(tmp_path, monkeypatch):
-    from landscape_utils import data
+    from landscape_utils.core import data
 
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(data, "generate_mnist1d", lambda: {

@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.directions: filter normalization slice by slice, cuts rebuilt by
+"""Tests of landscape_utils.metrics.directions: filter normalization slice by slice, cuts rebuilt by
 hand (with and without BatchNorm), radial cuts, escape distances, the cone geometry of a
 homogeneous network, and training in random subspaces."""
 from __future__ import annotations
@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape_utils.connectivity import recalibrate_bn
-from landscape_utils.directions import (escape_distance, escape_table, filter_normalized_direction,
-                                        loss_along_direction, loss_surface_2d, radial_profile, random_projection,
-                                        random_unit_direction, subspace_sweep, success_rate, train_in_subspace,
-                                        wedge_profiles)
-from landscape_utils.params import combine, flatten_params, norm, params_of, unflatten_params
-from landscape_utils.models import MLP, SmallCNN
-from landscape_utils.models import evaluate
+from landscape_utils.core.models import MLP, SmallCNN
+from landscape_utils.core.models import evaluate
+from landscape_utils.core.params import combine, flatten_params, norm, params_of, unflatten_params
+from landscape_utils.metrics.connectivity import recalibrate_bn
+from landscape_utils.metrics.directions import (escape_distance, escape_table, filter_normalized_direction,
+                                                loss_along_direction, loss_surface_2d, radial_profile,
+                                                random_projection, random_unit_direction, subspace_sweep, success_rate,
+                                                train_in_subspace, wedge_profiles)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

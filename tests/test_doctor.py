@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import landscape_utils.runner as runner
-from landscape_utils import doctor
+import landscape_utils.runs.runner as runner
+from landscape_utils.book import doctor
 
 REPO = Path(__file__).resolve().parents[1]
 NO_CUDA = not torch.cuda.is_available()
@@ -39,10 +39,10 @@ def test_paper_params_fail_naming_the_missing_cifar10_folder(capsys):
 
 
 def test_the_command_line_exit_code(tmp_path):
-    """``python -m landscape_utils.doctor`` in a process of its own (as ``make doctor`` runs it)."""
+    """``python -m landscape_utils.book.doctor`` in a process of its own (as ``make doctor`` runs it)."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("01_training_grid:\n  widht: 3\n")
-    proc = subprocess.run([sys.executable, "-m", "landscape_utils.doctor", "--params", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "landscape_utils.book.doctor", "--params", str(bad)],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 1
     assert "widht" in proc.stderr and "[doctor] python" in proc.stdout

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.findings: the Finding record and its table, the verdict rules
+"""Tests for landscape_utils.experiments.findings: the Finding record and its table, the verdict rules
 (checked against hand computations), and chapter 4's findings on hand-made cells and on the
 authors' shipped grid."""
 from __future__ import annotations
@@ -10,22 +10,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from landscape_utils.findings import (
-    EXPECTED_SIGNS,
-    FINDINGS_COLUMNS,
-    Finding,
-    Verdict,
-    _rho_rows,
-    best_accuracy_phase,
-    difference_verdict,
-    findings_frame,
-    majority_verdict,
-    metric_ranking,
-    read_findings,
-    show_findings,
-    spearman_verdict,
-    write_findings,
-)
+from landscape_utils.experiments.findings import (EXPECTED_SIGNS, FINDINGS_COLUMNS, Finding, Verdict, _rho_rows,
+                                                  best_accuracy_phase, difference_verdict, findings_frame,
+                                                  majority_verdict, metric_ranking, read_findings, show_findings,
+                                                  spearman_verdict, write_findings)
 
 
 # --------------------------------------------------------------------------------------
@@ -128,7 +116,7 @@ def test_difference_verdict_false_positive_rate(fixed):
 
 
 def test_holm_against_brute_force():
-    from landscape_utils.findings import corrected_verdicts, holm
+    from landscape_utils.experiments.findings import corrected_verdicts, holm
 
     p = np.array([0.01, 0.04, np.nan, 0.03, 0.2])
     # by hand: sorted 0.01, 0.03, 0.04, 0.2 (m = 4) -> 0.04, 0.09, 0.09 (max with 0.08), 0.2
@@ -255,8 +243,8 @@ def test_metric_ranking_rules():
 
 
 def test_chapter4_findings_on_the_authors_grid():
-    from landscape_utils.reference import load_shipped_pairs, load_shipped_results
-    from landscape_utils.taxonomy import classify_with_confidence
+    from landscape_utils.experiments.reference import load_shipped_pairs, load_shipped_results
+    from landscape_utils.experiments.taxonomy import classify_with_confidence
 
     cells = load_shipped_results(paper_grid_only=True)
     conf = classify_with_confidence(cells, load_shipped_pairs(paper_grid_only=True),
@@ -292,7 +280,7 @@ def test_findings_csv_carries_the_corrected_verdict(tmp_path):
 
 
 def test_phase_sharpness_goes_both_ways():
-    from landscape_utils.findings import phase_sharpness
+    from landscape_utils.experiments.findings import phase_sharpness
 
     cells = pd.DataFrame({"lambda_max": [80.0, 90.0, 100.0, 60.0, 5.0, 6.0, 4.0, 7.0, 50.0]})
     ph = ["I", "I", "II", "II", "III", "IV-A", "IV-B", "IV", "undetermined"]

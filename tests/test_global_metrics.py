@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.global_metrics: the cache key, one pair's record rebuilt from
+"""Tests of landscape_utils.experiments.global_metrics: the cache key, one pair's record rebuilt from
 the underlying metrics (and the straight line's midpoint rebuilt by hand), the store
 cache, diverged-run handling, the per-cell summary, the path table and the example
 cells."""
@@ -13,16 +13,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape_utils.connectivity import fit_bezier
-from landscape_utils.global_metrics import (METRIC_NAME, PAIR_METRICS, PATH_COLUMNS, GlobalSettings,
-                                            example_cells, fit_bezier_batch, measure_pairs, pair_record,
-                                            paths_table, summarize_pairs, usable_runs)
-from landscape_utils.models import build_model
-from landscape_utils.profiles import mode_connectivity
-from landscape_utils.similarity import l2_distance, model_cka
-from landscape_utils.runner import expand_grid, run_grid
-from landscape_utils.store import Store
-from landscape_utils.models import evaluate
+from landscape_utils.core.models import build_model
+from landscape_utils.core.models import evaluate
+from landscape_utils.experiments.global_metrics import (METRIC_NAME, PAIR_METRICS, PATH_COLUMNS, GlobalSettings,
+                                                        example_cells, fit_bezier_batch, measure_pairs, pair_record,
+                                                        paths_table, summarize_pairs, usable_runs)
+from landscape_utils.metrics.connectivity import fit_bezier
+from landscape_utils.metrics.profiles import mode_connectivity
+from landscape_utils.metrics.similarity import l2_distance, model_cka
+from landscape_utils.runs.runner import expand_grid, run_grid
+from landscape_utils.runs.store import Store
 
 from conftest import make_blobs
 
@@ -144,7 +144,7 @@ def test_measure_pairs_computes_once_per_key_and_resumes(tmp_path, monkeypatch):
     grid = run_grid(configs, tmp_path, device=CPU, progress=False)
     ids = list(grid.sort_values("seed").run_id)
     pairs = [(ids[0], ids[1]), (ids[0], ids[2])]
-    import landscape_utils.global_metrics as gm
+    import landscape_utils.experiments.global_metrics as gm
     calls = []
     real = gm.pair_record
     monkeypatch.setattr(gm, "pair_record", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -255,9 +255,9 @@ def test_example_cells_pick_the_barrier_and_the_best_connected_low_loss_cell():
 
 # --------------------------------------------------------------------------- MLI and findings
 def test_mli_table_is_the_mli_of_each_stored_run(tmp_path):
-    from landscape_utils.connectivity import mli
-    from landscape_utils.global_metrics import MLISettings, mli_table
-    from landscape_utils.store import load_model
+    from landscape_utils.experiments.global_metrics import MLISettings, mli_table
+    from landscape_utils.metrics.connectivity import mli
+    from landscape_utils.runs.store import load_model
 
     configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 2, "batch_size": 64},
                           {"width": [8]}, seeds=range(2))
@@ -279,7 +279,7 @@ def test_mli_table_is_the_mli_of_each_stored_run(tmp_path):
 def test_small_load_poorly_connected_decides_each_temperature_from_its_pairs():
     from scipy import stats
 
-    from landscape_utils.global_metrics import small_load_poorly_connected
+    from landscape_utils.experiments.global_metrics import small_load_poorly_connected
 
     seeds = [(0, 1), (0, 2), (1, 2)]
 
@@ -311,10 +311,10 @@ def test_small_load_poorly_connected_decides_each_temperature_from_its_pairs():
 
 
 def test_continuation_table_trains_each_run_on_for_the_curve_budget(tmp_path):
-    from landscape_utils.connectivity import continue_training, evaluate_path
-    from landscape_utils.global_metrics import (CONTINUATION_METRIC, GlobalSettings, continuation_key,
+    from landscape_utils.metrics.connectivity import continue_training, evaluate_path
+    from landscape_utils.experiments.global_metrics import (CONTINUATION_METRIC, GlobalSettings, continuation_key,
                                                 continuation_table, curve_steps, measure_pairs)
-    from landscape_utils.store import load_model
+    from landscape_utils.runs.store import load_model
 
     configs = expand_grid({"dataset": "digits", "model": "mlp", "num_epochs": 2, "batch_size": 64,
                            "batch_norm": True}, {"width": [8]}, seeds=range(2))
@@ -349,7 +349,7 @@ def test_continuation_table_trains_each_run_on_for_the_curve_budget(tmp_path):
 
 
 def test_curve_gain_over_continued_and_the_finding_go_both_ways():
-    from landscape_utils.global_metrics import curve_gain_over_continued, interior_min, mc_survives_continuation
+    from landscape_utils.experiments.global_metrics import curve_gain_over_continued, interior_min, mc_survives_continuation
 
     assert interior_min([5.0, 1.0, 2.0, 0.5]) == 1.0
     assert np.isnan(interior_min([1.0, 2.0]))

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.hessian against exact Hessians of tiny models.
+"""Tests for landscape_utils.metrics.hessian against exact Hessians of tiny models.
 
 The ground truth is built here, independently of the module: ``torch.func.hessian`` of
 the loss over the flat vector of trainable parameters, in float64 and eval mode, then
@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_utils import hessian as H
+from landscape_utils.metrics import hessian as H
 
 F64 = torch.float64
 

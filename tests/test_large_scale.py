@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.large_scale (chapter 6): the cells, the extra runs, the tasks
+"""Tests of landscape_utils.experiments.large_scale (chapter 6): the cells, the extra runs, the tasks
 rebuilt by hand on tiny stored runs, the tables, the verdict rules, and the same records
 under the process executor as under the serial one."""
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from landscape_utils import large_scale as ls
-from landscape_utils.params import combine, dot, norm, params_of
-from landscape_utils.runner import expand_grid, run_grid
-from landscape_utils.store import Store, run_id
-from landscape_utils.tasks import run_tasks
+from landscape_utils.core.params import combine, dot, norm, params_of
+from landscape_utils.experiments import large_scale as ls
+from landscape_utils.runs.runner import expand_grid, run_grid
+from landscape_utils.runs.store import Store, run_id
+from landscape_utils.runs.tasks import run_tasks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

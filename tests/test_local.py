@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.local: the numbers against an exact Hessian, the cache
+"""Tests for landscape_utils.experiments.local: the numbers against an exact Hessian, the cache
 (resume, per-setting keys), the tables' shapes and the PyHessian side-by-side."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from conftest import train_tiny_digits_grid
-from landscape_utils import local
-from landscape_utils.local import (DensitySettings, HessianSettings, bin_density, density_table,
-                                   hessian_table, measure_density, measure_hessian,
-                                   model_and_batch, one_seed_per_cell, pyhessian_comparison)
-from landscape_utils.store import Store
+from landscape_utils.experiments import local
+from landscape_utils.experiments.local import (DensitySettings, HessianSettings, bin_density, density_table,
+                                               hessian_table, measure_density, measure_hessian, model_and_batch,
+                                               one_seed_per_cell, pyhessian_comparison)
+from landscape_utils.runs.store import Store
 
 F64 = torch.float64
 
@@ -219,7 +219,7 @@ def test_pyhessian_comparison_side_by_side():
 
 
 def test_pyhessian_failure_raises_its_message(monkeypatch):
-    from landscape_utils.hessian import PyHessianReference
+    from landscape_utils.metrics.hessian import PyHessianReference
 
     failed = PyHessianReference(error="pyhessian failed during trace: boom")
     monkeypatch.setattr(local, "pyhessian_reference", lambda *a, **k: failed)
@@ -235,7 +235,7 @@ def _runs(values: dict[tuple[float, float], list[float]]) -> pd.DataFrame:
 
 
 def test_hot_is_flatter_reads_the_direction_per_load():
-    from landscape_utils.local import hot_is_flatter
+    from landscape_utils.experiments.local import hot_is_flatter
 
     # Small batches are hot: sharper at the hot end at every width, well outside the spread:
     # the paper's picture (hot is flatter) fails.

@@ -16,7 +16,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from landscape_utils.book import chapter_parameters, chapters
+from landscape_utils.book.driver import chapter_parameters, chapters
 
 REPO = Path(__file__).resolve().parents[1]
 CHAPTER = REPO / "book" / "07_methods.py"
@@ -81,9 +81,9 @@ def test_only_markdown_a_parameters_cell_and_the_table_of_defaults(notebook):
     # only the settings dataclasses, the chapters' parameters cells and pandas
     imported = {n.module or "" for n in ast.walk(ast.parse(table.source)) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(ast.parse(table.source)) if isinstance(n, ast.Import) for a in n.names}
-    assert imported <= {"dataclasses", "pandas", "landscape_utils.chapters", "landscape_utils.global_metrics",
-                        "landscape_utils.large_scale", "landscape_utils.local", "landscape_utils.taxonomy",
-                        "landscape_utils.train"}, imported
+    assert imported <= {"dataclasses", "pandas", "landscape_utils.book.chapters", "landscape_utils.experiments.global_metrics",
+                        "landscape_utils.experiments.large_scale", "landscape_utils.experiments.local", "landscape_utils.experiments.taxonomy",
+                        "landscape_utils.core.train"}, imported
     assert len([c for c in notebook.cells if c.cell_type == "markdown"]) >= 10
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from landscape_utils.models import build_model, count_parameters
+from landscape_utils.core.models import build_model, count_parameters
 
 
 @pytest.mark.parametrize("name,in_shape", [("mlp", (40,)), ("cnn", (40,)), ("cnn", (1, 8, 8)),

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from landscape_utils.book import chapters
+from landscape_utils.book.driver import chapters
 
 from test_book import build_smoke_book  # tests/ is on sys.path (pytest's default import mode)
 

@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.params: the parameter-vector helpers against hand-built vectors."""
+"""Tests of landscape_utils.core.params: the parameter-vector helpers against hand-built vectors."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from landscape_utils.models import MLP
-from landscape_utils.params import (combine, dot, flatten_params, matching_parameters, norm, params_of,
-                                    trainable_parameters, unflatten_params)
+from landscape_utils.core.models import MLP
+from landscape_utils.core.params import (combine, dot, flatten_params, matching_parameters, norm, params_of,
+                                         trainable_parameters, unflatten_params)
 
 
 def _bn_net():

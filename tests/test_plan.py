@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from landscape_utils import book, plan
-from landscape_utils.book import BOOK_DIR, chapters, load_params
-from landscape_utils.runner import grid_from_params, run_grid
-from landscape_utils.store import Store, run_id
+from landscape_utils.book import driver as book
+from landscape_utils.book import plan
+from landscape_utils.book.driver import BOOK_DIR, chapters, load_params
+from landscape_utils.runs.runner import grid_from_params, run_grid
+from landscape_utils.runs.store import Store, run_id
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def _params(tmp_path, **sections) -> dict:
 
 
 def test_plan_counts_the_tasks_and_finds_the_stored_ones(tmp_path, monkeypatch):
-    from landscape_utils.runner import train_size
+    from landscape_utils.runs.runner import train_size
 
     # deterministic timings: an SGD step costs 1 ms x width per batch of 32
     monkeypatch.setattr(plan, "time_epoch", lambda c, device, num_batches: 1e-3 * c.width * (
@@ -88,7 +89,7 @@ def test_plan_counts_the_tasks_and_finds_the_stored_ones(tmp_path, monkeypatch):
     merged = book.merged_values("01_training_grid", params["01_training_grid"])
     grid = grid_from_params(merged)
     run_grid(grid[:2], tmp_path / "w", device="cpu", progress=False)
-    from landscape_utils.local import HESSIAN_METRIC, HessianSettings
+    from landscape_utils.experiments.local import HESSIAN_METRIC, HessianSettings
 
     p2 = book.merged_values("02_local_metrics", params["02_local_metrics"])
     s = HessianSettings.from_params(p2)  # as chapter 2 builds it

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.plotting: the colour rule (checked on rendered colours), the
+"""Tests for landscape_utils.core.plotting: the colour rule (checked on rendered colours), the
 symmetric diverging domains, rounded legends, hot-on-top phase maps, the width budget of
 composed charts (from their specs and rendered), and the smoothed spectral density against
 a brute-force sum of Gaussians."""
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils import plotting as P
+from landscape_utils.core import plotting as P
 
 vlc = pytest.importorskip("vl_convert")
 

@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-from landscape_utils.data import Dataset
-from landscape_utils.models import build_model, evaluate
-from landscape_utils.population import supports_population, train_population, train_population_vectorized
-from landscape_utils.train import RunConfig, train_run
+from landscape_utils.core.data import Dataset
+from landscape_utils.core.models import build_model, evaluate
+from landscape_utils.core.population import supports_population, train_population, train_population_vectorized
+from landscape_utils.core.train import RunConfig, train_run
 
 ATOL = 2e-5  # float32 rounding: batched kernels sum in another order than single ones
 
@@ -201,7 +201,7 @@ def test_configs_must_differ_only_in_seed(blobs):
 
 
 def test_fallback_predicate(monkeypatch):
-    import landscape_utils.population as population
+    import landscape_utils.core.population as population
 
     assert supports_population(cfg(model="mlp"))
     assert supports_population(cfg(model="mlp", batch_norm=True))
@@ -283,7 +283,7 @@ def test_resnet18_short_training_reaches_the_same_accuracy():
 def test_train_population_dispatches_and_falls_back(blobs, monkeypatch):
     """The runner's entry point: stacked for supported models with >= 2 seeds, one
     ``train_run`` per seed otherwise (unsupported model, one seed, vectorize=False)."""
-    import landscape_utils.population as population
+    import landscape_utils.core.population as population
 
     calls = []
     real = population.train_population_vectorized
@@ -332,7 +332,7 @@ def test_lr_and_weight_decay_population_matches_separate_runs(blobs, kind, monke
     seed, are stacked (one call to the vectorized trainer, told what varies), and each
     ends where its own ``train_run`` does, its per-epoch lr following its own lr down the
     schedule, within the tolerances of the seed populations."""
-    import landscape_utils.population as population
+    import landscape_utils.core.population as population
 
     extra = dict(num_epochs=4) if kind == "mlp" else dict(model="cnn", width=4, batch_norm=True, num_epochs=2)
     configs = temperature_population(**extra)
@@ -375,7 +375,7 @@ def test_train_population_names_fields_that_may_not_differ(blobs):
 
 
 def test_lr_population_of_an_unstacked_model_trains_each_member_alone(blobs, monkeypatch):
-    import landscape_utils.population as population
+    import landscape_utils.core.population as population
 
     monkeypatch.setattr(population, "supports_population", lambda c: False)
     configs = [cfg(seed=0, lr=0.02, num_epochs=2), cfg(seed=0, lr=0.05, weight_decay=0.0, num_epochs=2)]

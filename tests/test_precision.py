@@ -6,14 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import landscape_utils.train as train
-from landscape_utils.hessian import hessian_vector_product
-from landscape_utils.models import build_model, evaluate
-from landscape_utils.population import train_population
-from landscape_utils.runner import check_configs
-from landscape_utils.store import Store, run_id, stable_hash
-from landscape_utils.train import (RunConfig, check_precision, forward_precision, step_precision,
-                                   train_run)
+import landscape_utils.core.train as train
+from landscape_utils.core.models import build_model, evaluate
+from landscape_utils.core.population import train_population
+from landscape_utils.core.train import (RunConfig, check_precision, forward_precision, step_precision, train_run)
+from landscape_utils.metrics.hessian import hessian_vector_product
+from landscape_utils.runs.runner import check_configs
+from landscape_utils.runs.store import Store, run_id, stable_hash
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.profiles: the mc metric and MLI bumps on hand-made profiles,
+"""Tests of landscape_utils.metrics.profiles: the mc metric and MLI bumps on hand-made profiles,
 against a brute-force reference."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils.profiles import (find_bumps, max_bump_height, mli_from_profile, mode_connectivity,
-                                      non_monotonic_fraction)
+from landscape_utils.metrics.profiles import (find_bumps, max_bump_height, mli_from_profile, mode_connectivity,
+                                              non_monotonic_fraction)
 
 
 def test_mode_connectivity_hand_made_profiles():

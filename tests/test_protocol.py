@@ -1,4 +1,4 @@
-"""landscape_utils.protocol: the targets of a default protocol, read from hand-made phase
+"""landscape_utils.experiments.protocol: the targets of a default protocol, read from hand-made phase
 tables (brute-force medians and gaps), their findings, and the study table."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils.protocol import (check_targets, group_of, phase_counts, phase_medians, read_study,
-                                      study_table, target_findings)
+from landscape_utils.experiments.protocol import (check_targets, group_of, phase_counts, phase_medians, read_study,
+                                                  study_table, target_findings)
 from tests.test_protocol_study import PAPER_LIKE, _table
 
 
@@ -145,7 +145,7 @@ def _runs(cold_shift: float, seeds: int = 3, loads=(8, 16)) -> pd.DataFrame:
 
 
 def test_cold_end_converges_can_fail_hold_and_be_inconclusive():
-    from landscape_utils.protocol import cold_end_converges
+    from landscape_utils.experiments.protocol import cold_end_converges
 
     under = cold_end_converges(_runs(0.4), "width", "batch_size")
     assert under.verdict == "fails" and under.kind == "test" and under.p_value < 0.05
@@ -161,8 +161,8 @@ def test_cold_end_converges_can_fail_hold_and_be_inconclusive():
 
 
 def test_threshold_stability_counts_the_cells_that_flip_and_can_go_both_ways():
-    from landscape_utils.protocol import threshold_stability
-    from landscape_utils.taxonomy import PhaseThresholds
+    from landscape_utils.experiments.protocol import threshold_stability
+    from landscape_utils.experiments.taxonomy import PhaseThresholds
 
     t = PhaseThresholds()
     far = {"mc": -20.0, "train_loss": 10 * t.train_loss_high, "cka": 0.2}  # phase I, far from every threshold
@@ -178,7 +178,7 @@ def test_threshold_stability_counts_the_cells_that_flip_and_can_go_both_ways():
 
 
 def test_placement_reads_the_heat_position_of_ii_and_iii():
-    from landscape_utils.protocol import heat_positions, placement
+    from landscape_utils.experiments.protocol import heat_positions, placement
 
     # lr axis: large is hot; II at the two hottest lrs, III at the coldest
     cells = pd.DataFrame({"width": [8, 8, 8, 8, 64, 64], "lr": [0.01, 0.1, 0.3, 1.0, 0.01, 1.0]})
@@ -195,7 +195,7 @@ def test_placement_reads_the_heat_position_of_ii_and_iii():
 
 
 def test_seeds_text_names_the_seeds_a_finding_rests_on():
-    from landscape_utils.protocol import seeds_text
+    from landscape_utils.experiments.protocol import seeds_text
 
     assert seeds_text([0, 1, 2, 1]) == "seeds 0-2"
     assert seeds_text([3, 4, 5]) == "seeds 3-5"
@@ -205,7 +205,7 @@ def test_seeds_text_names_the_seeds_a_finding_rests_on():
 
 
 def test_chosen_text_states_the_default_row_and_its_heldout_rebuild():
-    from landscape_utils.protocol import chosen_row, chosen_text
+    from landscape_utils.experiments.protocol import chosen_row, chosen_text
 
     base = dict(model="cnn", batch_norm=True, data_fraction=0.5, lr=0.1, schedule="step", decay_at=0.75,
                 decay_factor=0.1, num_epochs=40, weight_decay=5e-4, temperature_axis="lr", batch_size=32,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.protocol_study import CANDIDATES, candidate_row, fill_protocol_columns, grid_params
-from landscape_utils.runner import grid_from_params
+from benchmarks.protocol_study import CANDIDATES, RUN_DEFAULTS, candidate_row, fill_protocol_columns, grid_params
+from landscape_utils.runs.runner import grid_from_params
 
 
 def _table(rows):
@@ -68,9 +68,9 @@ def test_book_settings_are_the_chapters_own():
     import yaml
 
     from benchmarks.protocol_study import REPO, book_settings
-    from landscape_utils.chapters import merged_values
-    from landscape_utils.global_metrics import GlobalSettings
-    from landscape_utils.local import HessianSettings
+    from landscape_utils.book.chapters import merged_values
+    from landscape_utils.experiments.global_metrics import GlobalSettings
+    from landscape_utils.experiments.local import HessianSettings
 
     workdir, hessian, curve = book_settings("params/default.yaml")
     raw = yaml.safe_load((REPO / "params" / "default.yaml").read_text())
@@ -82,11 +82,17 @@ def test_book_settings_are_the_chapters_own():
         p2["num_samples"], p2["tol"], p2["rel_tol"], p2["max_probes"], p2["sketch_size"], p2["max_iter"])
     assert (gs.curve_epochs, gs.curve_lr, gs.curve_batch_size, gs.cka_samples, gs.num_points) == (
         p3["curve_epochs"], p3["curve_lr"], p3["curve_batch_size"], p3["cka_samples"], p3["num_points"])
-    # every default row's spec is a valid chapter 1 grid of the same params file
-    spec = CANDIDATES["default_late_mild_b8to512"]
-    grid = grid_params(spec)
-    for k in ("load_values", "temperature_values", "decay_at", "decay_factor", "data_fraction", "num_epochs"):
-        assert grid[k] == raw["01_training_grid"][k], k
+    # every row measured with a params file's settings is that file's chapter 1 grid
+    booked = {name: spec for name, spec in CANDIDATES.items() if spec.get("book")}
+    assert booked
+    for name, spec in booked.items():
+        if spec.get("book_workdir"):  # a variant of the file's grid in its own workdir
+            continue
+        ch1 = yaml.safe_load((REPO / spec["book"]).read_text())["01_training_grid"]
+        grid = grid_params(spec)
+        for k in ("load_values", "temperature_axis", "temperature_values", "decay_at", "decay_factor",
+                  "data_fraction", "num_epochs", "batch_size"):
+            assert grid.get(k, RUN_DEFAULTS.get(k)) == ch1.get(k, RUN_DEFAULTS.get(k)), (name, k)
 
 
 def test_heldout_agreement_counts_cells_that_keep_their_label():

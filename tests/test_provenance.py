@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from landscape_utils import store as store_mod
-from landscape_utils import train
-from landscape_utils.runner import expand_grid, run_grid
-from landscape_utils.store import Store, algorithm_version, run_id
-from landscape_utils.tasks import Task, run_tasks
+from landscape_utils.core import train
+from landscape_utils.runs import store as store_mod
+from landscape_utils.runs.runner import expand_grid, run_grid
+from landscape_utils.runs.store import Store, algorithm_version, run_id
+from landscape_utils.runs.tasks import Task, run_tasks
 
 CALLS: list[tuple[str, int]] = []
 
@@ -83,7 +83,7 @@ def test_bumping_the_training_version_retrains_the_runs_and_keeps_the_old_ones_v
 DRIVER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from landscape_utils.tasks import Task, run_tasks
+    from landscape_utils.runs.tasks import Task, run_tasks
 
     def slow(*, workdir, device, value, log):
         with open(log, "a") as fh:
@@ -116,7 +116,7 @@ def test_two_drivers_on_one_workdir_compute_each_record_once(tmp_path):
 
 
 def test_the_plan_counts_stale_records(tmp_path, versions):
-    from landscape_utils.plan import stale_note
+    from landscape_utils.book.plan import stale_note
 
     params = {"01_training_grid": {"workdir": str(tmp_path)}}
     name = algorithm_version("test_metric_plan", 1)

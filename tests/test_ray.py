@@ -6,7 +6,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (optional extra: pip install 'landscape_utils[ray]')")
 
-from landscape_utils.runner import RayExecutor, expand_grid, run_grid  # noqa: E402
+from landscape_utils.runs.runner import RayExecutor, expand_grid, run_grid  # noqa: E402
 
 pytestmark = pytest.mark.slow  # Ray: starts a server and processes
 
@@ -61,8 +61,8 @@ def test_task_whose_worker_dies_is_retried(tmp_path, local_ray):
 
 def test_measurements_on_ray_match_serial(tmp_path, local_ray):
     """Chapters 2 and 3's tasks (Hessian of a run, curve and CKA of a pair) on Ray."""
-    from landscape_utils.global_metrics import GlobalSettings, measure_pairs
-    from landscape_utils.local import HessianSettings, hessian_table
+    from landscape_utils.experiments.global_metrics import GlobalSettings, measure_pairs
+    from landscape_utils.experiments.local import HessianSettings, hessian_table
 
     runs = run_grid(GRID, tmp_path / "w", device="cpu", progress=False)
     pairs = [tuple(sorted(g.run_id)) for _, g in runs.groupby("width")]

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.reference: synthetic release trees, the restricted unpickler,
+"""Tests for landscape_utils.experiments.reference: synthetic release trees, the restricted unpickler,
 the tables shipped with the package, and (only when the tarball is at hand) a fresh
 derivation of those tables from the authors' release."""
 from __future__ import annotations
@@ -15,26 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils.reference import (
-    PAIR_COLUMNS,
-    PAPER_BATCH_SIZES,
-    PAPER_WIDTHS,
-    PATH_COLUMNS,
-    SHIPPED_FILES,
-    UnsafePickleError,
-    derive_tables,
-    load_released_results,
-    load_results,
-    load_shipped_pairs,
-    load_shipped_paths,
-    load_shipped_results,
-    main,
-    read_table,
-    released_pairs,
-    released_paths_table,
-    restricted_loads,
-)
-from landscape_utils.taxonomy import PHASES, classify, phase_summary
+from landscape_utils.experiments.derive import main
+from landscape_utils.experiments.reference import (PAIR_COLUMNS, PAPER_BATCH_SIZES, PAPER_WIDTHS, PATH_COLUMNS,
+                                                   SHIPPED_FILES, UnsafePickleError, derive_tables,
+                                                   load_released_results, load_results, load_shipped_pairs,
+                                                   load_shipped_paths, load_shipped_results, read_table,
+                                                   released_pairs, released_paths_table, restricted_loads)
+from landscape_utils.experiments.taxonomy import PHASES, classify, phase_summary
 
 # The authors' tarball on the project's own machine, beside the repository. Only the
 # re-derivation test uses it (skipped when absent); everything else runs on shipped data.
@@ -341,7 +328,7 @@ def test_released_paths_table(release: Path):
 def test_derive_cli_round_trip(release: Path, tmp_path: Path, capsys):
     archive = _tar(release, tmp_path / "results.tar.gz")
     out = tmp_path / "shipped"
-    assert main(["derive", str(archive), "--out", str(out)]) == 0
+    assert main(["reference", str(archive), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(SHIPPED_FILES.values())
     assert "cells.csv" in capsys.readouterr().out
     fresh = derive_tables(release)
@@ -352,7 +339,7 @@ def test_derive_cli_round_trip(release: Path, tmp_path: Path, capsys):
     pd.testing.assert_frame_equal(fresh["cells"], load_released_results(release))
     pd.testing.assert_frame_equal(fresh["runs"], load_released_results(release, long=True))
     with pytest.raises(SystemExit):
-        main(["derive", str(tmp_path / "nope.tar.gz")])
+        main(["reference", str(tmp_path / "nope.tar.gz")])
     with pytest.raises(KeyError, match="unknown table 'cell'"):
         read_table("cell", out)
     with pytest.raises(FileNotFoundError, match="derive"):
@@ -387,7 +374,7 @@ def test_shipped_pairs_agree_with_shipped_cells():
     np.testing.assert_allclose(g.mc.mean().reindex(cells.index), cells.mc, rtol=1e-12)
     assert (g.mc.count() == 1).all()
     # mc recomputed from the shipped curve of every cell
-    from landscape_utils.profiles import mode_connectivity
+    from landscape_utils.metrics.profiles import mode_connectivity
 
     paths = load_shipped_paths()
     for (w, bs), prof in paths.groupby(["width", "batch_size"]):
@@ -396,7 +383,7 @@ def test_shipped_pairs_agree_with_shipped_cells():
 
 
 def test_reference_does_not_import_torch():
-    code = ("import sys, landscape_utils.reference, landscape_utils.findings; "
+    code = ("import sys, landscape_utils.experiments.reference, landscape_utils.experiments.findings; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

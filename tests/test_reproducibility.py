@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from landscape_utils.reproducibility import (SHORT_RUN_RTOL, max_relative_deviation, offered_capabilities,
-                                             probe_in_process, seed_spread)
+from landscape_utils.runs.reproducibility import (SHORT_RUN_RTOL, max_relative_deviation, offered_capabilities,
+                                                  probe_in_process, seed_spread)
 
 
 def test_max_relative_deviation_against_a_hand_computed_case():

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.rugged: closed forms against brute force, the simulator's
+"""Tests for landscape_utils.experiments.rugged: closed forms against brute force, the simulator's
 reproducibility and limits, the metrics on hand-made cases, the phase diagram."""
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from landscape_utils import rugged
-from landscape_utils.profiles import mode_connectivity
-from landscape_utils.rugged import RuggedLandscape
+from landscape_utils.experiments import rugged
+from landscape_utils.core.axes import axis_position
+from landscape_utils.experiments.rugged import RuggedLandscape
+from landscape_utils.metrics.profiles import mode_connectivity
 
 LAND = RuggedLandscape(seed=3)
 
@@ -225,7 +226,7 @@ def test_stationary_density_and_vega_expression():
 # Phase diagram
 # --------------------------------------------------------------------------------------
 def test_phase_diagram_default_grid_shows_three_phases():
-    pytest.importorskip("landscape_utils.taxonomy")
+    pytest.importorskip("landscape_utils.experiments.taxonomy")
     table = rugged.phase_diagram(n_runs=64, n_steps=1000)
     assert len(table) == len(rugged.DEFAULT_LOADS) * len(rugged.DEFAULT_TEMPERATURES)
     for col in ("load", "temperature", "train_loss", "test_loss", "curvature", "mc",
@@ -244,7 +245,7 @@ def test_phase_diagram_default_grid_shows_three_phases():
 
 
 def test_phase_diagram_with_annealing_has_a_row_per_state():
-    pytest.importorskip("landscape_utils.taxonomy")
+    pytest.importorskip("landscape_utils.experiments.taxonomy")
     table = rugged.phase_diagram([0.3, 3.0], [0.01, 1.0], n_runs=16, n_steps=300,
                                  anneal_steps=1000)
     assert len(table) == 8
@@ -255,7 +256,7 @@ def test_phase_diagram_with_annealing_has_a_row_per_state():
 
 
 def test_phase_diagram_pools_realizations():
-    pytest.importorskip("landscape_utils.taxonomy")
+    pytest.importorskip("landscape_utils.experiments.taxonomy")
     kw = dict(n_runs=8, n_steps=200, seed=4)
     pooled = rugged.phase_diagram([0.2, 2.0], [0.01, 0.3], n_realizations=2, **kw)
     singles = [rugged.phase_diagram([0.2, 2.0], [0.01, 0.3], landscape=LAND.replace(seed=s), **kw)
@@ -322,12 +323,12 @@ def test_trajectory_table_and_explorer_points():
 
 
 def test_axis_position_orients_hot():
-    assert rugged.axis_position([1, 10, 100, 10]).tolist() == [0.0, 0.5, 1.0, 0.5]
+    assert axis_position([1, 10, 100, 10]).tolist() == [0.0, 0.5, 1.0, 0.5]
     # batch size: small is hot, so batch 16 is at 1 (hottest) and 256 at 0 (coldest)
-    assert rugged.axis_position([16, 64, 256], "small").tolist() == [1.0, 0.5, 0.0]
-    assert rugged.axis_position([3.0, 3.0]).tolist() == [0.5, 0.5]
+    assert axis_position([16, 64, 256], "small").tolist() == [1.0, 0.5, 0.0]
+    assert axis_position([3.0, 3.0]).tolist() == [0.5, 0.5]
     with pytest.raises(ValueError):
-        rugged.axis_position([1], "cold")
+        axis_position([1], "cold")
 
 
 def _grid(phases, hot="high"):
@@ -443,7 +444,7 @@ def test_phase_ii_verdict_by_hand():
 
 def test_charts_fit_the_column():
     """Every chart of chapter 5, built from a tiny diagram, fits the book's content column."""
-    from landscape_utils import plotting
+    from landscape_utils.core import plotting
 
     table, sim = rugged.phase_diagram([0.2, 1.0, 3.0], [0.01, 0.3], n_runs=4, n_steps=50,
                                       anneal_steps=50, return_simulation=True)

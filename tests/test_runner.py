@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from landscape_utils import runner
-from landscape_utils.runner import (ProcessExecutor, check_configs, expand_grid, gpu_assignment, populations,
-                                    run_grid, train_cell_task, train_size)
-from landscape_utils.store import Store, load_history, load_results, run_id
-from landscape_utils.train import RunConfig
+from landscape_utils.core.train import RunConfig
+from landscape_utils.runs import runner
+from landscape_utils.runs.runner import (ProcessExecutor, check_configs, expand_grid, gpu_assignment, populations,
+                                         run_grid, train_cell_task, train_size)
+from landscape_utils.runs.store import Store, load_history, load_results, run_id
 
 BASE = {"dataset": "digits", "model": "mlp", "num_epochs": 2, "batch_size": 64}
 
@@ -93,7 +93,7 @@ def test_populations_of_models_the_stacked_trainer_cannot_take_are_seed_cells(gr
 
 
 def test_populations_split_by_memory_into_whole_cells():
-    from landscape_utils.population import memory_estimate, step_activations
+    from landscape_utils.core.population import memory_estimate, step_activations
 
     grid = expand_grid(BASE, {"lr": [0.01, 0.02, 0.03, 0.04, 0.05]}, seeds=range(3))
     shape, k = runner.INPUT_SHAPES["digits"]
@@ -189,13 +189,13 @@ def test_corrupt_or_truncated_files_are_named_and_redone(tmp_path, grid, monkeyp
 
 
 def test_store_round_trips_models_histories_and_metrics(tmp_path, grid):
-    from landscape_utils.store import load_model
-    from landscape_utils.models import evaluate
+    from landscape_utils.core.models import evaluate
+    from landscape_utils.runs.store import load_model
 
     df = run_grid(grid[:1], tmp_path, device="cpu", progress=False)
     rid = df.run_id[0]
     model = load_model(tmp_path, rid)
-    from landscape_utils.data import load_dataset
+    from landscape_utils.core.data import load_dataset
     d = load_dataset("digits")
     loss, acc = evaluate(model, d.x_test, d.y_test)
     assert loss == pytest.approx(df.test_loss[0], rel=1e-6) and acc == df.test_acc[0]
@@ -292,7 +292,7 @@ def test_process_executor_on_the_cpu_does_not_pin():
 def test_train_sizes_match_the_loaders():
     from mnist1d.data import get_dataset_args
 
-    from landscape_utils.data import load_dataset
+    from landscape_utils.core.data import load_dataset
 
     args = get_dataset_args()
     assert train_size("mnist1d") == int(args.num_samples * args.train_split)
@@ -351,8 +351,8 @@ import os, signal, sys, time
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from landscape_utils import runner
-from landscape_utils.runner import expand_grid, run_grid
+from landscape_utils.runs import runner
+from landscape_utils.runs.runner import expand_grid, run_grid
 
 workdir, log, kill_at_write, delay, barrier = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 real_population = runner.train_population
@@ -455,7 +455,7 @@ def _pid(_):
 
 
 def test_a_named_executor_is_kept_for_later_calls_and_dropped_after_a_failure():
-    from landscape_utils.runner import discard_executor, kept_executor
+    from landscape_utils.runs.runner import discard_executor, kept_executor
 
     a = kept_executor("process", workers=1, device="cpu", ray_address="")  # options it does not take are ignored
     b = kept_executor("process", workers=1, device="cpu")
@@ -475,7 +475,7 @@ def test_a_named_executor_is_kept_for_later_calls_and_dropped_after_a_failure():
 
 POOL_OWNER = r'''
 import os, sys, time
-from landscape_utils.runner import ProcessExecutor
+from landscape_utils.runs.runner import ProcessExecutor
 ex = ProcessExecutor(workers=2)
 for _ in ex.map(abs, [-1]):  # wait for one worker to answer; the other may still be starting
     pass

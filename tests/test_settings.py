@@ -12,24 +12,28 @@ from pathlib import Path
 
 import pytest
 
-from landscape_utils import plan
-from landscape_utils.book import ParamsError, load_params
-from landscape_utils.chapters import BOOK_DIR, RENAMED, REPO, chapter_parameters, chapters, merged_values
-from landscape_utils.global_metrics import GlobalSettings, MLISettings
-from landscape_utils.large_scale import WedgeSettings
-from landscape_utils.local import DensitySettings, HessianSettings
-from landscape_utils.store import stable_hash
-from landscape_utils.taxonomy import PhaseThresholds
+from landscape_utils.book import plan
+from landscape_utils.book.chapters import BOOK_DIR, RENAMED, REPO, chapter_parameters, chapters, merged_values
+from landscape_utils.book.driver import ParamsError, load_params
+from landscape_utils.experiments.global_metrics import GlobalSettings, MLISettings
+from landscape_utils.experiments.large_scale import WedgeSettings
+from landscape_utils.experiments.local import DensitySettings, HessianSettings
+from landscape_utils.experiments.taxonomy import PhaseThresholds
+from landscape_utils.runs.store import stable_hash
 
 SETTINGS = {c.__name__: c for c in (HessianSettings, DensitySettings, GlobalSettings, MLISettings,
                                      WedgeSettings, PhaseThresholds)}
-PARAMS_FILES = ("default", "smoke", "mlp_quarter", "paper_cifar10")
+PARAMS_FILES = ("default", "cnn_batch", "smoke", "mlp_quarter", "paper_cifar10")
 
 # stable_hash of each settings' store key (run id "R", pair "A", "B"; the thresholds and the
 # wedge settings as dicts), computed by the hand mapping the chapters used before
 # from_params (e.g. HessianSettings(k=top_k, rel_tol=trace_rel_tol, seed=hessian_seed, ...)).
 KEYS_BEFORE = {
-    "default": {"hessian": "f8e6ac638fab901c", "density": "7184f7656d1adaea", "global": "ad93301ba6bf3eef",
+    # the batch-size default before the lr protocol; its file moved, its keys did not
+    "cnn_batch": {"hessian": "f8e6ac638fab901c", "density": "7184f7656d1adaea", "global": "ad93301ba6bf3eef",
+                  "mli": "19d934df4fe17449", "thresholds": "ab2b0f37ff4682e1", "wedge": "a76bd348bc2d7215"},
+    # the lr-temperature default (recorded when it was made the default: its curves are 40 epochs)
+    "default": {"hessian": "f8e6ac638fab901c", "density": "7184f7656d1adaea", "global": "ebecdb8893107b96",
                 "mli": "19d934df4fe17449", "thresholds": "ab2b0f37ff4682e1", "wedge": "a76bd348bc2d7215"},
     "smoke": {"hessian": "9399db2b104a22b9", "density": "fe55f97faa63cb1d", "global": "81e70830ebd93b6c",
               "mli": "19d934df4fe17449", "thresholds": "fde0db12bf0a5747", "wedge": "825c72113115a1d3"},
@@ -148,7 +152,7 @@ def test_an_old_parameter_name_names_the_new_one(tmp_path, stem, old, new):
 
 
 def test_every_chapter_with_an_executor_declares_the_same_executor_options():
-    from landscape_utils.settings import EXECUTOR_OPTIONS, executor_options
+    from landscape_utils.core.settings import EXECUTOR_OPTIONS, executor_options
 
     with_executor = {p.stem: chapter_parameters(p) for p in chapters() if "executor" in chapter_parameters(p)}
     assert len(with_executor) == 5

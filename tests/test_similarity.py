@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.similarity: CKA against brute-force references and its
+"""Tests of landscape_utils.metrics.similarity: CKA against brute-force references and its
 invariances, minibatch CKA, mixup, model CKA and the L2 distance."""
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import torch
 from scipy.spatial.distance import pdist
 from torch import nn
 
-from landscape_utils.similarity import (MinibatchCKA, cka_from_grams, hsic, l2_distance, linear_cka,
-                                        linear_gram, mixup_batches, model_cka, rbf_cka, rbf_gram,
-                                        representations)
-from landscape_utils.params import trainable_parameters
+from landscape_utils.core.params import trainable_parameters
+from landscape_utils.metrics.similarity import (MinibatchCKA, cka_from_grams, hsic, l2_distance, linear_cka,
+                                                linear_gram, mixup_batches, model_cka, rbf_cka, rbf_gram,
+                                                representations)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

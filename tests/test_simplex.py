@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.simplex: Cayley–Menger volumes against known simplices and the
+"""Tests of landscape_utils.metrics.simplex: Cayley–Menger volumes against known simplices and the
 Gram-determinant formula, Dirichlet sampling, the barycentric subdivision and its map,
 fitting a low-loss complex across a barrier, the tunnel, and ensemble metrics rebuilt by
 hand."""
@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landscape_utils.connectivity import evaluate_path, linear_path
-from landscape_utils.params import flatten_params, params_of
-from landscape_utils.simplex import (SimplicialComplex, barycentric_grid, cayley_menger_volume_sq,
-                                     complex_from_models, edge_profiles, ensemble_metrics, evaluate_grid,
-                                     fit_complex, fit_tunnel, log_volume_sq, models_at, sample_dirichlet,
-                                     triangle_xy)
+from landscape_utils.core.params import flatten_params, params_of
+from landscape_utils.metrics.connectivity import evaluate_path, linear_path
+from landscape_utils.metrics.simplex import (SimplicialComplex, barycentric_grid, cayley_menger_volume_sq,
+                                             complex_from_models, edge_profiles, ensemble_metrics, evaluate_grid,
+                                             fit_complex, fit_tunnel, log_volume_sq, models_at, sample_dirichlet,
+                                             triangle_xy)
 
 from conftest import fit_adam, make_rings
 

@@ -13,8 +13,8 @@ import warnings
 import pytest
 import torch
 
-from landscape_utils.store import Store, load_results, run_id
-from landscape_utils.train import RunConfig, train_run
+from landscape_utils.core.train import RunConfig, train_run
+from landscape_utils.runs.store import Store, load_results, run_id
 
 from conftest import make_blobs
 
@@ -187,3 +187,46 @@ def test_clean_partial_removes_only_temp_files(tmp_path):
     (d / ".final.pt.x1.tmp").write_bytes(b"half")
     store.clean_partial(rid)
     assert not list(d.glob(".*.tmp")) and store.is_done(cfg)
+
+
+# The store's keys, recorded from the code before the package's modules moved into layer
+# folders (landscape_utils/store.py, local.py ... flat): a run store written before the
+# move is read after it, nothing trained or measured again. No key holds a module path.
+RUN_IDS_BEFORE_THE_MOVE = ("328c706b74733d42", "61dd1094b418063c")
+METRIC_FILES_BEFORE_THE_MOVE = {
+    "hessian": ["metrics/hessian/4729a33964684eb3.json"],
+    "density": ["metrics/hessian_density/98fc8cb2cfea9a4a.json"],
+    "connectivity": ["metrics/connectivity/17573de2990939de.json"],
+    "mli": ["metrics/mli/980b6e20f7d1351d.json"],
+    "alignment": ["metrics/large_scale_alignment/f1863b823837efc4.json",
+                  "metrics/large_scale_alignment/eabae08c209079e0.json",
+                  "metrics/large_scale_alignment/b11339a353e1ae49.json"],
+    "simplex": ["metrics/large_scale_simplex/de75461b85def2b2.json"],
+    "tunnel": ["metrics/large_scale_tunnel/95c716e867efcff7.json"],
+    "surface": ["metrics/large_scale_surface/827bf7cde409a246.json"],
+    "wedge": ["metrics/large_scale_wedge/c0cbd1b32388373c.json"],
+    "reach": ["metrics/large_scale_reach/4caf33e4dad5173d.json"],
+    "subspace": ["metrics/large_scale_subspace/05f67fa66a1de4a1.json"],
+}
+
+
+def test_run_ids_and_metric_keys_are_those_of_before_the_move(tmp_path):
+    from landscape_utils.experiments.global_metrics import METRIC_NAME, MLI_METRIC, GlobalSettings, MLISettings
+    from landscape_utils.experiments.large_scale import WedgeSettings, plan_tasks
+    from landscape_utils.experiments.local import DENSITY_METRIC, HESSIAN_METRIC, DensitySettings, HessianSettings
+
+    a = run_id(RunConfig())
+    b = run_id(RunConfig(model="cnn", width=8, lr=0.1, batch_size=32, seed=1, num_epochs=3))
+    assert (a, b) == RUN_IDS_BEFORE_THE_MOVE
+    store = Store(tmp_path)
+
+    def files(name, keys):
+        return [store.metric_path(name, k).relative_to(tmp_path).as_posix() for k in keys]
+
+    got = {"hessian": files(HESSIAN_METRIC, [HessianSettings().key(a)]),
+           "density": files(DENSITY_METRIC, [DensitySettings().key(a)]),
+           "connectivity": files(METRIC_NAME, [GlobalSettings().key(a, b)]),
+           "mli": files(MLI_METRIC, [MLISettings().key(a)])}
+    for p in plan_tasks({"c": [a, b, a]}, [("width", 8.0, b)], a, 0.9, WedgeSettings()):
+        got.setdefault(p.kind, []).extend(files(p.task.name, p.task.keys))
+    assert got == METRIC_FILES_BEFORE_THE_MOVE

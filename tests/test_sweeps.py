@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.sweeps: summaries and verdicts on hand-made run tables whose
+"""Tests for landscape_utils.experiments.sweeps: summaries and verdicts on hand-made run tables whose
 answer is known, and the charts' shape (they must fit the book's column)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from landscape_utils import sweeps
+from landscape_utils.experiments import sweeps
 
 
 def _epochs_runs(acc_poor, acc_good, epochs=(10, 20, 40)):
@@ -139,7 +139,7 @@ def test_double_descent_verdict_false_positive_rate():
 
 def test_charts_fit_the_column():
     runs = _epochs_runs([[0.7, 0.76], [0.78, 0.82], [0.58, 0.62]], [[0.7, 0.72]] * 3)
-    from landscape_utils import plotting
+    from landscape_utils.core import plotting
 
     ch = sweeps.epochs_chart(runs, "width", {4: "width 4 (III)", 64: "width 64 (IV-B)"})
     assert plotting.estimated_width(ch) <= plotting.COLUMN_WIDTH

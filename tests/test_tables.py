@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.tables: the table contract between chapters (writing, reading, and the errors that name the missing file and
+"""Tests for landscape_utils.runs.tables: the table contract between chapters (writing, reading, and the errors that name the missing file and
 the chapter that writes it)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils import tables as T
-from landscape_utils.axes import AXES, Axis
+from landscape_utils.core.axes import AXES, Axis
+from landscape_utils.runs import tables as T
 
 
 def _runs(temperature: str = "batch_size", values=(16, 64, 256)) -> pd.DataFrame:

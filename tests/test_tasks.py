@@ -1,4 +1,4 @@
-"""Tests of landscape_utils.tasks and the chapters' measurements as tasks: the store is read
+"""Tests of landscape_utils.runs.tasks and the chapters' measurements as tasks: the store is read
 before anything is submitted, serial and process pools give the same tables, a record is
 saved the moment it exists, and a process killed in the middle of the pair measurements
 loses no finished pair."""
@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from conftest import train_tiny_digits_grid
-from landscape_utils import local
-from landscape_utils.global_metrics import METRIC_NAME, GlobalSettings, measure_pairs
-from landscape_utils.local import DensitySettings, HessianSettings, density_table, hessian_table
-from landscape_utils.runner import ProcessExecutor
-from landscape_utils.store import Store
-from landscape_utils.tasks import Task, execute_task, run_tasks
+from landscape_utils.experiments import local
+from landscape_utils.experiments.global_metrics import METRIC_NAME, GlobalSettings, measure_pairs
+from landscape_utils.experiments.local import DensitySettings, HessianSettings, density_table, hessian_table
+from landscape_utils.runs.runner import ProcessExecutor
+from landscape_utils.runs.store import Store
+from landscape_utils.runs.tasks import Task, execute_task, run_tasks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,7 +108,7 @@ def test_pair_metrics_are_the_same_under_a_process_pool(grid, tmp_path, pool):
 
 KILLED = textwrap.dedent("""
     import sys
-    from landscape_utils.global_metrics import GlobalSettings, measure_pairs
+    from landscape_utils.experiments.global_metrics import GlobalSettings, measure_pairs
     workdir, pairs = sys.argv[1], [tuple(p.split(",")) for p in sys.argv[2:]]
     s = GlobalSettings(curve_epochs=15, curve_batch_size=16, num_points=5, cka_samples=64, cka_batches=4)
     measure_pairs(workdir, pairs, s, device="cpu", curves_at_once=1, progress=False)

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.taxonomy on hand-made tables."""
+"""Tests for landscape_utils.experiments.taxonomy on hand-made tables."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,16 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from landscape_utils.taxonomy import (
-    PHASES,
-    PhaseThresholds,
-    cell_table,
-    classify,
-    contrast_loads,
-    phase_summary,
-    sensitivity,
-    spearman_table,
-)
+from landscape_utils.experiments.taxonomy import (PHASES, PhaseThresholds, cell_table, classify, contrast_loads,
+                                                  phase_summary, sensitivity, spearman_table)
 
 
 # --------------------------------------------------------------------------------------
@@ -281,7 +273,7 @@ def test_contrast_loads_fallbacks():
 # --------------------------------------------------------------------------------------
 # classify_with_confidence on hand-made cells
 # --------------------------------------------------------------------------------------
-from landscape_utils.taxonomy import (CONFIDENCE_PHASES, UNDETERMINED,  # noqa: E402
+from landscape_utils.experiments.taxonomy import (CONFIDENCE_PHASES, UNDETERMINED,  # noqa: E402
                                       classify_with_confidence)
 
 # (width, batch_size): (mc per pair, train loss per seed, cka per pair, lambda_max per seed)
@@ -408,7 +400,7 @@ def test_confidence_bad_arguments():
 
 
 def test_confidence_on_the_authors_grid():
-    from landscape_utils.reference import (load_shipped_pairs, load_shipped_results)
+    from landscape_utils.experiments.reference import (load_shipped_pairs, load_shipped_results)
 
     cells = load_shipped_results(paper_grid_only=True)
     out = classify_with_confidence(cells, load_shipped_pairs(paper_grid_only=True),
@@ -432,7 +424,7 @@ def test_confidence_on_the_authors_grid():
 # --------------------------------------------------------------------------------------
 from itertools import combinations  # noqa: E402
 
-from landscape_utils.taxonomy import neighbour_spread, seed_jackknife  # noqa: E402
+from landscape_utils.experiments.taxonomy import neighbour_spread, seed_jackknife  # noqa: E402
 
 
 def test_seed_jackknife_brute_force():
@@ -507,8 +499,8 @@ def test_seed_jackknife_covers_at_the_nominal_rate(n_seeds):
 
 
 def test_mc_on_points_by_hand():
-    from landscape_utils.profiles import mode_connectivity
-    from landscape_utils.taxonomy import PAPER_POINTS, mc_on_points
+    from landscape_utils.experiments.taxonomy import PAPER_POINTS, mc_on_points
+    from landscape_utils.metrics.profiles import mode_connectivity
 
     t9 = np.linspace(0, 1, 9)                       # holds the paper's five points
     err9 = np.array([1.0, 9.0, 2.0, 3.0, 4.0, 3.0, 2.5, 2.0, 1.0])  # a spike at t = 1/8 only

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import wait_gone
-from landscape_utils.store import Store
+from landscape_utils.runs.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # each test starts a build, a Ray, or a pool and kills it
@@ -82,7 +82,7 @@ if sys.argv[1] == "parent":  # stands for the process that started a chapter's k
     print(child.pid, flush=True)
     time.sleep(600)
 else:  # stands for the kernel: it started a local Ray and a task that runs for minutes
-    from landscape_utils.utils import exit_with_parent
+    from landscape_utils.core.utils import exit_with_parent
     exit_with_parent(int(sys.argv[2]))
     import ray
     ray.init(num_cpus=1, log_to_driver=False, include_dashboard=False)

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from landscape_utils.data import load_dataset
-from landscape_utils.population import train_population
-from landscape_utils.train import RunConfig, lr_factor, train_run
+from landscape_utils.core.data import load_dataset
+from landscape_utils.core.population import train_population
+from landscape_utils.core.train import RunConfig, lr_factor, train_run
 
 
 def cfg(**kw):
@@ -106,7 +106,7 @@ def test_train_and_population_do_not_import_each_other():
     import ast
     from pathlib import Path
 
-    import landscape_utils.train as train_module
+    import landscape_utils.core.train as train_module
 
     tree = ast.parse(Path(train_module.__file__).read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

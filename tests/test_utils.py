@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from landscape_utils.utils import atomic_write_json, resolve_device, seed_everything
+from landscape_utils.core.utils import atomic_write_json, resolve_device, seed_everything
 
 
 def draw():
@@ -49,7 +49,7 @@ def test_resolve_device():
 
 
 def test_full_precision_undoes_autocast_and_tf32_inside_and_restores_after():
-    from landscape_utils.utils import full_precision
+    from landscape_utils.core.utils import full_precision
 
     m, c = torch.backends.cuda.matmul, torch.backends.cudnn.conv
     before = (m.fp32_precision, c.fp32_precision)

@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.widgets: reading the chapters' tables, the chart builders, the
+"""Tests for landscape_utils.book.widgets: reading the chapters' tables, the chart builders, the
 static linked explorer and the ipywidgets explorer (headless)."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils.reference import released_paths_table
-from landscape_utils.runner import expand_grid
-from landscape_utils.tables import grid_base_config, load_book_tables
-from landscape_utils.taxonomy import classify
-from landscape_utils.widgets import PhaseExplorer, assemble_cells, linked_explorer, path_chart
+from landscape_utils.book.widgets import PhaseExplorer, assemble_cells, linked_explorer, path_chart
+from landscape_utils.experiments.reference import released_paths_table
+from landscape_utils.experiments.taxonomy import classify
+from landscape_utils.runs.runner import expand_grid
+from landscape_utils.runs.tables import grid_base_config, load_book_tables
 
 WIDTHS, BATCHES, SEEDS = (4, 16, 64), (16, 256), (0, 1)
 
@@ -174,7 +174,7 @@ def test_released_paths_refuses_object_arrays(tmp_path):
     d.mkdir(parents=True)
     np.savez(d / "curve_test.npz", ts=np.array([0.0, 1.0]),
              tr_err=np.array([{"a": 1}, None], dtype=object))
-    from landscape_utils.reference import UnsafePickleError
+    from landscape_utils.experiments.reference import UnsafePickleError
 
     with pytest.raises(UnsafePickleError, match="allow_pickle"):
         released_paths_table(tmp_path / "rel")
@@ -182,8 +182,8 @@ def test_released_paths_refuses_object_arrays(tmp_path):
 
 def test_shipped_paths_match_the_shipped_mc():
     """The explorer's released paths (shipped with the package) give the released mc."""
-    from landscape_utils.reference import load_shipped_paths, load_shipped_results
-    from landscape_utils.profiles import mode_connectivity
+    from landscape_utils.experiments.reference import load_shipped_paths, load_shipped_results
+    from landscape_utils.metrics.profiles import mode_connectivity
 
     paths = load_shipped_paths(paper_grid_only=True)
     assert paths.groupby(["width", "batch_size"]).ngroups == 14 * 13
@@ -327,7 +327,7 @@ def test_explorer_with_more_keys_averages_the_others():
 # Live in JupyterLab, static in the book
 # --------------------------------------------------------------------------------------
 def test_display_mode_follows_the_environment(monkeypatch):
-    from landscape_utils.widgets import display_mode, live_or_static
+    from landscape_utils.book.widgets import display_mode, live_or_static
 
     monkeypatch.delenv("LANDSCAPE_BOOK_STATIC", raising=False)
     monkeypatch.setenv("LANDSCAPE_BOOK", "1")
@@ -360,7 +360,7 @@ def _run_notebook(source: str, env: dict[str, str], monkeypatch) -> dict:
 
 WIDGET_CELL = """
 import altair as alt, pandas as pd
-from landscape_utils.widgets import Control, LiveChart, live_or_static
+from landscape_utils.book.widgets import Control, LiveChart, live_or_static
 
 def make(a):
     return alt.Chart(pd.DataFrame({"x": [a]})).mark_point().encode(x="x:Q")
@@ -388,7 +388,7 @@ def test_static_book_notebook_holds_no_widget_but_jupyterlab_gets_one(monkeypatc
 
 
 def test_live_chart_redraws_on_every_control_headless():
-    from landscape_utils.widgets import Control, LiveChart
+    from landscape_utils.book.widgets import Control, LiveChart
 
     calls = []
 
@@ -423,7 +423,7 @@ def _rendered_width(chart) -> int:
 
 
 def test_explorers_fit_the_column_and_draw_a_smoothed_spectrum(workdir):
-    from landscape_utils.plotting import COLUMN_WIDTH, symlog
+    from landscape_utils.core.plotting import COLUMN_WIDTH, symlog
 
     tables, cells = _cells_with_phase(workdir)
     cells["p_phase"] = 0.8

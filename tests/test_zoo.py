@@ -1,4 +1,4 @@
-"""Tests for landscape_utils.zoo: the Phase Transition Model Zoo's shipped tables (shape of
+"""Tests for landscape_utils.experiments.zoo: the Phase Transition Model Zoo's shipped tables (shape of
 every grid, cells against the released rows, a re-derive from ../shared when it is there),
 the rules that read the release, bad input naming the file and the column, the grid in the
 book's columns, its classification and the claims."""
@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landscape_utils import zoo
-from landscape_utils.findings import AUTHORS_GRID
-from landscape_utils.taxonomy import PhaseThresholds
+from landscape_utils.experiments import zoo
+from landscape_utils.experiments.findings import AUTHORS_GRID
+from landscape_utils.experiments.taxonomy import PhaseThresholds
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "model_zoo"
 if not SHARED.is_dir():  # a worktree sits one level deeper than the main checkout
@@ -145,14 +145,16 @@ def test_rederive_from_the_release_gives_the_shipped_tables(tmp_path):
 
 
 @needs_shared
-def test_derive_command_line_and_the_reference_alias(tmp_path, capsys):
-    from landscape_utils import reference
+def test_derive_command_line(tmp_path, capsys):
+    from landscape_utils.experiments.derive import main
 
-    assert zoo.main(["derive-zoo", str(SHARED), "--out", str(tmp_path / "a")]) == 0
-    assert reference.main(["derive-zoo", str(SHARED), "--out", str(tmp_path / "b")]) == 0
+    assert main(["zoo", str(SHARED), "--out", str(tmp_path)]) == 0
     for name in zoo.ZOO_NAMES:
-        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (tmp_path / "b" / f"{name}.csv").read_bytes()
+        pd.testing.assert_frame_equal(zoo.read_zoo_table(name, tmp_path), zoo.read_zoo_table(name),
+                                      check_exact=False, rtol=1e-12)
     assert "wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["zoo", str(tmp_path / "nope")])
 
 
 def test_the_derived_table_follows_the_rules_on_a_tiny_release():
@@ -349,7 +351,7 @@ def test_mc_tracks_accuracy_both_ways():
 def test_the_claims_on_the_authors_grid_and_a_vit_zoo():
     """The authors' grid meets the paper's layout; the CIFAR-10 ViT zoo's test accuracy
     falls as mc rises (ρ ≈ −0.79 without the failed runs, as the zoo's files show)."""
-    from landscape_utils.authors_grid import load_authors_grid
+    from landscape_utils.experiments.authors_grid import load_authors_grid
 
     authors = zoo.authors_released_grid(load_authors_grid(n_resamples=300))
     found = {f.key: f for f in zoo.grid_findings(authors.cells, authors.label, authors.iv_split)}
@@ -372,8 +374,8 @@ def test_the_claims_on_the_authors_grid_and_a_vit_zoo():
 
 
 def test_the_driver_orders_the_chapter_after_chapter_4():
-    from landscape_utils.book import PREREQUISITES, _select, prerequisites
-    from landscape_utils.chapters import chapter_key, chapters
+    from landscape_utils.book.chapters import chapter_key, chapters
+    from landscape_utils.book.driver import PREREQUISITES, _select, prerequisites
 
     stems = [c.stem for c in chapters()]
     assert stems.index("04b_released_grids") == stems.index("04_taxonomy") + 1
@@ -385,8 +387,8 @@ def test_the_driver_orders_the_chapter_after_chapter_4():
 
 
 def test_a_bad_explore_value_is_refused_before_anything_runs(tmp_path):
-    from landscape_utils.book import ParamsError, load_params, preflight
-    from landscape_utils.chapters import BOOK_DIR
+    from landscape_utils.book.chapters import BOOK_DIR
+    from landscape_utils.book.driver import ParamsError, load_params, preflight
 
     f = tmp_path / "p.yaml"
     f.write_text("04b_released_grids: {explore: mnist_mlp, failed_train_acc: 0.3}\n")
