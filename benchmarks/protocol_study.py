@@ -190,7 +190,7 @@ QUICK_CURVE = dict(curve_epochs=1, cka_samples=80, cka_batches=2, num_points=5)
 QUICK_HESSIAN = dict(num_samples=200, max_iter=10, max_probes=5, min_probes=2)
 
 _NOT_GRID = ("note", "reuse", "curve", "hessian", "train_loss_high", "mc_neg", "mc_pos", "cka_high", "book",
-             "book_workdir")
+             "chosen_for", "book_workdir")
 
 
 # ---------------------------------------------------------------------------- pure pieces
@@ -228,7 +228,8 @@ def candidate_row(name: str, spec: Mapping[str, Any], cells: pd.DataFrame, label
         "load_values": " ".join(map(str, spec.get("load_values", []))),
         "temperature_values": " ".join(map(str, spec.get("temperature_values", []))),
         "num_seeds": spec.get("num_seeds"), "train_loss_high": spec.get("train_loss_high"),
-        "book_params": spec.get("book", ""),
+        # the params file this row is measured with (``book``) or that follows it (``chosen_for``)
+        "book_params": spec.get("book") or spec.get("chosen_for", ""),
         "n_cells": len(cells), "iv_split": bool(iv_split),
         "phases": _fmt_counts(phase_counts(labels)),
         "phases_of_means": _fmt_counts(phase_counts(labels_of_means)),
