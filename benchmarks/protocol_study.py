@@ -165,6 +165,7 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                            "num_epochs": 40, "load_values": [8, 16, 32, 64], "temperature_axis": "lr",
                            "temperature_values": [0.02, 0.08, 0.32, 1.0], "train_loss_high": 0.1,
                            "curve": dict(curve_epochs=40, curve_batch_size=64, curve_lr=0.05),
+                           "chosen_for": "params/default.yaml",
                            "note": "lr 0.02-1.0 at batch 32, half the data, 2480 steps per run"},
     # the same runs, curves fitted 3x longer (120 epochs, 3720 steps, 1.5x the endpoints'
     # budget): are the barriers of the wide cells real, and does the hot end's dip show?
