@@ -292,33 +292,63 @@ def simulate(landscape, load, temperature, n_runs: int = 128, *, n_steps: int = 
     temperature = np.asarray(temperature, dtype=np.float64)
     if np.any(temperature < 0):
         raise ValueError("temperature must be >= 0")
+    ops = _langevin_operands(lands, batched, load, temperature, lr, np.dtype(dtype))
+    rng = np.random.default_rng(seed)
+    w = init_mean + init_std * rng.standard_normal(n_runs)
+    w = np.broadcast_to(w.astype(ops.dtype), ops.batch + (n_runs,)).copy()
+    sched = temperature_schedule(n_steps, anneal_steps)
+    end, before, records, rec_steps = _langevin_loop(w, ops, sched, n_steps, rng, record_every)
+    return Simulation(
+        endpoints=end, before_anneal=before,
+        trajectory=np.stack(records) if record_every else None,
+        steps=np.asarray(rec_steps) if record_every else None,
+        schedule=sched)
+
+
+@dataclass(frozen=True)
+class _LangevinOperands:
+    """What every Langevin step of :func:`simulate` multiplies by, precomputed once."""
+
+    batch: tuple[int, ...]     # (R?, *grid): the cells (and realizations) stepped together
+    dtype: np.dtype            # the dynamics' float type
+    co: np.ndarray             # (R, K, 1): c_k ω_k per realization
+    omega: np.ndarray          # (R?, 1.., 1, K): the cosine frequencies
+    phase: np.ndarray          # like omega: the phases φ_k
+    shrink: np.floating        # 1 − lr · a: the envelope part of a step
+    lr_amp: np.ndarray         # (*batch, 1): lr · A(load)
+    noise_scale: np.ndarray    # (*batch, 1): sqrt(2 lr T)
+
+
+def _langevin_operands(lands: Sequence[RuggedLandscape], batched: bool, load: np.ndarray,
+                       temperature: np.ndarray, lr: float, np_dtype: np.dtype) -> _LangevinOperands:
+    """The step operands of :func:`simulate` for a grid of ``load`` × ``temperature``."""
     grid = np.broadcast_shapes(load.shape, temperature.shape)
     batch = ((len(lands),) if batched else ()) + grid
-
     omega, coeff, phase = _stacked_spectrum(lands, "train", len(grid))  # (R, 1.., 1, K)
     if not batched:
         omega, coeff, phase = omega[0], coeff[0], phase[0]
     # L'(w) = a w - A · sin(w ω + φ) @ (c ω): one matrix product over the K terms per
     # realization, on the flattened (cells × runs) axis.
-    n_real, K = (len(lands) if batched else 1), lands[0].n_terms
-    np_dtype = np.dtype(dtype)
-    dtype = np_dtype.type
-    co = (coeff * omega).astype(np_dtype).reshape(n_real, K, 1)
-    omega, phase = omega.astype(np_dtype), phase.astype(np_dtype)
+    n_real, n_terms = (len(lands) if batched else 1), lands[0].n_terms
     amp = np.broadcast_to(np.broadcast_to(lands[0].amplitude(load), grid), batch)[..., None]
     temp = np.broadcast_to(np.broadcast_to(temperature, grid), batch)[..., None]
-    shrink = dtype(1.0 - lr * lands[0].envelope_curvature)     # envelope part of the step
-    lr_amp = (lr * amp).astype(np_dtype)                       # (*batch, 1)
-    noise_scale = np.sqrt(2.0 * lr * temp).astype(np_dtype)    # (*batch, 1)
+    return _LangevinOperands(
+        batch=batch, dtype=np_dtype, co=(coeff * omega).astype(np_dtype).reshape(n_real, n_terms, 1),
+        omega=omega.astype(np_dtype), phase=phase.astype(np_dtype),
+        shrink=np_dtype.type(1.0 - lr * lands[0].envelope_curvature),
+        lr_amp=(lr * amp).astype(np_dtype), noise_scale=np.sqrt(2.0 * lr * temp).astype(np_dtype))
 
-    rng = np.random.default_rng(seed)
-    w = init_mean + init_std * rng.standard_normal(n_runs)
-    w = np.broadcast_to(w.astype(np_dtype), batch + (n_runs,)).copy()
-    sched = temperature_schedule(n_steps, anneal_steps)
-    buf = np.empty(w.shape + (K,), np_dtype)                   # sin arguments, reused
-    flat = buf.reshape(n_real, -1, K)                          # a view of buf
+
+def _langevin_loop(w: np.ndarray, ops: _LangevinOperands, sched: np.ndarray, n_steps: int,
+                   rng: np.random.Generator, record_every: int) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """Step ``w`` (shape (*batch, n_runs), in place) through the temperature multipliers
+    ``sched``; returns the endpoints, the weights before annealing (step ``n_steps``), and
+    the recorded weights with their steps (every ``record_every``, 0 = none)."""
+    n_real, n_terms = ops.co.shape[0], ops.co.shape[1]
+    buf = np.empty(w.shape + (n_terms,), ops.dtype)            # sin arguments, reused
+    flat = buf.reshape(n_real, -1, n_terms)                    # a view of buf
     kick = np.empty_like(w)
-
+    n_runs = w.shape[-1]
     records, rec_steps = [], []
     before = None
     for t, mult in enumerate(sched):
@@ -327,29 +357,23 @@ def simulate(landscape, load, temperature, n_runs: int = 128, *, n_steps: int = 
             rec_steps.append(t)
         if t == n_steps:
             before = w.astype(np.float64)
-        np.multiply(w[..., None], omega, out=buf)
-        buf += phase
+        np.multiply(w[..., None], ops.omega, out=buf)
+        buf += ops.phase
         np.sin(buf, out=buf)
-        force = np.matmul(flat, co).reshape(w.shape)           # Σ c ω sin(ω w + φ)
-        xi = rng.standard_normal(n_runs).astype(np_dtype)
+        force = np.matmul(flat, ops.co).reshape(w.shape)       # Σ c ω sin(ω w + φ)
+        xi = rng.standard_normal(n_runs).astype(ops.dtype)
         # w ← w − lr (a w − A force) + sqrt(2 lr T mult) ξ
-        w *= shrink
-        force *= lr_amp
+        w *= ops.shrink
+        force *= ops.lr_amp
         w += force
         if mult > 0:
-            np.multiply(noise_scale, dtype(np.sqrt(mult)) * xi, out=kick)
+            np.multiply(ops.noise_scale, ops.dtype.type(np.sqrt(mult)) * xi, out=kick)
             w += kick
     if record_every:
         records.append(w.astype(np.float64))
         rec_steps.append(len(sched))
     end = w.astype(np.float64)
-    if before is None:
-        before = end
-    return Simulation(
-        endpoints=end, before_anneal=before,
-        trajectory=np.stack(records) if record_every else None,
-        steps=np.asarray(rec_steps) if record_every else None,
-        schedule=sched)
+    return end, (end if before is None else before), records, rec_steps
 
 
 # --------------------------------------------------------------------------------------

@@ -981,54 +981,63 @@ def pyhessian_reference(
     """
     modes = [(m, m.training) for m in model.modules()]
     saved = [(p, p.grad) for p in model.parameters()]
-    out: dict[str, Any] = {}
-    stage = "import"
     try:
-        try:
-            import importlib
+        import importlib
 
-            # the module itself: pyhessian/__init__ rebinds the name to the class
-            ph_mod = importlib.import_module("pyhessian.hessian")
-        except Exception as exc:  # pragma: no cover - depends on the environment
-            return PyHessianReference(error=f"pyhessian is not importable: {exc!r}")
-        counter = {"n": 0}
-        original = ph_mod.hessian_vector_product
+        # the module itself: pyhessian/__init__ rebinds the name to the class
+        ph_mod = importlib.import_module("pyhessian.hessian")
+    except Exception as exc:  # pragma: no cover - depends on the environment
+        return PyHessianReference(error=f"pyhessian is not importable: {exc!r}")
+    counter = {"n": 0}
+    original = ph_mod.hessian_vector_product
 
-        def counting(*args: Any, **kwargs: Any):
-            counter["n"] += 1
-            return original(*args, **kwargs)
+    def counting(*args: Any, **kwargs: Any):
+        counter["n"] += 1
+        return original(*args, **kwargs)
 
-        ph_mod.hessian_vector_product = counting
-        devices = [torch.device("cuda")] if cuda and torch.cuda.is_available() else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(int(seed))
-                for p in model.parameters():
-                    p.grad = None
-                stage = "hessian(...) setup"
-                comp = ph_mod.hessian(model, loss_fn, data=(x, y), cuda=cuda)
-                stage = "eigenvalues"
-                t0 = time.perf_counter()
-                vals, _ = comp.eigenvalues(maxIter=max_iter, tol=tol, top_n=top_n)
-                out["eigen_seconds"] = time.perf_counter() - t0
-                out["eigenvalues"] = tuple(float(v) for v in vals)
-                out["eigen_hvps"] = counter["n"]
-                if counter["n"] == 0:  # its internals changed: fall back to the bound
-                    out["eigen_hvps"], out["eigen_hvps_counted"] = top_n * max_iter, False
-                if compute_trace:
-                    stage = "trace"
-                    t0 = time.perf_counter()
-                    tr = comp.trace(maxIter=trace_max_iter, tol=trace_tol)
-                    out["trace_seconds"] = time.perf_counter() - t0
-                    out["trace_estimate"] = float(np.mean(tr))
-                    out["trace_hvps"] = len(tr)
-        except Exception as exc:
-            out["error"] = f"pyhessian failed during {stage}: {type(exc).__name__}: {exc}"
-        finally:
-            ph_mod.hessian_vector_product = original
+    ph_mod.hessian_vector_product = counting
+    devices = [torch.device("cuda")] if cuda and torch.cuda.is_available() else []
+    out: dict[str, Any] = {}
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed))
+            for p in model.parameters():
+                p.grad = None
+            _pyhessian_measure(ph_mod, counter, out, model, loss_fn, x, y, top_n=top_n, tol=tol,
+                               max_iter=max_iter, trace_max_iter=trace_max_iter, trace_tol=trace_tol,
+                               compute_trace=compute_trace, cuda=cuda)
     finally:
+        ph_mod.hessian_vector_product = original
         for m, mode in modes:
             m.training = mode
         for p, g in saved:
             p.grad = g
     return PyHessianReference(**out)
+
+
+def _pyhessian_measure(ph_mod: Any, counter: dict[str, int], out: dict[str, Any], model: nn.Module,
+                       loss_fn: LossFn, x: torch.Tensor, y: torch.Tensor, *, top_n: int, tol: float,
+                       max_iter: int, trace_max_iter: int, trace_tol: float, compute_trace: bool,
+                       cuda: bool) -> None:
+    """PyHessian's eigenvalues (and trace) with their times and counted HVPs, into ``out``;
+    a failure becomes ``out["error"]`` naming the stage it happened in."""
+    stage = "hessian(...) setup"
+    try:
+        comp = ph_mod.hessian(model, loss_fn, data=(x, y), cuda=cuda)
+        stage = "eigenvalues"
+        t0 = time.perf_counter()
+        vals, _ = comp.eigenvalues(maxIter=max_iter, tol=tol, top_n=top_n)
+        out["eigen_seconds"] = time.perf_counter() - t0
+        out["eigenvalues"] = tuple(float(v) for v in vals)
+        out["eigen_hvps"] = counter["n"]
+        if counter["n"] == 0:  # its internals changed: fall back to the bound
+            out["eigen_hvps"], out["eigen_hvps_counted"] = top_n * max_iter, False
+        if compute_trace:
+            stage = "trace"
+            t0 = time.perf_counter()
+            tr = comp.trace(maxIter=trace_max_iter, tol=trace_tol)
+            out["trace_seconds"] = time.perf_counter() - t0
+            out["trace_estimate"] = float(np.mean(tr))
+            out["trace_hvps"] = len(tr)
+    except Exception as exc:
+        out["error"] = f"pyhessian failed during {stage}: {type(exc).__name__}: {exc}"
