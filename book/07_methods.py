@@ -382,6 +382,28 @@ pd.DataFrame(rows).set_index(["chapter", "parameter"])
 #   exactly its own gradient.
 
 # %% [markdown]
+# (methods-continuation)=
+# ### Endpoint continuation: the control of a positive mc
+#
+# A curve is fitted *after* its endpoints finished training, for a budget of its own:
+# $E_c \lfloor n / B_c floor$ SGD steps ($E_c$ epochs at batch $B_c$). A curve that goes
+# below its endpoints (mc > 0) says that lower training error lies near them, which is the
+# paper's reading of phase II (endpoints that SGD's noise kept from converging); but a
+# curve's extra steps would show the same of any endpoints that had not finished, whatever
+# kept them from it, most plainly when the curve's budget exceeds theirs. The control gives
+# each endpoint exactly the curve's budget: it is trained on from its final weights with the
+# curve's objective $\mathrm{CE} + \tfrac{\lambda}{2}\lVert w\rVert^2$, its lr schedule
+# $a(u)$, batch size, momentum, data order and seed, and measured as a point of the curve is
+# (BatchNorm recalibrated). With $L'_a, L'_b$ the continued endpoints' train errors,
+#
+# $$ g = \tfrac12\big(L'_a + L'_b\big) - \min_{0 < t < 1} L(t) $$
+#
+# is how far the curve's best interior point still beats them. In every cell whose mean mc is
+# above the taxonomy's threshold, the per-pair $g$ is averaged with a jackknife over the
+# seeds the pairs share ({ref}`statistics <methods-statistics>`); mc > 0 counts as evidence
+# of the paper's phase II only where $g > 0$ beyond $t_{0.975}\,\mathrm{SE}$.
+
+# %% [markdown]
 # (methods-bn)=
 # ## BatchNorm recalibration along a path
 #

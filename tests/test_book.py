@@ -381,6 +381,16 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     again = small_load_poorly_connected(read_table(work, "global_pairs"), load, temp)
     row = recorded("small_load_poorly_connected")
     assert (row.verdict, row.evidence) == (again.verdict, again.evidence)
+    # the continuation control, from the pairs and the continued endpoints chapter 3 wrote
+    import numpy as np
+
+    from landscape_utils.experiments.global_metrics import curve_gain_over_continued, mc_survives_continuation
+    pairs, continued = read_table(work, "global_pairs"), read_table(work, "continuation")
+    assert (continued.steps > 0).all()
+    np.testing.assert_allclose(curve_gain_over_continued(pairs, continued), pairs.gain_continued)
+    again = mc_survives_continuation(pairs, load, temp)
+    row = recorded("mc_survives_continuation")
+    assert (row.verdict, row.evidence) == (again.verdict, again.evidence)
     # The best cell's phase, read from phase_cells.csv, against the verdict's rule.
     cells = read_table(work, "phase_cells")
     best = cells.loc[pd.to_numeric(cells.test_acc).idxmax()]
@@ -391,7 +401,8 @@ def test_findings_agree_with_the_tables_they_cite(smoke_book):
     # The protocol targets (landscape_utils.experiments.protocol), recomputed from phase_cells.csv.
     from landscape_utils.experiments.protocol import target_findings
     split = bool(cells.iv_split.iloc[0])
-    for f in target_findings(cells, list(cells.phase), split, load=load, temperature=temp):
+    for f in target_findings(cells, list(cells.phase), split, load=load, temperature=temp,
+                             seed_ids=grid.runs.seed):
         row = recorded(f.key)
         assert (row.verdict, row.evidence, row.n) == (f.verdict, f.evidence, f.n), f.key
 
