@@ -271,6 +271,14 @@ def fill_protocol_columns(table: pd.DataFrame) -> pd.DataFrame:
                 continue
             if col == "weight_decay" or spec.get("schedule") == "step":
                 table.loc[i, col] = spec.get(col, RUN_DEFAULTS[col])
+    if "book_params" not in table:
+        table["book_params"] = np.nan
+    table["book_params"] = table["book_params"].astype(object)
+    for i, r in table.iterrows():  # the params file a row is measured with, or that follows it
+        base = str(r.get("heldout_of")) if isinstance(r.get("heldout_of"), str) else str(r["candidate"])
+        spec = CANDIDATES.get(base, {})
+        if not isinstance(r["book_params"], str) and (spec.get("book") or spec.get("chosen_for")):
+            table.loc[i, "book_params"] = spec.get("book") or spec.get("chosen_for")
     for col in ("endpoint_steps", "curve_steps", "seeds"):
         if col not in table:
             table[col] = np.nan

@@ -396,15 +396,17 @@ def chosen_text(table: pd.DataFrame, params_file: str = "params/default.yaml") -
     marks = ", ".join(f"{i} {'✓' if bool(r[f'target{i}']) else '✗'}" for i in range(1, 5))
     text = (f"`{params_file}` is the study's row `{r['candidate']}` ({recipe_text(r)}; widths "
             f"{r['load_values']} × {temperature_text(r)}; seeds {r.get('seeds', '0-2')}). Its runs take "
-            f"{r.get('endpoint_steps', '?')} SGD steps and each curve {r.get('curve_steps', '?')}. Phases "
+            f"{_count(r.get('endpoint_steps'))} SGD steps and each curve {_count(r.get('curve_steps'))}. Phases "
             f"(cells): {r['phases']}; best test accuracy {r['best_test_acc']:.3f} ({r['best_phase']}). "
             f"Targets: {marks}")
     if isinstance(r.get("placement"), (bool, np.bool_)) or pd.notna(r.get("placement", np.nan)):
         heat = "; ".join(f"{g} {r[f'{g}_heat_pos']:.2f}" for g in ("I", "II", "III", "IV")
                          if pd.notna(r.get(f"{g}_heat_pos", np.nan)))
         text += f"; placement {'✓' if bool(r['placement']) else '✗'} (heat position {heat})"
+    cont = r.get("continuation_evidence")
+    why = f" ({cont})" if isinstance(cont, str) and "nothing to test" in cont else ""
     text += (f". Cold end converges: {_verdict(r, 'cold_end')}; mc > 0 survives the endpoints' "
-             f"continuation: {_verdict(r, 'continuation')}.")
+             f"continuation: {_verdict(r, 'continuation')}{why}.")
     held = table[table.get("heldout_of", pd.Series(dtype=object)).astype(str) == str(r["candidate"])] \
         if "heldout_of" in table else table.iloc[:0]
     for _, h in held.iterrows():
@@ -417,6 +419,13 @@ def chosen_text(table: pd.DataFrame, params_file: str = "params/default.yaml") -
     if held.empty:
         text += " No held-out rebuild of this row is in the table."
     return text
+
+
+def _count(v: object) -> str:
+    """A step count from the study's CSV (an int, a float or a range such as ``144-12000``)."""
+    if isinstance(v, (int, float, np.integer, np.floating)) and np.isfinite(v):
+        return f"{int(v)}"
+    return str(v) if isinstance(v, str) else "?"
 
 
 def _verdict(r: pd.Series, name: str) -> str:
