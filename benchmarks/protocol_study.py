@@ -362,7 +362,7 @@ def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping
     IV-B count as IV, ``undetermined`` is a label like the others, and cells without a label
     (no mc) in either are left out. Returns the CSV columns
     ``heldout_of``, ``heldout_agree`` (a fraction of the cells labelled in both) and
-    ``heldout_flips`` (the cells that changed, ``load/temperature: old→new``).
+    ``heldout_flips`` (the cells that changed, ``width 8, lr 1: old→new``).
     """
     keys = [spec["load_axis"], spec["temperature_axis"]]
     both = chosen[keys + ["phase"]].merge(heldout[keys + ["phase"]], on=keys, suffixes=("_chosen", "_heldout"))
@@ -373,7 +373,7 @@ def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping
 
     both = both[both.phase_chosen.map(norm).ne("?") & both.phase_heldout.map(norm).ne("?")]
     same = both.phase_chosen.map(norm) == both.phase_heldout.map(norm)
-    flips = "; ".join(f"{r[keys[0]]:g}/{r[keys[1]]:g}: {r.phase_chosen}→{r.phase_heldout}"
+    flips = "; ".join(f"{keys[0]} {r[keys[0]]:g}, {keys[1]} {r[keys[1]]:g}: {r.phase_chosen}→{r.phase_heldout}"
                       for _, r in both[~same].iterrows())
     return {"heldout_of": base, "heldout_agree": float(same.mean()) if len(both) else float("nan"),
             "heldout_flips": flips}

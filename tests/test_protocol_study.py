@@ -106,7 +106,7 @@ def test_heldout_agreement_counts_cells_that_keep_their_label():
     # IV-B -> IV-A counts as kept; 8/1.0 and the undetermined cell changed
     assert out["heldout_of"] == "cand"
     assert out["heldout_agree"] == pytest.approx(3 / 5)
-    assert out["heldout_flips"] == "8/1: II→III; 32/0.1: undetermined→I"
+    assert out["heldout_flips"] == "width 8, lr 1: II→III; width 32, lr 0.1: undetermined→I"
     # a cell without a label (no mc) in either build is left out
     unlabelled = heldout.assign(phase=["I", "III", "IV-A", "III", None])
     assert heldout_agreement(chosen, unlabelled, spec, "cand")["heldout_agree"] == pytest.approx(3 / 4)
