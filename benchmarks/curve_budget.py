@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| curve epochs | steps | fit wall s | max abs(mc − full) | median | cells beyond 2 SE | sign-class changes |")
     print("|---|---|---|---|---|---|---|")
     for _, r in summary.iterrows():
-        print(f"| {r.epochs} | {r.steps} | {r.seconds:.0f} | {r.max_abs_diff:.2f} | {r.median_abs_diff:.2f} | "
-              f"{r.outside_2se} of {r.cells} | {r.class_changes} |")
+        wall = "stored" if not np.isfinite(r.seconds) else f"{r.seconds:.0f}"
+        print(f"| {int(r.epochs)} | {int(r.steps)} | {wall} | {r.max_abs_diff:.2f} | {r.median_abs_diff:.2f} | "
+              f"{int(r.outside_2se)} of {int(r.cells)} | {int(r.class_changes)} |")
     return 0
 
 
