@@ -165,7 +165,6 @@ CANDIDATES: dict[str, dict[str, Any]] = {
                            "num_epochs": 40, "load_values": [8, 16, 32, 64], "temperature_axis": "lr",
                            "temperature_values": [0.02, 0.08, 0.32, 1.0], "train_loss_high": 0.1,
                            "curve": dict(curve_epochs=40, curve_batch_size=64, curve_lr=0.05),
-                           "chosen_for": "params/default.yaml",
                            "note": "lr 0.02-1.0 at batch 32, half the data, 2480 steps per run"},
     # the same runs, curves fitted 3x longer (120 epochs, 3720 steps, 1.5x the endpoints'
     # budget): are the barriers of the wide cells real, and does the hot end's dip show?
@@ -173,7 +172,8 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "batch_size": 32, "num_epochs": 40,
         "load_values": [8, 16, 32, 64], "temperature_axis": "lr", "temperature_values": [0.02, 0.08, 0.32, 1.0],
         "train_loss_high": 0.1, "curve": dict(curve_epochs=120, curve_batch_size=64, curve_lr=0.05),
-        "reuse": "lr_half_b32_w8to64", "note": "as lr_half_b32_w8to64, curves of 3720 steps"},
+        "reuse": "lr_half_b32_w8to64", "chosen_for": "params/default.yaml",
+        "note": "as lr_half_b32_w8to64, curves of 3720 steps"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs

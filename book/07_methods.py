@@ -386,7 +386,7 @@ pd.DataFrame(rows).set_index(["chapter", "parameter"])
 # ### Endpoint continuation: the control of a positive mc
 #
 # A curve is fitted *after* its endpoints finished training, for a budget of its own:
-# $E_c \lfloor n / B_c floor$ SGD steps ($E_c$ epochs at batch $B_c$). A curve that goes
+# $E_c \lfloor n / B_c \rfloor$ SGD steps ($E_c$ epochs at batch $B_c$). A curve that goes
 # below its endpoints (mc > 0) says that lower training error lies near them, which is the
 # paper's reading of phase II (endpoints that SGD's noise kept from converging); but a
 # curve's extra steps would show the same of any endpoints that had not finished, whatever

@@ -32,8 +32,8 @@ KEYS_BEFORE = {
     # the batch-size default before the lr protocol; its file moved, its keys did not
     "cnn_batch": {"hessian": "f8e6ac638fab901c", "density": "7184f7656d1adaea", "global": "ad93301ba6bf3eef",
                   "mli": "19d934df4fe17449", "thresholds": "ab2b0f37ff4682e1", "wedge": "a76bd348bc2d7215"},
-    # the lr-temperature default (recorded when it was made the default: its curves are 40 epochs)
-    "default": {"hessian": "f8e6ac638fab901c", "density": "7184f7656d1adaea", "global": "ebecdb8893107b96",
+    # the lr-temperature default (recorded when it was made the default: curves of 120 epochs)
+    "default": {"hessian": "f8e6ac638fab901c", "density": "7184f7656d1adaea", "global": "849938048f383491",
                 "mli": "19d934df4fe17449", "thresholds": "ab2b0f37ff4682e1", "wedge": "a76bd348bc2d7215"},
     "smoke": {"hessian": "9399db2b104a22b9", "density": "fe55f97faa63cb1d", "global": "81e70830ebd93b6c",
               "mli": "19d934df4fe17449", "thresholds": "fde0db12bf0a5747", "wedge": "825c72113115a1d3"},
