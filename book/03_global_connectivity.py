@@ -273,8 +273,7 @@ mc_pos = PhaseThresholds().mc_pos  # chapter 4's threshold for mc > 0
 cell_mc = pairs.groupby([load_axis, temperature_axis])["mc"].mean()
 positive = [c for c, v in cell_mc.items() if v > mc_pos]
 continued_runs = sorted({r for c in positive for pr in pairs_by_cell[c] for r in pr})
-continued = (continuation_table(workdir, continued_runs, settings, device=dev, data_root=data_root, **options)
-             if continued_runs else continuation_table(workdir, [], settings, progress=False))
+continued = continuation_table(workdir, continued_runs, settings, device=dev, data_root=data_root, **options)
 pairs["gain_continued"] = curve_gain_over_continued(pairs, continued)
 write_table(workdir, "global_pairs", pairs)
 write_table(workdir, "continuation", continued)

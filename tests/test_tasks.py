@@ -157,3 +157,10 @@ def test_tasks_measure_in_full_precision_whatever_the_caller_set(tmp_path):
         assert torch.is_autocast_enabled("cpu")
         [[record]] = run_tasks([task], tmp_path, progress=False)
     assert record == {"autocast": False}
+
+
+def test_run_tasks_with_no_tasks_says_nothing_and_returns_nothing(tmp_path, capsys):
+    from landscape_utils.runs.tasks import run_tasks
+
+    assert run_tasks([], tmp_path, desc="nothing here") == []
+    assert "nothing here" not in capsys.readouterr().out

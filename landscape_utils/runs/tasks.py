@@ -135,7 +135,7 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
         else:
             results.append(None)
             todo.append(i)
-    if progress:
+    if progress and tasks:  # an empty list has nothing to report
         print(f"{desc}: {len(tasks) - len(todo)} of {len(tasks)} task(s) in the store, {len(todo)} to compute")
     if log_usage:  # the book's "what built it" footer (dates are read only where it is kept)
         reused = [task for task, records in zip(tasks, results) if records is not None]
