@@ -373,3 +373,17 @@ def test_curve_gain_over_continued_and_the_finding_go_both_ways():
     none = pd.DataFrame(cell(8, [-3.0, -2.0, -2.5], [1.0, 1.0, 1.0]))
     f = mc_survives_continuation(none, "w", "T")
     assert f.verdict == "inconclusive" and "nothing to test" in f.evidence
+
+
+def test_sign_beyond_spread_uses_the_t_quantile_or_a_fixed_multiple():
+    from scipy import stats
+
+    from landscape_utils.experiments.global_metrics import sign_beyond_spread
+
+    q = stats.t.ppf(0.975, 2)  # 4.30
+    assert sign_beyond_spread(q * 1.0 + 0.01, 1.0, 2) == 1
+    assert sign_beyond_spread(q * 1.0 - 0.01, 1.0, 2) is None
+    assert sign_beyond_spread(-(q + 0.01), 1.0, 2) == -1
+    assert sign_beyond_spread(2.5, 1.0, 2, k=2.0) == 1  # a fixed multiple replaces t
+    assert sign_beyond_spread(5.0, float("nan"), 2) is None
+    assert sign_beyond_spread(5.0, 1.0, 0) is None  # no degrees of freedom: infinite quantile

@@ -559,6 +559,18 @@ def interior_min(profile: Sequence[float]) -> float:
     return float(np.min(v[1:-1])) if v.size >= 3 else float("nan")
 
 
+def sign_beyond_spread(mean: float, se: float, df: float, alpha: float = 0.05,
+                       k: float | None = None) -> int | None:
+    """+1 when ``mean − q·se > 0``, −1 when ``mean + q·se < 0``, None otherwise (or when
+    ``se`` is not finite), with q the two-sided ``alpha`` quantile of Student's t on ``df``
+    degrees of freedom (``k``, when given, replaces it by a fixed multiple): how a cell's
+    mean over seeds is decided in this chapter's findings."""
+    if not np.isfinite(se):
+        return None
+    q = k if k is not None else (float(stats.t.ppf(1 - alpha / 2, df)) if df >= 1 else np.inf)
+    return 1 if mean - q * se > 0 else -1 if mean + q * se < 0 else None
+
+
 def mc_survives_continuation(pairs: pd.DataFrame, load: str, temperature: str, *, mc_pos: float = 1.0,
                              alpha: float = 0.05) -> Finding:
     """Finding ``mc_survives_continuation``: where mc > 0, the curve beats the endpoints
@@ -595,10 +607,8 @@ def mc_survives_continuation(pairs: pd.DataFrame, load: str, temperature: str, *
             parts.append(f"{load}={lv:g} {temperature}={tv:g}: too few continued pairs")
             continue
         jk = seed_jackknife(v[keep], seeds[keep])
-        q = float(stats.t.ppf(1 - alpha / 2, jk.df)) if jk.df >= 1 else np.inf
-        known = np.isfinite(jk.se)
-        flag = (True if known and jk.mean - q * jk.se > 0 else False if known and jk.mean + q * jk.se < 0
-                else None)
+        sign = sign_beyond_spread(jk.mean, jk.se, jk.df, alpha)
+        flag = None if sign is None else sign > 0
         flags.append(flag)
         word = "curve still better" if flag else "continued endpoints as good" if flag is False else "undecided"
         parts.append(f"{load}={lv:g} {temperature}={tv:g}: mc {cell_mc[(lv, tv)]:.3g}, curve minus continued "
@@ -644,12 +654,10 @@ def small_load_poorly_connected(pairs: pd.DataFrame, load: str, temperature: str
             mean = float(v.mean())
             se = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan")
             df = v.size - 1
-        q = k if k is not None else (float(stats.t.ppf(1 - alpha / 2, df)) if df >= 1 else np.inf)
-        known = np.isfinite(se)
-        flag = (True if known and mean + q * se < 0 else False if known and mean - q * se > 0
-                else None)
+        sign = sign_beyond_spread(mean, se, df, alpha, k)
+        flag = None if sign is None else sign < 0
         flags.append(flag)
-        spread = f" ± {se:.2g} (SE over {'seeds' if seeded else 'pairs'})" if known else ""
+        spread = f" ± {se:.2g} (SE over {'seeds' if seeded else 'pairs'})" if np.isfinite(se) else ""
         parts.append(f"{temperature}={tv:g}: {mean:.3g}{spread} (n={v.size} pairs, "
                      f"{'<0' if flag else '>0' if flag is False else 'undecided'})")
     v = majority_verdict(flags, what=f"temperatures at {load}={smallest:g}")
