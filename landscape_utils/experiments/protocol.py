@@ -117,8 +117,7 @@ def heat_positions(cells: pd.DataFrame, labels: Sequence[object], temperature: s
     """Mean heat position (0 = coldest temperature value, 1 = hottest) of each phase group
     (IV-A and IV-B as IV); a group without cells is absent."""
     pos = axis_position(pd.to_numeric(cells[temperature]), axis_info(temperature).hot_end).to_numpy()
-    groups = np.array([("IV" if g in ("IV-A", "IV-B") else g) for g in (group_of(x, False) for x in labels)],
-                      dtype=object)
+    groups = np.array([group_of(x, False) for x in labels], dtype=object)  # IV-A and IV-B as IV
     return {g: float(pos[groups == g].mean()) for g in ("I", "II", "III", "IV") if (groups == g).any()}
 
 
@@ -166,7 +165,7 @@ def check_targets(cells: pd.DataFrame, labels: Sequence[object], iv_split: bool,
         best, best_phase, best_index = float(acc[ib]), groups[ib], cells.index[ib]
     else:
         best, best_phase, best_index = float("nan"), None, None
-    lab4 = np.array([("IV" if g in ("IV-A", "IV-B") else g) for g in groups], dtype=object)
+    lab4 = np.array([group_of(x, False) for x in labels], dtype=object)  # IV-A and IV-B as IV
     med = {}
     for m in ("train_loss", "lambda_max"):
         v = numeric_column(cells, m)
