@@ -409,7 +409,7 @@ def book_settings(params_file: str) -> tuple[Path, dict[str, Any], dict[str, Any
 def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = False,
                   device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:
     """Train, measure and classify one candidate; returns its CSV row and its cell table."""
-    from landscape_utils.experiments.global_metrics import (GlobalSettings, continuation_table,
+    from landscape_utils.experiments.global_metrics import (GlobalSettings, continuation_runs, continuation_table,
                                                             curve_gain_over_continued, curve_steps, interior_min,
                                                             mc_survives_continuation, measure_pairs,
                                                             summarize_pairs, usable_runs)
@@ -477,9 +477,7 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     pairs["run_id_a"], pairs["run_id_b"] = [a for _, a, _ in flat], [b for _, _, b in flat]
     pairs["seed_a"], pairs["seed_b"] = pairs["run_id_a"].map(seed_of), pairs["run_id_b"].map(seed_of)
     pairs["curve_min_err"] = [interior_min(r["bezier"]["train_err"]) for r in records]
-    cell_mc = pairs.groupby([load, temperature])["mc"].mean()
-    ii_runs = sorted({rid for (lv, tv), g in pairs.groupby([load, temperature]) if cell_mc[(lv, tv)] > th.mc_pos
-                      for rid in (*g["run_id_a"], *g["run_id_b"])})
+    ii_runs = continuation_runs(pairs, load, temperature, th.mc_pos)
     cont = continuation_table(workdir, ii_runs, gs, device=device, progress=False, executor="serial")
     pairs["gain_continued"] = curve_gain_over_continued(pairs, cont)
     continuation = mc_survives_continuation(pairs, load, temperature, mc_pos=th.mc_pos)

@@ -92,11 +92,11 @@ from landscape_utils.core import plotting
 from landscape_utils.core.settings import executor_options
 from landscape_utils.core.utils import resolve_device
 from landscape_utils.experiments.findings import difference_verdict, majority_verdict, show_findings, write_findings
-from landscape_utils.experiments.global_metrics import (GlobalSettings, MLISettings, continuation_table,
-                                                        curve_gain_over_continued, curve_steps, example_cells,
-                                                        interior_min, mc_survives_continuation, measure_pairs,
-                                                        mli_table, paths_table, small_load_poorly_connected,
-                                                        summarize_pairs, usable_runs)
+from landscape_utils.experiments.global_metrics import (GlobalSettings, MLISettings, continuation_runs,
+                                                        continuation_table, curve_gain_over_continued, curve_steps,
+                                                        example_cells, interior_min, mc_survives_continuation,
+                                                        measure_pairs, mli_table, paths_table, positive_mc_cells,
+                                                        small_load_poorly_connected, summarize_pairs, usable_runs)
 from landscape_utils.experiments.taxonomy import PhaseThresholds, cell_table
 from landscape_utils.metrics.connectivity import select_pairs
 from landscape_utils.runs.tables import read_grid, write_table
@@ -270,9 +270,8 @@ plotting.phase_panels(mli_cells, ["mli_max_bump", "mli_non_monotonic"], x=load_a
 
 # %%
 mc_pos = PhaseThresholds().mc_pos  # chapter 4's threshold for mc > 0
-cell_mc = pairs.groupby([load_axis, temperature_axis])["mc"].mean()
-positive = [c for c, v in cell_mc.items() if v > mc_pos]
-continued_runs = sorted({r for c in positive for pr in pairs_by_cell[c] for r in pr})
+positive = list(positive_mc_cells(pairs, load_axis, temperature_axis, mc_pos).index)
+continued_runs = continuation_runs(pairs, load_axis, temperature_axis, mc_pos)
 continued = continuation_table(workdir, continued_runs, settings, device=dev, data_root=data_root, **options)
 pairs["gain_continued"] = curve_gain_over_continued(pairs, continued)
 write_table(workdir, "global_pairs", pairs)

@@ -387,3 +387,15 @@ def test_sign_beyond_spread_uses_the_t_quantile_or_a_fixed_multiple():
     assert sign_beyond_spread(2.5, 1.0, 2, k=2.0) == 1  # a fixed multiple replaces t
     assert sign_beyond_spread(5.0, float("nan"), 2) is None
     assert sign_beyond_spread(5.0, 1.0, 0) is None  # no degrees of freedom: infinite quantile
+
+
+def test_continuation_runs_are_the_endpoints_of_cells_with_positive_mean_mc():
+    from landscape_utils.experiments.global_metrics import continuation_runs, positive_mc_cells
+
+    pairs = pd.DataFrame({"w": [8, 8, 8, 64, 64], "T": [1, 1, 2, 1, 1], "mc": [3.0, 0.5, 5.0, -2.0, 0.0],
+                          "run_id_a": ["a", "a", "c", "e", "e"], "run_id_b": ["b", "d", "f", "g", "h"]})
+    cells = positive_mc_cells(pairs, "w", "T")
+    assert cells.to_dict() == {(8, 1): 1.75, (8, 2): 5.0}  # (8, 1): mean of 3.0 and 0.5
+    assert continuation_runs(pairs, "w", "T") == ["a", "b", "c", "d", "f"]
+    assert continuation_runs(pairs, "w", "T", mc_pos=2.0) == ["c", "f"]
+    assert continuation_runs(pairs[pairs.w == 64], "w", "T") == []

@@ -553,6 +553,21 @@ def curve_gain_over_continued(pairs: pd.DataFrame, continued: pd.DataFrame) -> p
     return (mid - pd.to_numeric(pairs["curve_min_err"], errors="coerce")).rename("gain_continued")
 
 
+def positive_mc_cells(pairs: pd.DataFrame, load: str, temperature: str, mc_pos: float = 1.0) -> pd.Series:
+    """The cells whose mean mc over their pairs exceeds ``mc_pos`` (phase II's sign): a
+    Series of those means indexed by ``(load value, temperature value)``."""
+    cell_mc = pd.to_numeric(pairs["mc"], errors="coerce").groupby([pairs[load], pairs[temperature]]).mean()
+    return cell_mc[cell_mc > mc_pos]
+
+
+def continuation_runs(pairs: pd.DataFrame, load: str, temperature: str, mc_pos: float = 1.0) -> list[str]:
+    """The endpoints (``run_id_a``, ``run_id_b``) of every pair in a :func:`positive_mc_cells`
+    cell, sorted: the runs the continuation control trains on."""
+    cells = positive_mc_cells(pairs, load, temperature, mc_pos).index
+    inside = pairs.set_index([load, temperature]).index.isin(cells)
+    return sorted(set(pairs.loc[inside, "run_id_a"]) | set(pairs.loc[inside, "run_id_b"]))
+
+
 def interior_min(profile: Sequence[float]) -> float:
     """The smallest value of a path profile at its interior points (endpoints excluded)."""
     v = np.asarray(profile, dtype=float)
@@ -590,9 +605,8 @@ def mc_survives_continuation(pairs: pd.DataFrame, load: str, temperature: str, *
     """
     claim = ("Where mc > 0 (phase II's sign), the curve still beats its endpoints once they are trained on "
              "for the curve's own step budget")
-    mc = pd.to_numeric(pairs["mc"], errors="coerce")
-    cell_mc = mc.groupby([pairs[load], pairs[temperature]]).mean()
-    tested = [c for c, v in cell_mc.items() if v > mc_pos]
+    cell_mc = positive_mc_cells(pairs, load, temperature, mc_pos)
+    tested = list(cell_mc.index)
     if not tested:
         return Finding("mc_survives_continuation", claim, "inconclusive",
                        f"no cell has a mean mc above {mc_pos:g}: nothing to test", "0 cells")
