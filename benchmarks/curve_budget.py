@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import yaml
 
-    from landscape_utils.experiments.global_metrics import GlobalSettings, measure_pairs, usable_runs
+    from landscape_utils.experiments.global_metrics import (GlobalSettings, curve_steps, endpoint_steps,
+                                                            measure_pairs, usable_runs)
     from landscape_utils.metrics.connectivity import select_pairs
     from landscape_utils.runs.tables import read_grid
 
@@ -107,14 +108,14 @@ def main(argv: list[str] | None = None) -> int:
                                           executor=args.executor, curves_at_once=ch3.get("curves_at_once", 16))
         seconds = time.perf_counter() - t0
         print(f"[curve_budget] {s.curve_epochs} epochs: {computed} pair(s) computed in {seconds:.0f} s", flush=True)
-        steps = s.curve_epochs * (n_train // s.curve_batch_size)
+        steps = curve_steps(s, n_train)
         rows += [{"epochs": s.curve_epochs, "steps": steps, "seconds": seconds if computed else float("nan"),
                   load: c[0], temperature: c[1], "seed_a": seed_of[a], "seed_b": seed_of[b], "mc": r["mc"]}
                  for (c, a, b), r in zip(flat, records)]
     cells, summary = compare_budgets(pd.DataFrame(rows), load, temperature)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cells.to_csv(args.out, index=False)
-    print(f"endpoints: {int((grid.runs.epochs_run * (grid.runs.num_train // grid.runs.batch_size)).max())} steps; "
+    print(f"endpoints: {int(endpoint_steps(grid.runs).max())} steps; "
           f"{summary.cells.iloc[0]} cells; per-cell table in {args.out}")
     print("| curve epochs | steps | fit wall s | max abs(mc − full) | median | cells beyond 2 SE | sign-class changes |")
     print("|---|---|---|---|---|---|---|")

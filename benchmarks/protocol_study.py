@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from landscape_utils.core.train import RunConfig
+from landscape_utils.core.train import RunConfig, sgd_steps
 from landscape_utils.experiments.protocol import (MEDIAN_METRICS, check_targets, phase_counts, phase_medians,
                                                   recipe_text, temperature_text)
 
@@ -300,12 +300,12 @@ def step_budgets(spec: Mapping[str, Any]) -> tuple[str, int]:
     n = train_size(spec.get("dataset", "mnist1d"), spec.get("data_fraction", 1.0))
     batches = (spec["temperature_values"] if spec.get("temperature_axis", "batch_size") == "batch_size"
                else [spec.get("batch_size", RUN_DEFAULTS["batch_size"])])
-    steps = sorted(spec["num_epochs"] * (n // int(b)) for b in batches)
+    steps = sorted(sgd_steps(spec["num_epochs"], n, int(b)) for b in batches)
     curve = {**CURVE, **spec.get("curve", {})}
     if spec.get("book"):
         curve = {**curve, **book_settings(spec["book"])[2]}
     text = f"{steps[0]}" if steps[0] == steps[-1] else f"{steps[0]}-{steps[-1]}"
-    return text, int(curve["curve_epochs"] * (n // int(curve["curve_batch_size"])))
+    return text, int(sgd_steps(curve["curve_epochs"], n, int(curve["curve_batch_size"])))
 
 
 def placement_text(r: pd.Series) -> str:
@@ -410,7 +410,8 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
                   device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:
     """Train, measure and classify one candidate; returns its CSV row and its cell table."""
     from landscape_utils.experiments.global_metrics import (GlobalSettings, continuation_runs, continuation_table,
-                                                            curve_gain_over_continued, curve_steps, interior_min,
+                                                            curve_gain_over_continued, curve_steps, endpoint_steps,
+                                                            interior_min,
                                                             mc_survives_continuation, measure_pairs,
                                                             summarize_pairs, usable_runs)
     from landscape_utils.experiments.local import HessianSettings, hessian_table
@@ -491,7 +492,7 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     row["quick"] = bool(quick)
     seeds = sorted(int(v) for v in grid["seed"].unique())
     row["seeds"] = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
-    steps = grid["epochs_run"] * (grid["num_train"] // grid["batch_size"])
+    steps = endpoint_steps(grid)
     row["endpoint_steps"] = (f"{int(steps.min())}" if steps.min() == steps.max()
                              else f"{int(steps.min())}-{int(steps.max())}")
     row["curve_steps"] = curve_steps(gs, int(grid["num_train"].iloc[0]))

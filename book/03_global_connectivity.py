@@ -92,11 +92,10 @@ from landscape_utils.core import plotting
 from landscape_utils.core.settings import executor_options
 from landscape_utils.core.utils import resolve_device
 from landscape_utils.experiments.findings import difference_verdict, majority_verdict, show_findings, write_findings
-from landscape_utils.experiments.global_metrics import (GlobalSettings, MLISettings, continuation_runs,
-                                                        continuation_table, curve_gain_over_continued, curve_steps,
-                                                        example_cells, interior_min, mc_survives_continuation,
-                                                        measure_pairs, mli_table, paths_table, positive_mc_cells,
-                                                        small_load_poorly_connected, summarize_pairs, usable_runs)
+from landscape_utils.experiments.global_metrics import (
+    GlobalSettings, MLISettings, continuation_runs, continuation_table, curve_gain_over_continued, curve_steps,
+    endpoint_steps, example_cells, interior_min, mc_survives_continuation, measure_pairs, mli_table, paths_table,
+    positive_mc_cells, small_load_poorly_connected, summarize_pairs, usable_runs)
 from landscape_utils.experiments.taxonomy import PhaseThresholds, cell_table
 from landscape_utils.metrics.connectivity import select_pairs
 from landscape_utils.runs.tables import read_grid, write_table
@@ -114,10 +113,10 @@ pairs_by_cell = {cell: [(ids[i], ids[j]) for i, j in select_pairs(len(ids), max_
                  for cell, ids in runs_by_cell.items() if len(ids) >= 2}
 print(f"{len(runs_by_cell)} cells of {load_axis} x {temperature_axis}, "
       f"{sum(map(len, pairs_by_cell.values()))} seed pairs, on {dev} ({executor} executor)")
-endpoint_steps = grid.runs.epochs_run * (grid.runs.num_train // grid.runs.batch_size)
+run_steps = endpoint_steps(grid.runs)
 print(f"curve: {curve_epochs} epochs, batch {curve_batch_size}, lr {curve_lr}: "
       f"{curve_steps(settings, int(grid.runs.num_train.iloc[0]))} steps; the endpoints trained for "
-      f"{endpoint_steps.min()}" + (f" to {endpoint_steps.max()}" if endpoint_steps.max() > endpoint_steps.min() else "")
+      f"{run_steps.min()}" + (f" to {run_steps.max()}" if run_steps.max() > run_steps.min() else "")
       + f" steps; {num_points} points per path")
 print(f"CKA on {cka_samples} mixup inputs in {cka_batches} batches of {settings.cka_batch_size}")
 if len(skipped):

@@ -112,3 +112,13 @@ def test_train_and_population_do_not_import_each_other():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not any("population" in m or m in ("runner", "store") for m in imported), imported
+
+
+def test_sgd_steps_drops_the_last_partial_minibatch():
+    import numpy as np
+
+    from landscape_utils.core.train import sgd_steps
+
+    assert sgd_steps(48, 2000, 512) == 48 * 3  # 2000 = 3 x 512 + 464: 464 examples dropped each epoch
+    assert sgd_steps(40, 2000, 32) == 2480
+    np.testing.assert_array_equal(sgd_steps(np.array([2, 3]), 100, np.array([10, 30])), [20, 9])

@@ -191,6 +191,13 @@ def forward_precision(precision: str, device: torch.device) -> contextlib.Abstra
     return contextlib.nullcontext()
 
 
+def sgd_steps(num_epochs, num_train, batch_size):
+    """SGD steps of ``num_epochs`` epochs over ``num_train`` examples in minibatches of
+    ``batch_size``: epochs × ⌊n / batch⌋, since :func:`train_run`, the populations and the
+    curve fits all drop the last partial minibatch. Ints, or arrays / Series elementwise."""
+    return num_epochs * (num_train // batch_size)
+
+
 def lr_factor(schedule: str, epoch: int, num_epochs: int, decay_at: float = 0.75,
               decay_factor: float = 0.1) -> float:
     """Multiplier of the base lr during ``epoch`` (0-based)."""

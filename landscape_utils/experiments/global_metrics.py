@@ -41,7 +41,7 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from ..core.axes import load_order
 from ..core.settings import FromParams
-from ..core.train import RunConfig
+from ..core.train import RunConfig, sgd_steps
 from ..core.utils import resolve_device
 from ..metrics.connectivity import (PROFILE_COLUMNS, BezierCurve, continue_training, draw_t, evaluate_path,
                                     fit_bezier, fit_by_sgd, linear_path, mli, path_result)
@@ -480,7 +480,13 @@ def continuation_key(settings: GlobalSettings, run_id: str) -> dict[str, Any]:
 
 def curve_steps(settings: GlobalSettings, num_train: int) -> int:
     """SGD steps of one curve fit (and of one continuation) on ``num_train`` examples."""
-    return settings.curve_epochs * (num_train // settings.curve_batch_size)
+    return sgd_steps(settings.curve_epochs, num_train, settings.curve_batch_size)
+
+
+def endpoint_steps(runs: pd.DataFrame) -> pd.Series:
+    """SGD steps each run of a results table took (``epochs_run``, ``num_train`` and
+    ``batch_size`` of chapter 1's ``grid.csv``): the endpoints' budget beside a curve's."""
+    return sgd_steps(runs["epochs_run"], runs["num_train"], runs["batch_size"])
 
 
 def _continuation_task(*, workdir: str, device: torch.device, run_id: str, settings: dict[str, Any],
