@@ -406,8 +406,8 @@ def chosen_text(table: pd.DataFrame, params_file: str = "params/default.yaml") -
     why = f" ({cont})" if isinstance(cont, str) and "nothing to test" in cont else ""
     text += (f". Cold end converges: {_verdict(r, 'cold_end')}; mc > 0 survives the endpoints' "
              f"continuation: {_verdict(r, 'continuation')}{why}.")
-    held = table[table.get("heldout_of", pd.Series(dtype=object)).astype(str) == str(r["candidate"])] \
-        if "heldout_of" in table else table.iloc[:0]
+    held = (table[table["heldout_of"].astype(str) == str(r["candidate"])] if "heldout_of" in table
+            else table.iloc[:0])
     for _, h in held.iterrows():
         flips = h.get("heldout_flips", "")
         text += (f" Rebuilt on the held-out seeds {h.get('seeds', '?')} (`{h['candidate']}`): "
