@@ -219,8 +219,8 @@ pd.DataFrame({"batch_size": paper.batch_size[col], "mc": paper.mc[col],
 # one lr decay. Its temperature axis is the **learning rate at a fixed batch size**, so every
 # cell of the grid takes the same number of SGD steps: a cold cell differs from a hot one in
 # the noise of its steps, not in how many it took. (With the batch size as the temperature on
-# a small training set, the coldest runs take a few steps per epoch and stop before they
-# converge; chapter 1's `cold_end_converges` control names that artefact, and
+# a small training set, the coldest runs take a few steps per epoch and can stop before
+# they converge; chapter 1's `cold_end_converges` control tests for that artefact, and
 # `params/cnn_batch.yaml` keeps such a grid to show it.) The Bezier curves are fitted at one
 # fixed setting, colder than the hot runs, for a step budget chapter 3 prints beside the
 # endpoints'; its continuation control asks whether a positive mc survives training the
@@ -234,7 +234,7 @@ pd.DataFrame({"batch_size": paper.batch_size[col], "mc": paper.mc[col],
 # phase II is trained (mean train accuracy at least 0.8), not failed; (4) the best cell is in
 # IV (IV-B where the CKA splits IV); and the paper's *placement*: II, if present, in the hot
 # half of the temperature axis and III colder than II. The study picked its protocol on seeds
-# 0-2 and rebuilt the chosen grid on fresh seeds to confirm it. What the study's row of this
+# 0-2 and rebuilt the chosen grid on fresh seeds to check it. What the study's row of this
 # params file reached, and how its held-out rebuild compares, is computed below from the
 # study's committed table; the findings at the end of this chapter check the same targets on
 # this build's own grid (`landscape_utils.experiments.protocol`; target 4 is `best_accuracy_phase`).
