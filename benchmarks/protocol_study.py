@@ -174,6 +174,24 @@ CANDIDATES: dict[str, dict[str, Any]] = {
         "train_loss_high": 0.1, "curve": dict(curve_epochs=120, curve_batch_size=64, curve_lr=0.05),
         "reuse": "lr_half_b32_w8to64", "chosen_for": "params/default.yaml",
         "note": "as lr_half_b32_w8to64, curves of 3720 steps"},
+    # Probes of the lr grid's hot end, for the paper's phase II (high train loss, mc > 0, hot):
+    # 2 x 2 grids of the chosen candidate's wide cells, curves of 3720 steps as in the default,
+    # read with its continuation control. lr 3.0 (x0.1 at 75%: 0.3 for the last quarter)
+    # keeps the hottest runs noisier to the end; its lr 1.0 cells are the candidate's own
+    # (same workdir), so only the lr 3.0 column is new
+    "probe_lr_hot": {
+        **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "batch_size": 32, "num_epochs": 40,
+        "load_values": [32, 64], "temperature_axis": "lr", "temperature_values": [1.0, 3.0],
+        "train_loss_high": 0.1, "curve": dict(curve_epochs=120, curve_batch_size=64, curve_lr=0.05),
+        "reuse": "lr_half_b32_w8to64", "note": "probe: lr 1.0 and 3.0 (widths 32, 64)"},
+    # no decay: the runs end at their own lr, so the hot ones end unconverged by noise (the
+    # paper decays the lr; this asks whether its phase II needs the noise kept to the end)
+    "probe_lr_const": {
+        **_CNN, "batch_norm": True, "lr": 0.1, "data_fraction": 0.5, "batch_size": 32, "num_epochs": 40,
+        "schedule": "constant", "load_values": [32, 64], "temperature_axis": "lr",
+        "temperature_values": [0.32, 1.0], "train_loss_high": 0.1,
+        "curve": dict(curve_epochs=120, curve_batch_size=64, curve_lr=0.05),
+        "reuse": "lr_half_b32_w8to64", "note": "probe: constant lr 0.32 and 1.0 (no decay; widths 32, 64)"},
     # hotter without BatchNorm (started, not finished: see PROTOCOL_STUDY.md)
     "cnn_lr10_step40": {**_CNN, "lr": 0.1, "note": "hotter (lr 0.1)"},
     # the current default: MLP on a quarter of MNIST-1D, constant lr 0.1, 100 epochs

@@ -105,8 +105,10 @@ results = run_grid(configs, workdir, device=str(dev), data_root=data_root, downl
 write_grid(workdir, results, load_axis, temperature_axis)
 diverged = results[results.status == "diverged"]
 if len(diverged):
-    print(f"{len(diverged)} run(s) diverged and are left out of the panels:")
-    print(diverged[["run_id", load_axis, temperature_axis, "seed"]].to_string(index=False))
+    # NaN loss, or a net that ended no better than chance (runner.mark_collapsed)
+    print(f"{len(diverged)} run(s) diverged or collapsed to chance and are left out of the cell means:")
+    cols = ["run_id", load_axis, temperature_axis, "seed", "train_acc"] + (["collapsed"] if "collapsed" in diverged else [])
+    print(diverged[cols].to_string(index=False))
 print(f"training took {results.train_time_s.sum():.0f} s in total; "
       f"{results.num_params.min()}-{results.num_params.max()} parameters per model")
 

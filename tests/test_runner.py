@@ -345,6 +345,21 @@ def test_diverged_runs_are_recorded_once_and_not_retrained(tmp_path, monkeypatch
     assert trained == []
 
 
+
+def test_runs_no_better_than_chance_are_failed_like_diverged_ones():
+    import pandas as pd
+    results = pd.DataFrame({"run_id": list("abcde"), "dataset": ["mnist1d"] * 4 + ["cifar100"],
+                            "train_acc": [0.10, 0.149, 0.151, float("nan"), 0.011],
+                            "status": ["ok", "ok", "ok", "diverged", "ok"]})
+    out = runner.mark_collapsed(results)
+    # 10 classes: chance 0.1, failed below 0.15; 100 classes: below 0.015; a NaN run stays diverged
+    assert list(out.status) == ["diverged", "diverged", "ok", "diverged", "diverged"]
+    assert list(out.collapsed) == [True, True, False, False, True]
+    assert list(results.status) == ["ok", "ok", "ok", "diverged", "ok"]  # the input is not changed
+    assert runner.mark_collapsed(results, multiple=1.2).status.tolist() == ["diverged", "ok", "ok", "diverged", "diverged"]
+    # a table without the columns (e.g. no finished run) passes through
+    assert runner.mark_collapsed(pd.DataFrame()).empty
+
 # ---- killed and concurrent drivers ----------------------------------------------------
 DRIVER = r'''
 import os, signal, sys, time

@@ -588,7 +588,8 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
     a registered name, or an executor object (which the caller closes; an executor named
     here is kept for later calls with the same options, see :func:`kept_executor`). Cells locked by another driver are taken
     up again after all the others. Raises ``RuntimeError`` if runs are still missing
-    at the end (e.g. Ray workers writing to a workdir the driver does not see).
+    at the end (e.g. Ray workers writing to a workdir the driver does not see). In the
+    table, runs that ended no better than chance are ``diverged`` (:func:`mark_collapsed`).
     """
     configs = list(dict.fromkeys(configs))
     # Absolute paths: workers (a Ray node, say) need not share this process's cwd.
@@ -646,7 +647,33 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
         if others:
             print(f"note: {workdir} also holds {others} finished run(s) of other grids; they are kept "
                   "but not part of this table")
-    return load_results(workdir, configs)
+    return mark_collapsed(load_results(workdir, configs))
+
+
+#: A run whose final train accuracy is below this multiple of chance (1 / classes) learned
+#: nothing: too hot an lr can leave a BatchNorm net predicting one class with a finite loss
+#: (on MNIST-1D, lr 3.0 at batch 32 ends at train loss ln 10). It is failed, like a NaN run.
+COLLAPSED_CHANCE_MULTIPLE = 1.5
+
+
+def mark_collapsed(results: pd.DataFrame, multiple: float = COLLAPSED_CHANCE_MULTIPLE) -> pd.DataFrame:
+    """``results`` (one row per run: ``dataset``, ``train_acc``, ``status``) with the runs
+    that ended no better than chance set to ``status = "diverged"`` and ``collapsed = True``.
+
+    Every table and chapter leaves diverged runs out of cell means and pairs, so a net that
+    collapsed to one class is not read as a landscape (two such nets are trivially
+    "connected": mc > 0 with no learning at all). Released grids do the same with their own
+    rule (``experiments.zoo``: train accuracy below 0.3).
+    """
+    out = results.copy()
+    if out.empty or not {"dataset", "train_acc", "status"} <= set(out.columns):
+        return out
+    chance = out["dataset"].map(lambda d: 1.0 / INPUT_SHAPES[d][1] if d in INPUT_SHAPES else float("nan"))
+    acc = pd.to_numeric(out["train_acc"], errors="coerce")
+    collapsed = (acc < multiple * chance).fillna(False).astype(bool) & out["status"].eq("ok")
+    out["collapsed"] = collapsed
+    out.loc[collapsed, "status"] = "diverged"
+    return out
 
 
 def with_axis(config: RunConfig, **changes) -> RunConfig:
