@@ -120,8 +120,8 @@ from landscape_utils.experiments import sweeps
 from landscape_utils.experiments.authors_grid import load_authors_grid
 from landscape_utils.experiments.findings import (AUTHORS_GRID, THIS_BUILD, Finding, best_accuracy_phase,
                                                   metric_ranking, phase_sharpness, show_findings, write_findings)
-from landscape_utils.experiments.protocol import (chosen_text, grid_protocol_text, read_study, study_table,
-                                                  target_findings, threshold_stability)
+from landscape_utils.experiments.protocol import (chosen_text, grid_protocol_text, phase_ii_text, read_study,
+                                                  study_table, target_findings, threshold_stability)
 from landscape_utils.experiments.taxonomy import (CONFIDENCE_PHASES, PhaseThresholds, classify,
                                                   classify_with_confidence, contrast_loads, mc_on_points,
                                                   neighbour_spread, phase_summary, sensitivity, spearman_table)
@@ -238,6 +238,9 @@ pd.DataFrame({"batch_size": paper.batch_size[col], "mc": paper.mc[col],
 # params file reached, and how its held-out rebuild compares, is computed below from the
 # study's committed table; the findings at the end of this chapter check the same targets on
 # this build's own grid (`landscape_utils.experiments.protocol`; target 4 is `best_accuracy_phase`).
+# The study also looked for phase II on purpose (a cold end under-trained by its budget,
+# a hot end kept noisy by a constant lr); the paragraph after the table lists every row with
+# phase II cells and what the continuation control said of them.
 # `params/default.yaml` raises `train_loss_high` above the authors' value: small BatchNorm
 # CNNs trained with weight decay are not expected to reach the near-zero train loss of the
 # paper's ResNets (the study records where its grids level off).
@@ -255,6 +258,9 @@ study = read_study(protocol_study)
 display(Markdown(chosen_text(study)))
 print(f"{len(study)} rows of {protocol_study}")
 study_table(study).rename(index=lambda name: name.replace("_", "_\u200b"))  # names may wrap
+
+# %%
+display(Markdown("**Phase II in the study.** " + phase_ii_text(study)))
 
 # %% [markdown]
 # We join the tables of chapters 1-3 (`{workdir}/tables`, read by `landscape_utils.runs.tables`):

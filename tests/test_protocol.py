@@ -229,3 +229,27 @@ def test_chosen_text_states_the_default_row_and_its_heldout_rebuild():
     assert "No row of the protocol study" in chosen_text(table, "params/other.yaml")
     alone = chosen_text(table.iloc[:2])
     assert "No held-out rebuild" in alone
+
+
+def test_phase_ii_text_counts_the_rows_with_phase_ii_and_their_continuation_verdicts():
+    from landscape_utils.experiments.protocol import phase_ii_text
+
+    base = dict(model="cnn", batch_norm=True, data_fraction=0.5, lr=0.1, schedule="constant", decay_at=0.75,
+                decay_factor=0.1, num_epochs=40, weight_decay=5e-4, temperature_axis="lr", batch_size=32,
+                temperature_values="0.32 1.0")
+    table = pd.DataFrame([
+        {**base, "candidate": "no_ii", "phases": "I:2 III:2", "continuation": "nothing to test"},
+        {**base, "candidate": "hot", "phases": "II:4", "continuation": "fails",
+         "continuation_evidence": "0 of 4 cells with mc > 0; width=32 lr=1: ..."},
+        {**base, "candidate": "cold", "phases": "I:5 II:12 III:6", "continuation": "holds",
+         "continuation_evidence": "2 of 2 cells with mc > 0; ..."},
+        {**base, "candidate": "old", "phases": "I:1 II:3", "continuation": float("nan")},
+    ])
+    text = phase_ii_text(table)
+    assert text.startswith("3 row(s) of the study have phase II cells; the continuation control was measured on "
+                           "2 of them and holds on 1.")
+    assert "`hot` (BN, data 0.5, batch 32, lr const, 40 ep, wd 0.0005; lr 0.32 1.0): 4 II cell(s), continuation fails " \
+           "(0 of 4 cells with mc > 0)" in text
+    assert "`cold`" in text and "12 II cell(s), continuation holds (2 of 2 cells with mc > 0)" in text
+    assert "`old`" in text and "continuation - (not measured)" in text and "`no_ii`" not in text
+    assert phase_ii_text(table.iloc[:1]) == "No row of the protocol study has a phase II cell."
