@@ -371,6 +371,11 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: A confidence label this probable (over seed resamplings) counts as a confident one in
+#: :func:`heldout_agreement`'s diagnostic.
+CONFIDENT_P = 0.9
+
+
 def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping[str, Any],
                       base: str) -> dict[str, Any]:
     """How many cells keep their confidence label on the held-out seeds.
@@ -379,11 +384,17 @@ def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping
     protocol was chosen on and on fresh ones (columns: the two axes and ``phase``); IV-A and
     IV-B count as IV, ``undetermined`` is a label like the others, and cells without a label
     (no mc) in either are left out. Returns the CSV columns
-    ``heldout_of``, ``heldout_agree`` (a fraction of the cells labelled in both) and
-    ``heldout_flips`` (the cells that changed, ``width 8, lr 1: old→new``).
+    ``heldout_of``, ``heldout_agree`` (a fraction of the cells labelled in both),
+    ``heldout_flips`` (the cells that changed, ``width 8, lr 1: old→new``) and, where
+    ``chosen`` has ``p_phase``, ``heldout_confident_agree`` / ``heldout_confident_n``: the
+    same fraction over the cells labelled with probability at least
+    :data:`CONFIDENT_P` on the chosen seeds (a diagnostic of where the flips sit; the
+    target reads ``heldout_agree``).
     """
     keys = [spec["load_axis"], spec["temperature_axis"]]
-    both = chosen[keys + ["phase"]].merge(heldout[keys + ["phase"]], on=keys, suffixes=("_chosen", "_heldout"))
+    p = chosen["p_phase"] if "p_phase" in chosen else pd.Series(float("nan"), index=chosen.index)
+    both = chosen[keys + ["phase"]].assign(p_chosen=p).merge(heldout[keys + ["phase"]], on=keys,
+                                                             suffixes=("_chosen", "_heldout"))
 
     def norm(v: object) -> str:
         text = str(v) if isinstance(v, str) else "?"
@@ -393,8 +404,11 @@ def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping
     same = both.phase_chosen.map(norm) == both.phase_heldout.map(norm)
     flips = "; ".join(f"{keys[0]} {r[keys[0]]:g}, {keys[1]} {r[keys[1]]:g}: {r.phase_chosen}→{r.phase_heldout}"
                       for _, r in both[~same].iterrows())
+    sure = pd.to_numeric(both["p_chosen"], errors="coerce") >= CONFIDENT_P
     return {"heldout_of": base, "heldout_agree": float(same.mean()) if len(both) else float("nan"),
-            "heldout_flips": flips}
+            "heldout_flips": flips,
+            "heldout_confident_agree": float(same[sure].mean()) if sure.any() else float("nan"),
+            "heldout_confident_n": int(sure.sum())}
 
 
 # ---------------------------------------------------------------------------- measuring

@@ -217,7 +217,8 @@ def test_chosen_text_states_the_default_row_and_its_heldout_rebuild():
         {**base, "candidate": "other", "book_params": "", "seeds": "0-2"},
         {**base, "candidate": "lr_half", "book_params": "params/default.yaml", "seeds": "0-2"},
         {**base, "candidate": "lr_half_seeds3", "book_params": "params/default.yaml", "seeds": "3-5",
-         "heldout_of": "lr_half", "heldout_agree": 0.8125, "heldout_flips": "width 8, lr 1: II→I", "target2": False},
+         "heldout_of": "lr_half", "heldout_agree": 0.8125, "heldout_flips": "width 8, lr 1: II→I", "target2": False,
+         "heldout_confident_agree": 0.9, "heldout_confident_n": 10},
     ])
     assert chosen_row(table)["candidate"] == "lr_half"
     text = chosen_text(table)
@@ -226,6 +227,7 @@ def test_chosen_text_states_the_default_row_and_its_heldout_rebuild():
     assert "Cold end converges: holds; mc > 0 survives the endpoints' continuation: fails." in text
     assert "seeds 0-2)" in text and "Rebuilt on the held-out seeds 3-5 (`lr_half_seeds3`)" in text
     assert "81% of the cells keep their label (changed: width 8, lr 1: II→I)" in text and "targets 1 ✓, 2 ✗" in text
+    assert "; of the 10 cells labelled with probability ≥ 0.9 on the chosen seeds, 90% keep it; phases" in text
     assert "No row of the protocol study" in chosen_text(table, "params/other.yaml")
     alone = chosen_text(table.iloc[:2])
     assert "No held-out rebuild" in alone

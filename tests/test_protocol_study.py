@@ -112,3 +112,8 @@ def test_heldout_agreement_counts_cells_that_keep_their_label():
     assert heldout_agreement(chosen, unlabelled, spec, "cand")["heldout_agree"] == pytest.approx(3 / 4)
     same = heldout_agreement(chosen, chosen, spec, "cand")
     assert same["heldout_agree"] == 1.0 and same["heldout_flips"] == ""
+    assert np.isnan(out["heldout_confident_agree"]) and out["heldout_confident_n"] == 0  # no p_phase column
+    # the diagnostic: only the cells labelled with p >= 0.9 on the chosen seeds (8/0.1 kept, 8/1.0 flipped)
+    sure = heldout_agreement(chosen.assign(p_phase=[0.95, 0.9, 0.7, 0.99, 0.5]), heldout, spec, "cand")
+    assert sure["heldout_confident_n"] == 3 and sure["heldout_confident_agree"] == pytest.approx(2 / 3)
+    assert sure["heldout_agree"] == pytest.approx(3 / 5)

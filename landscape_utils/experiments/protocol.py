@@ -413,6 +413,9 @@ def chosen_text(table: pd.DataFrame, params_file: str = "params/default.yaml") -
         text += (f" Rebuilt on the held-out seeds {h.get('seeds', '?')} (`{h['candidate']}`): "
                  f"{h['heldout_agree']:.0%} of the cells keep their label"
                  + (f" (changed: {flips})" if isinstance(flips, str) and flips else "")
+                 + (f"; of the {int(h['heldout_confident_n'])} cells labelled with probability ≥ 0.9 on the "
+                    f"chosen seeds, {h['heldout_confident_agree']:.0%} keep it"
+                    if pd.notna(h.get("heldout_confident_n", np.nan)) and h.get("heldout_confident_n", 0) > 0 else "")
                  + f"; phases {h['phases']}; targets "
                  + ", ".join(f"{i} {'✓' if bool(h[f'target{i}']) else '✗'}" for i in range(1, 5)) + ".")
     if held.empty:
