@@ -480,6 +480,14 @@ live_or_static(None, lambda: PhaseExplorer.from_tables(book, cells))
 # Holm's correction for the number of tests in this chapter (a test keeps holds or fails
 # only when its adjusted p-value is below 0.05); rules without a p-value (the protocol
 # targets, the best cell's phase) are marked exploratory.
+#
+# Two findings of other chapters bear on the protocol targets. Where phases I and II lie at
+# the hot end and chapter 2's `hot_is_flatter` holds, `protocol_paper_table_order` cannot
+# hold for λmax: on an lr axis a large step cannot stay in a sharp region (for SGD with
+# momentum β, λmax ≲ 2(1 + β)/lr), so the hot phases are the flat ones, the opposite of the
+# paper's table, read on a batch axis. And a phase II whose mc > 0 does not survive chapter
+# 3's continuation control is a budget gap, not the paper's phase II; the study's rows with
+# phase II and their verdicts are listed above.
 
 # %%
 zero = sweeps.zero_loss_verdict(sweeps.epochs_summary(ep_runs, load_axis), load_axis,
