@@ -248,10 +248,11 @@ def test_phase_ii_text_counts_the_rows_with_phase_ii_and_their_continuation_verd
         {**base, "candidate": "old", "phases": "I:1 II:3", "continuation": float("nan")},
     ])
     text = phase_ii_text(table)
-    assert text.startswith("3 row(s) of the study have phase II cells; the continuation control was measured on "
-                           "2 of them and holds on 1.")
-    assert "`hot` (BN, data 0.5, batch 32, lr const, 40 ep, wd 0.0005; lr 0.32 1.0): 4 II cell(s), continuation fails " \
-           "(0 of 4 cells with mc > 0)" in text
-    assert "`cold`" in text and "12 II cell(s), continuation holds (2 of 2 cells with mc > 0)" in text
-    assert "`old`" in text and "continuation - (not measured)" in text and "`no_ii`" not in text
+    assert text.startswith("3 rows of the study have phase II cells; the continuation control was measured on "
+                           "2 of them and holds on 1:\n\n- `hot`")
+    assert "- `hot` (BN, data 0.5, batch 32, lr const, 40 ep, wd 0.0005; lr 0.32 1.0): 4 II cells; continuation " \
+           "fails (0 of 4 cells with mc > 0)\n" in text
+    assert "- `cold`" in text and "12 II cells; continuation holds (2 of 2 cells with mc > 0)" in text
+    assert text.endswith("- `old` (BN, data 0.5, batch 32, lr const, 40 ep, wd 0.0005; lr 0.32 1.0): 3 II cells; "
+                         "continuation - (not measured)") and "`no_ii`" not in text
     assert phase_ii_text(table.iloc[:1]) == "No row of the protocol study has a phase II cell."

@@ -425,10 +425,10 @@ def chosen_text(table: pd.DataFrame, params_file: str = "params/default.yaml") -
 
 
 def phase_ii_text(table: pd.DataFrame) -> str:
-    """Markdown: every study row with phase II cells (confidence labels), its recipe and
-    whether their mc > 0 survived the endpoint-continuation control, computed from the
-    study's table (:func:`read_study`); the evidence's first clause gives the cells that
-    kept a gain over their continued endpoints."""
+    """Markdown: a sentence, then one bullet per study row with phase II cells (confidence
+    labels): its recipe and whether their mc > 0 survived the endpoint-continuation control,
+    computed from the study's table (:func:`read_study`); the evidence's first clause gives
+    the cells that kept a gain over their continued endpoints."""
     if "phases" not in table:
         return "The protocol study's table has no phase counts."
     counts = table["phases"].astype(str).str.extract(r"(?:^|\s)II:(\d+)")[0]
@@ -439,13 +439,14 @@ def phase_ii_text(table: pd.DataFrame) -> str:
     for i, r in rows.iterrows():
         ev = r.get("continuation_evidence")
         ev = ev.split(";")[0] if isinstance(ev, str) else "not measured"
-        parts.append(f"`{r['candidate']}` ({recipe_text(r)}; {temperature_text(r)}): {int(counts[i])} II "
-                     f"cell(s), continuation {_verdict(r, 'continuation')} ({ev})")
+        n = int(counts[i])
+        parts.append(f"- `{r['candidate']}` ({recipe_text(r)}; {temperature_text(r)}): {n} II "
+                     f"{'cell' if n == 1 else 'cells'}; continuation {_verdict(r, 'continuation')} ({ev})")
     measured = rows["continuation"].isin(["holds", "fails"]) if "continuation" in rows else rows.index == -1
     survived = int((rows.loc[measured, "continuation"] == "holds").sum()) if measured.any() else 0
-    head = (f"{len(rows)} row(s) of the study have phase II cells; the continuation control was "
-            f"measured on {int(measured.sum())} of them and holds on {survived}. ")
-    return head + "; ".join(parts) + "."
+    head = (f"{len(rows)} {'row' if len(rows) == 1 else 'rows'} of the study have phase II cells; the "
+            f"continuation control was measured on {int(measured.sum())} of them and holds on {survived}:")
+    return head + "\n\n" + "\n".join(parts)
 
 def _count(v: object) -> str:
     """A step count from the study's CSV (an int, a float or a range such as ``144-12000``)."""
