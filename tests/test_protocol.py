@@ -254,5 +254,5 @@ def test_phase_ii_text_counts_the_rows_with_phase_ii_and_their_continuation_verd
            "fails (0 of 4 cells with mc > 0)\n" in text
     assert "- `cold`" in text and "12 II cells; continuation holds (2 of 2 cells with mc > 0)" in text
     assert text.endswith("- `old` (BN, data 0.5, batch 32, lr const, 40 ep, wd 0.0005; lr 0.32 1.0): 3 II cells; "
-                         "continuation - (not measured)") and "`no_ii`" not in text
+                         "continuation not measured (the row predates the control)") and "`no_ii`" not in text
     assert phase_ii_text(table.iloc[:1]) == "No row of the protocol study has a phase II cell."

@@ -438,10 +438,11 @@ def phase_ii_text(table: pd.DataFrame) -> str:
     parts = []
     for i, r in rows.iterrows():
         ev = r.get("continuation_evidence")
-        ev = ev.split(";")[0] if isinstance(ev, str) else "not measured"
+        verdict = (f"{_verdict(r, 'continuation')} ({ev.split(';')[0]})" if isinstance(ev, str)
+                   else "not measured (the row predates the control)")
         n = int(counts[i])
         parts.append(f"- `{r['candidate']}` ({recipe_text(r)}; {temperature_text(r)}): {n} II "
-                     f"{'cell' if n == 1 else 'cells'}; continuation {_verdict(r, 'continuation')} ({ev})")
+                     f"{'cell' if n == 1 else 'cells'}; continuation {verdict}")
     measured = rows["continuation"].isin(["holds", "fails"]) if "continuation" in rows else rows.index == -1
     survived = int((rows.loc[measured, "continuation"] == "holds").sum()) if measured.any() else 0
     head = (f"{len(rows)} {'row' if len(rows) == 1 else 'rows'} of the study have phase II cells; the "
