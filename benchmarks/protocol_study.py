@@ -450,7 +450,7 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
     from landscape_utils.experiments.protocol import cold_end_converges, threshold_stability
     from landscape_utils.experiments.taxonomy import PhaseThresholds, cell_table, classify, classify_with_confidence
     from landscape_utils.metrics.connectivity import select_pairs
-    from landscape_utils.runs.runner import grid_from_params, run_grid
+    from landscape_utils.runs.runner import grid_from_params, mark_collapsed, run_grid
 
     spec = dict(spec)
     if quick:
@@ -468,7 +468,9 @@ def run_candidate(name: str, spec: Mapping[str, Any], work: Path, quick: bool = 
 
     t0 = time.perf_counter()
     configs = grid_from_params(params)
-    grid = run_grid(configs, workdir, device=device, executor="serial", progress=False)
+    # a run that ended no better than chance is failed here: every candidate trains for its
+    # full budget, so such a run collapsed (lr 3.0: train loss ln 10) rather than stopped early
+    grid = mark_collapsed(run_grid(configs, workdir, device=device, executor="serial", progress=False))
     seconds["train"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -84,7 +84,7 @@ from landscape_utils.core.utils import resolve_device
 from landscape_utils.experiments.findings import majority_verdict, show_findings, spearman_verdict, write_findings
 from landscape_utils.experiments.protocol import cold_end_converges
 from landscape_utils.experiments.taxonomy import cell_table
-from landscape_utils.runs.runner import grid_from_params, run_grid
+from landscape_utils.runs.runner import COLLAPSED_CHANCE_MULTIPLE, grid_from_params, mark_collapsed, run_grid
 from landscape_utils.runs.store import load_history
 from landscape_utils.runs.tables import write_grid, write_table
 
@@ -105,10 +105,14 @@ results = run_grid(configs, workdir, device=str(dev), data_root=data_root, downl
 write_grid(workdir, results, load_axis, temperature_axis)
 diverged = results[results.status == "diverged"]
 if len(diverged):
-    # NaN loss, or a net that ended no better than chance (runner.mark_collapsed)
-    print(f"{len(diverged)} run(s) diverged or collapsed to chance and are left out of the cell means:")
-    cols = ["run_id", load_axis, temperature_axis, "seed", "train_acc"] + (["collapsed"] if "collapsed" in diverged else [])
-    print(diverged[cols].to_string(index=False))
+    print(f"{len(diverged)} run(s) diverged and are left out of the panels:")
+    print(diverged[["run_id", load_axis, temperature_axis, "seed"]].to_string(index=False))
+chance = mark_collapsed(results).query("collapsed")  # kept in the tables: early, or collapsed?
+if len(chance):
+    print(f"{len(chance)} run(s) ended no better than chance (train accuracy below "
+          f"{COLLAPSED_CHANCE_MULTIPLE:g} / classes): too early in training, or collapsed by too hot a "
+          "setting; they stay in the tables, and their cells' labels say nothing about a landscape:")
+    print(chance[["run_id", load_axis, temperature_axis, "seed", "train_acc", "train_loss"]].to_string(index=False))
 print(f"training took {results.train_time_s.sum():.0f} s in total; "
       f"{results.num_params.min()}-{results.num_params.max()} parameters per model")
 

@@ -588,8 +588,7 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
     a registered name, or an executor object (which the caller closes; an executor named
     here is kept for later calls with the same options, see :func:`kept_executor`). Cells locked by another driver are taken
     up again after all the others. Raises ``RuntimeError`` if runs are still missing
-    at the end (e.g. Ray workers writing to a workdir the driver does not see). In the
-    table, runs that ended no better than chance are ``diverged`` (:func:`mark_collapsed`).
+    at the end (e.g. Ray workers writing to a workdir the driver does not see).
     """
     configs = list(dict.fromkeys(configs))
     # Absolute paths: workers (a Ray node, say) need not share this process's cwd.
@@ -647,7 +646,7 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
         if others:
             print(f"note: {workdir} also holds {others} finished run(s) of other grids; they are kept "
                   "but not part of this table")
-    return mark_collapsed(load_results(workdir, configs))
+    return load_results(workdir, configs)
 
 
 #: A run whose final train accuracy is below this multiple of chance (1 / classes) learned
@@ -660,10 +659,13 @@ def mark_collapsed(results: pd.DataFrame, multiple: float = COLLAPSED_CHANCE_MUL
     """``results`` (one row per run: ``dataset``, ``train_acc``, ``status``) with the runs
     that ended no better than chance set to ``status = "diverged"`` and ``collapsed = True``.
 
-    Every table and chapter leaves diverged runs out of cell means and pairs, so a net that
-    collapsed to one class is not read as a landscape (two such nets are trivially
-    "connected": mc > 0 with no learning at all). Released grids do the same with their own
-    rule (``experiments.zoo``: train accuracy below 0.3).
+    Tables leave diverged runs out of cell means and pairs, so a net that collapsed to one
+    class is not read as a landscape (two such nets are trivially "connected": mc > 0 with
+    no learning at all). The protocol study applies it to every candidate; released grids
+    have their own rule (``experiments.zoo``: train accuracy below 0.3). :func:`run_grid`
+    does not: a short grid (a smoke build, a few epochs) can end runs at chance that are
+    merely early, not collapsed, and a run's final numbers cannot tell the two apart, so
+    chapter 1 lists such runs and leaves the call to the reader.
     """
     out = results.copy()
     if out.empty or not {"dataset", "train_acc", "status"} <= set(out.columns):
