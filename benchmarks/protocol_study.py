@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 from landscape_utils.core.train import RunConfig, sgd_steps
-from landscape_utils.experiments.protocol import (MEDIAN_METRICS, check_targets, phase_counts, phase_medians,
-                                                  recipe_text, temperature_text)
+from landscape_utils.experiments.protocol import (CONFIDENT_P, MEDIAN_METRICS, check_targets, phase_counts,
+                                                  phase_medians, recipe_text, temperature_text)
 
 REPO = Path(__file__).resolve().parents[1]
 #: RunConfig's defaults: what a candidate spec leaves unset trains with these.
@@ -371,11 +371,6 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-#: A confidence label this probable (over seed resamplings) counts as a confident one in
-#: :func:`heldout_agreement`'s diagnostic.
-CONFIDENT_P = 0.9
-
-
 def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping[str, Any],
                       base: str) -> dict[str, Any]:
     """How many cells keep their confidence label on the held-out seeds.
@@ -388,7 +383,7 @@ def heldout_agreement(chosen: pd.DataFrame, heldout: pd.DataFrame, spec: Mapping
     ``heldout_flips`` (the cells that changed, ``width 8, lr 1: old→new``) and, where
     ``chosen`` has ``p_phase``, ``heldout_confident_agree`` / ``heldout_confident_n``: the
     same fraction over the cells labelled with probability at least
-    :data:`CONFIDENT_P` on the chosen seeds (a diagnostic of where the flips sit; the
+    :data:`~landscape_utils.experiments.protocol.CONFIDENT_P` on the chosen seeds (a diagnostic of where the flips sit; the
     target reads ``heldout_agree``).
     """
     keys = [spec["load_axis"], spec["temperature_axis"]]

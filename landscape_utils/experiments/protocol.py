@@ -112,6 +112,10 @@ def _gt(a: float, b: float) -> bool:
 #: The placement target's bar: phase II's mean heat position (0 coldest, 1 hottest).
 II_HOT_POS = 0.6
 
+#: A confidence label this probable (over seed resamplings) counts as a confident one in the
+#: held-out diagnostic (the study's ``heldout_confident_agree``, shown by :func:`chosen_text`).
+CONFIDENT_P = 0.9
+
 
 def heat_positions(cells: pd.DataFrame, labels: Sequence[object], temperature: str) -> dict[str, float]:
     """Mean heat position (0 = coldest temperature value, 1 = hottest) of each phase group
@@ -410,18 +414,17 @@ def chosen_text(table: pd.DataFrame, params_file: str = "params/default.yaml") -
             else table.iloc[:0])
     for _, h in held.iterrows():
         flips = h.get("heldout_flips", "")
+        n_sure = h.get("heldout_confident_n", np.nan)
         text += (f" Rebuilt on the held-out seeds {h.get('seeds', '?')} (`{h['candidate']}`): "
                  f"{h['heldout_agree']:.0%} of the cells keep their label"
                  + (f" (changed: {flips})" if isinstance(flips, str) and flips else "")
-                 + (f"; of the {int(h['heldout_confident_n'])} cells labelled with probability ≥ 0.9 on the "
-                    f"chosen seeds, {h['heldout_confident_agree']:.0%} keep it"
-                    if pd.notna(h.get("heldout_confident_n", np.nan)) and h.get("heldout_confident_n", 0) > 0 else "")
+                 + (f"; of the {int(n_sure)} cells labelled with probability ≥ {CONFIDENT_P:g} on the "
+                    f"chosen seeds, {h['heldout_confident_agree']:.0%} keep it" if pd.notna(n_sure) and n_sure > 0 else "")
                  + f"; phases {h['phases']}; targets "
                  + ", ".join(f"{i} {'✓' if bool(h[f'target{i}']) else '✗'}" for i in range(1, 5)) + ".")
     if held.empty:
         text += " No held-out rebuild of this row is in the table."
     return text
-
 
 
 def phase_ii_text(table: pd.DataFrame) -> str:
@@ -443,11 +446,12 @@ def phase_ii_text(table: pd.DataFrame) -> str:
         n = int(counts[i])
         parts.append(f"- `{r['candidate']}` ({recipe_text(r)}; {temperature_text(r)}): {n} II "
                      f"{'cell' if n == 1 else 'cells'}; continuation {verdict}")
-    measured = rows["continuation"].isin(["holds", "fails"]) if "continuation" in rows else rows.index == -1
-    survived = int((rows.loc[measured, "continuation"] == "holds").sum()) if measured.any() else 0
+    verdicts = rows["continuation"] if "continuation" in rows else pd.Series(np.nan, index=rows.index)
+    measured, survived = int(verdicts.isin(["holds", "fails"]).sum()), int((verdicts == "holds").sum())
     head = (f"{len(rows)} {'row' if len(rows) == 1 else 'rows'} of the study have phase II cells; the "
-            f"continuation control was measured on {int(measured.sum())} of them and holds on {survived}:")
+            f"continuation control was measured on {measured} of them and holds on {survived}:")
     return head + "\n\n" + "\n".join(parts)
+
 
 def _count(v: object) -> str:
     """A step count from the study's CSV (an int, a float or a range such as ``144-12000``)."""

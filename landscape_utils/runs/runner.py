@@ -651,7 +651,7 @@ def run_grid(configs: list[RunConfig], workdir: str | os.PathLike, device: str =
 
 #: A run whose final train accuracy is below this multiple of chance (1 / classes) learned
 #: nothing: too hot an lr can leave a BatchNorm net predicting one class with a finite loss
-#: (on MNIST-1D, lr 3.0 at batch 32 ends at train loss ln 10). It is failed, like a NaN run.
+#: (on MNIST-1D, lr 3.0 at batch 32 ends at train loss ln 10). See :func:`mark_collapsed`.
 COLLAPSED_CHANCE_MULTIPLE = 1.5
 
 
