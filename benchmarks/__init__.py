@@ -11,6 +11,8 @@ alike, and reports the median of the repeats. Each result is printed as one line
 Groups: ``population`` (vectorized seed population vs sequential ``train_run``),
 ``population_lr`` (one population across the lr axis, S = 12, vs one ``train_run`` at a
 time and vs one seed population per lr),
+``curves`` (chapter 3's Bezier curves on the default's model, S fitted as one stack vs one
+at a time),
 ``lambda_max`` (our Lanczos vs PyHessian's power iteration at equal accuracy),
 ``trace`` (our Hutch++ vs PyHessian's Hutchinson at equal standard error),
 ``curvlinops`` (λmax and trace, ours vs curvlinops-for-pytorch at equal accuracy on the
@@ -32,7 +34,7 @@ from typing import Any, Callable
 
 import torch
 
-GROUPS = ("population", "population_lr", "lambda_max", "trace", "curvlinops", "chapters", "scaling",
+GROUPS = ("population", "population_lr", "curves", "lambda_max", "trace", "curvlinops", "chapters", "scaling",
           "end_to_end", "book_executor", "data_cache")
 
 

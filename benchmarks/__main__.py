@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             from . import population
             kw = {} if args.repeats is None else {"repeats": args.repeats}
             new = population.lr_axis(args.quick, **kw)
+        elif group == "curves":
+            from . import curves
+            new = curves.run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
         elif group == "lambda_max":
             from . import hessian_bench
             new = hessian_bench.lambda_max(args.quick, args.repeats or (1 if args.quick else 5))

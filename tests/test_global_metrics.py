@@ -5,6 +5,7 @@ cells."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -15,8 +16,9 @@ import torch.nn.functional as F
 
 from landscape_utils.core.models import build_model
 from landscape_utils.core.models import evaluate
+from landscape_utils.core.train import RunConfig
 from landscape_utils.experiments.global_metrics import (METRIC_NAME, PAIR_METRICS, PATH_COLUMNS, GlobalSettings,
-                                                        example_cells, fit_bezier_batch, measure_pairs, pair_record,
+                                                        batchable, example_cells, stacks_curves, fit_bezier_batch, measure_pairs, pair_record,
                                                         paths_table, summarize_pairs, usable_runs)
 from landscape_utils.metrics.connectivity import fit_bezier
 from landscape_utils.metrics.profiles import mode_connectivity
@@ -137,6 +139,36 @@ def test_pair_record_recalibrates_batchnorm_along_the_path():
     assert lin.set_index("t").loc[0.5, "train_loss"] == pytest.approx(loss, rel=1e-4)
 
 
+def test_stacks_curves_of_small_steps_only():
+    # the default's SmallCNN at the curve batch 64: widths 8-32 stack, width 64 does not
+    cfg = RunConfig(dataset="mnist1d", model="cnn", batch_norm=True, batch_size=32)
+    settings = GlobalSettings(curve_batch_size=64)
+    stacked = {w: stacks_curves(replace(cfg, width=w), settings, (40,), 10) for w in (8, 16, 32, 64)}
+    assert stacked == {8: True, 16: True, 32: True, 64: False}
+    # the curve's batch decides, not the runs'
+    assert not stacks_curves(replace(cfg, width=32), GlobalSettings(curve_batch_size=128), (40,), 10)
+
+
+def test_measure_pairs_submits_the_costliest_tasks_first(tmp_path, monkeypatch):
+    configs = expand_grid({"dataset": "digits", "data_fraction": 0.3, "num_epochs": 1, "batch_size": 64},
+                          {"width": [4, 16, 8]}, seeds=range(2))
+    grid = run_grid(configs, tmp_path, device=CPU, progress=False)
+    pairs = [tuple(g.sort_values("seed").run_id) for _, g in grid.groupby("width", sort=False)]
+    widths = grid.set_index("run_id").width
+    import landscape_utils.experiments.global_metrics as gm
+    seen = []
+
+    def fake_run_tasks(tasks, workdir, **kw):
+        seen.extend(int(widths[t.args["pairs"][0][0]]) for t in tasks)
+        return [[{"task": t.args["pairs"][0][0]}] for t in tasks]
+
+    monkeypatch.setattr(gm, "run_tasks", fake_run_tasks)
+    records, computed = measure_pairs(str(tmp_path), pairs, TINY, device=CPU, progress=False)
+    assert seen == [16, 8, 4] and computed == 3
+    # the records still come back in the order of the pairs
+    assert [r["task"] for r in records] == [a for a, _ in pairs]
+
+
 # --------------------------------------------------------------------------- cache
 def test_measure_pairs_computes_once_per_key_and_resumes(tmp_path, monkeypatch):
     configs = expand_grid({"dataset": "digits", "data_fraction": 0.3, "width": 8, "num_epochs": 2,
@@ -180,11 +212,43 @@ def test_fit_bezier_batch_matches_separate_fits(pair):
         assert max(float((curve.bends[0][k] - mid[k]).abs().max()) for k in alone.names) > 1e-4
 
 
-def test_fit_bezier_batch_refuses_batchnorm(pair):
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_fit_bezier_batch_matches_separate_fits_with_batchnorm(model):
+    # the default's SmallCNN has BatchNorm: stacked, each curve still normalizes by its own
+    # minibatch statistics at phi(t), as fit_bezier's train-mode template does
+    data = make_blobs(n_train=128, n_test=32, dim=12, k=3, seed=1)
+    nets = []
+    for seed in (1, 2, 3):
+        torch.manual_seed(seed)
+        net = build_model(model, 8, data.in_shape, data.num_classes, batch_norm=True)
+        with torch.no_grad():  # running statistics unlike the batch's: a fit must not read them
+            for m in net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.running_mean.add_(3.0)
+                    m.running_var.mul_(5.0)
+        nets.append(net.eval())
+    pairs = [(nets[0], nets[1]), (nets[0], nets[2]), (nets[1], nets[2])]
+    kwargs = dict(num_epochs=2, lr=0.05, batch_size=32, weight_decay=5e-4, momentum=0.9, seed=4, device=CPU)
+    together = fit_bezier_batch(pairs, data.x_train, data.y_train, **kwargs)
+    for (m1, m2), curve in zip(pairs, together):
+        alone = fit_bezier(m1, m2, data.x_train, data.y_train, **kwargs)
+        for k in alone.names:
+            assert torch.allclose(curve.bends[0][k], alone.bends[0][k], atol=1e-4, rtol=1e-4), k
+        assert curve.history[-1]["loss"] == pytest.approx(alone.history[-1]["loss"], rel=1e-4)
+        mid = {k: 0.5 * (alone.w1[k] + alone.w2[k]) for k in alone.names}
+        assert max(float((curve.bends[0][k] - mid[k]).abs().max()) for k in alone.names) > 1e-4
+    # the models themselves are untouched, running statistics included
+    assert all(float(m.running_var.min()) >= 5.0 * 0.99 for net in nets for m in net.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+
+
+def test_fit_bezier_batch_refuses_dropout(pair):
     data, _, _ = pair
-    bn = [_train(s, data, bn=True, steps=5) for s in (1, 2)]
-    with pytest.raises(ValueError, match="BatchNorm"):
-        fit_bezier_batch([(bn[0], bn[1])], data.x_train, data.y_train, num_epochs=1, device=CPU)
+    nets = [torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 3))
+            for _ in range(2)]
+    assert not batchable(nets[0]) and batchable(pair[1])
+    with pytest.raises(ValueError, match="dropout"):
+        fit_bezier_batch([(nets[0], nets[1])], data.x_train, data.y_train, num_epochs=1, device=CPU)
 
 
 # --------------------------------------------------------------------------- grid handling

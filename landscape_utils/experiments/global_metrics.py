@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -40,6 +40,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from ..core.axes import load_order
+from ..core.population import step_activations
 from ..core.settings import FromParams
 from ..core.train import RunConfig, sgd_steps
 from ..core.utils import resolve_device
@@ -151,10 +152,27 @@ def pair_record(model_a: nn.Module, model_b: nn.Module, x_train: torch.Tensor, y
 
 # --------------------------------------------------------------------------- many curves at once
 def batchable(model: nn.Module) -> bool:
-    """True when curves of this architecture can be fitted with :func:`fit_bezier_batch`:
-    no BatchNorm (its running statistics are updated in place, which vmap forbids) and no
-    dropout (its draws would differ from separate fits)."""
-    return not any(isinstance(m, (_BatchNorm, _DropoutNd)) for m in model.modules())
+    """True when curves of this architecture can be fitted with :func:`fit_bezier_batch`: no
+    dropout (its draws would differ from separate fits). BatchNorm is fine: a curve is fitted
+    with each minibatch's own statistics, which the stacked fit computes per curve."""
+    return not any(isinstance(m, _DropoutNd) for m in model.modules())
+
+
+def _batch_statistics_only(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm layer normalizing by the minibatch's statistics alone.
+
+    In train mode a BatchNorm layer normalizes with the minibatch's mean and variance and
+    also updates its running statistics in place, which ``vmap`` over stacked weights
+    forbids. A curve fit never reads those running statistics (they are recomputed at every
+    evaluated t), so dropping them changes no number of the fit. Modifies ``model``.
+    """
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = None
+            m.running_var = None
+            m.num_batches_tracked = None
+    return model
 
 
 def fit_bezier_batch(model_pairs: Sequence[tuple[nn.Module, nn.Module]], x_train: torch.Tensor,
@@ -165,15 +183,21 @@ def fit_bezier_batch(model_pairs: Sequence[tuple[nn.Module, nn.Module]], x_train
 
     The same procedure as S calls of :func:`~landscape_utils.metrics.connectivity.fit_bezier` with
     the same ``seed`` (same minibatches, same t draws, same lr schedule, SGD with momentum
-    on each bend, penalty ½·weight_decay·‖φ(t)‖²), but one step updates all S bends: the
-    S networks run in one ``vmap`` over stacked weights and the S objectives are summed,
-    which leaves each bend's gradient its own. On a CPU the per-step overhead dominates
-    for small models, so S curves cost little more than one.
+    on each bend, penalty ½·weight_decay·‖φ(t)‖², BatchNorm with each minibatch's own
+    statistics at φ(t)), but one step updates all S bends: the S networks run in one
+    ``vmap`` over stacked weights and the S objectives are summed, which leaves each bend's
+    gradient its own. On a CPU the per-step overhead dominates for small models, so S
+    curves of a narrow net cost little more than one; a wide net's steps are arithmetic-bound
+    and gain little (``python -m benchmarks --only curves``).
+
+    The S fits agree with separate ones up to float rounding, and SGD on a curve amplifies
+    rounding like any training run: after a few dozen steps the bends differ at the 1e-3
+    level, as two CPU kernels' fits do.
 
     Args:
         model_pairs: S pairs ``(model_a, model_b)``, all of one architecture (the same
-            trainable parameter names and shapes), without BatchNorm or dropout
-            (:func:`batchable`). They are not modified.
+            trainable parameter names and shapes), without dropout (:func:`batchable`).
+            They are not modified.
         x_train: (n, *in_shape), y_train: (n,): the training set shared by all pairs.
 
     Returns:
@@ -183,9 +207,9 @@ def fit_bezier_batch(model_pairs: Sequence[tuple[nn.Module, nn.Module]], x_train
     device = resolve_device(device)
     if not model_pairs:
         return []
-    template = copy.deepcopy(model_pairs[0][0]).to(device).train()
+    template = _batch_statistics_only(copy.deepcopy(model_pairs[0][0]).to(device).train())
     if not batchable(template):
-        raise ValueError("fit_bezier_batch needs a model without BatchNorm or dropout; use fit_bezier")
+        raise ValueError("fit_bezier_batch needs a model without dropout; use fit_bezier")
     curves = [BezierCurve.from_models(a, b, 1, device=device) for a, b in model_pairs]
     names = curves[0].names
     if any(c.names != names or any(c.w1[k].shape != curves[0].w1[k].shape for k in names) for c in curves):
@@ -220,15 +244,32 @@ def fit_bezier_batch(model_pairs: Sequence[tuple[nn.Module, nn.Module]], x_train
 
 
 def fit_curves(model_pairs: Sequence[tuple[nn.Module, nn.Module]], x_train: torch.Tensor, y_train: torch.Tensor,
-               settings: GlobalSettings, device: str | torch.device = "auto") -> list[BezierCurve]:
-    """One fitted curve per pair with ``settings``: all at once when the architecture allows
-    (:func:`batchable`), else one :func:`~landscape_utils.metrics.connectivity.fit_bezier` each."""
+               settings: GlobalSettings, device: str | torch.device = "auto",
+               stack: bool = True) -> list[BezierCurve]:
+    """One fitted curve per pair with ``settings``: all at once when ``stack`` and the
+    architecture allows it (:func:`batchable`), else one
+    :func:`~landscape_utils.metrics.connectivity.fit_bezier` each."""
     s = settings
     kwargs = dict(num_epochs=s.curve_epochs, lr=s.curve_lr, batch_size=s.curve_batch_size,
                   weight_decay=s.curve_weight_decay, momentum=s.curve_momentum, seed=s.seed, device=device)
-    if len(model_pairs) > 1 and batchable(model_pairs[0][0]):
+    if stack and len(model_pairs) > 1 and batchable(model_pairs[0][0]):
         return fit_bezier_batch(model_pairs, x_train, y_train, **kwargs)
     return [fit_bezier(a, b, x_train, y_train, **kwargs) for a, b in model_pairs]
+
+
+#: Layer outputs of one curve's step (bytes, :func:`population.step_activations` at the curve's
+#: batch size) up to which its curves are fitted as one stack. Stacking saves per-step overhead,
+#: which dominates only small steps: on the default's SmallCNN at batch 64 (0.5, 1, 2 and 4 MiB
+#: per curve at widths 8, 16, 32, 64), 6 stacked curves ran 2.72x, 1.64x, 1.14x and 0.91x as
+#: fast as one at a time (``python -m benchmarks --only curves``, benchmarks/RESULTS.md §10).
+CURVE_STACK_MAX_BYTES = 3 * 2**20
+
+
+def stacks_curves(config: RunConfig, settings: GlobalSettings, in_shape: tuple[int, ...], num_classes: int) -> bool:
+    """Whether the curves between runs of ``config`` are fitted as one stack
+    (:data:`CURVE_STACK_MAX_BYTES`)."""
+    curve_step = replace(config, batch_size=settings.curve_batch_size)
+    return step_activations(curve_step, in_shape, num_classes) <= CURVE_STACK_MAX_BYTES
 
 
 def fit_group(config: RunConfig) -> tuple:
@@ -248,11 +289,18 @@ def _pairs_task(*, workdir: str, device: torch.device, pairs: list[tuple[str, st
     models = {rid: load_model(workdir, rid, device=device, data=data) for pair in pairs for rid in pair}
     model_pairs = [(models[a], models[b]) for a, b in pairs]
     t0 = time.perf_counter()
-    curves = fit_curves(model_pairs, data.x_train, data.y_train, s, device)
+    curves = fit_curves(model_pairs, data.x_train, data.y_train, s, device,
+                        stack=stacks_curves(cfg, s, data.in_shape, data.num_classes))
     fit_share = (time.perf_counter() - t0) / len(pairs)
     for (a, b), curve in zip(model_pairs, curves):
         yield pair_record(a, b, data.x_train, data.y_train, data.x_test, data.y_test, s,
                           device=device, curve=curve, fit_seconds=fit_share)
+
+
+def _curve_cost(store: Store, run_id: str) -> float:
+    """A curve's relative cost: the run's parameter count times its training-set size."""
+    metrics = store.metrics(run_id)
+    return float(metrics.get("num_params", 0)) * float(metrics.get("num_train", 0))
 
 
 def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: GlobalSettings,
@@ -262,8 +310,9 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
     """The :func:`pair_record` of every pair of stored runs, from the store or computed.
 
     Missing pairs are grouped by :func:`fit_group` and cut into tasks of at most
-    ``curves_at_once`` pairs (:mod:`landscape_utils.runs.tasks`); each task loads its dataset
-    once, fits its curves together (:func:`fit_curves`), then evaluates each pair and saves
+    ``curves_at_once`` pairs (:mod:`landscape_utils.runs.tasks`), submitted costliest first
+    (largest model and training set); each task loads its dataset once, fits its curves (as
+    one stack where that is faster: :func:`stacks_curves`), then evaluates each pair and saves
     its record under :meth:`GlobalSettings.key` as soon as it is done, so an interrupted call
     resumes with the pairs it had finished. ``executor`` (``serial``, ``process``, ``ray``,
     with the options of the training grid) runs the tasks.
@@ -286,6 +335,9 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
         groups.setdefault(fit_group(store.config(pairs[i][0])), []).append(i)
     chunks = [members[start:start + curves_at_once] for members in groups.values()
               for start in range(0, len(members), curves_at_once)]
+    # the costliest tasks first, so that the last tasks a pool runs are short ones (a curve's
+    # steps cost about the model's size times the training set's, read from the runs' metrics)
+    chunks.sort(key=lambda chunk: -_curve_cost(store, pairs[chunk[0]][0]))
     args = {"settings": asdict(settings), "data_root": str(Path(data_root).resolve())}
     tasks = [Task(METRIC_NAME, tuple(settings.key(*pairs[i]) for i in chunk), _pairs_task,
                   {**args, "pairs": [tuple(pairs[i]) for i in chunk]}, label=f"{len(chunk)} pairs")
