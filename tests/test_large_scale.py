@@ -258,6 +258,31 @@ def _small_plan(store_dir):
     return ls.plan_tasks(members, [("width", 16.0, base)], base, 0.5, s)
 
 
+def test_costliest_first_puts_the_wide_cell_and_the_long_kinds_first(store_dir):
+    study = ls.load_study(store_dir)
+    members = ls.cell_members(store_dir, study, 3)
+    base = members["well connected"][0]
+    s = ls.WedgeSettings()
+    planned = ls.plan_tasks(members, [("width", 16.0, base)], base, 0.5, s)
+    ordered = ls.costliest_first(planned, store_dir)
+    assert sorted(map(id, ordered)) == sorted(map(id, planned))  # the same tasks, reordered
+    store = Store(store_dir)
+
+    def width(p):
+        args = p.task.args
+        return store.config(args.get("run_a") or args.get("run") or args["runs"][0]).width
+
+    widths = {width(p) for p in planned}
+    assert widths == {4, 16}
+    # every task on the width-16 cell comes before every task of the same kind on width 4
+    for kind in ls.KINDS:
+        seen = [width(p) for p in ordered if p.kind == kind]
+        assert seen == sorted(seen, reverse=True), kind
+    # and on one model, the long kinds before the short ones
+    wide = [p.kind for p in ordered if width(p) == 16]
+    assert wide.index("simplex") < wide.index("tunnel") < wide.index("alignment")
+
+
 def test_process_executor_gives_the_serial_records(store_dir, tmp_path):
     planned = _small_plan(store_dir)
     assert sorted({p.kind for p in planned}) == sorted(ls.KINDS)

@@ -505,6 +505,27 @@ def plan_tasks(members: Mapping[str, Sequence[str]], reach_runs: Sequence[tuple[
     return out
 
 
+#: Relative cost of each kind of experiment on one model: seconds of each task on the default's
+#: width-64 cell in a fresh build (benchmarks/RESULTS.md §10). Only the order matters.
+KIND_COST = {"wedge": 126.0, "simplex": 126.0, "surface": 91.0, "subspace": 38.0, "reach": 37.0,
+             "tunnel": 24.0, "alignment": 20.0}
+
+
+def costliest_first(planned: Sequence[Planned], workdir: str | Path) -> list[Planned]:
+    """``planned`` sorted by estimated cost, largest first, so that a pool's last tasks are
+    short ones: :data:`KIND_COST` times the size of the task's first run (its parameters times
+    its training samples, from the store). Ties keep their order."""
+    store = Store(workdir)
+
+    def cost(p: Planned) -> float:
+        args = p.task.args
+        rid = args.get("run_a") or args.get("run") or args["runs"][0]
+        metrics = store.metrics(rid)
+        return KIND_COST.get(p.kind, 1.0) * float(metrics.get("num_params", 1)) * float(metrics.get("num_train", 1))
+
+    return sorted(planned, key=lambda p: -cost(p))
+
+
 def collect(planned: Sequence[Planned], results: Sequence[Sequence[dict[str, Any]]]
             ) -> dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]:
     """``run_tasks``' results filed by kind: {kind: [(meta, record), ...]} (every kind present)."""
