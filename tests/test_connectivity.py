@@ -187,6 +187,22 @@ def test_recalibrate_bn_equals_full_pass_statistics():
     torch.testing.assert_close(model.bn1.running_var.double(), h1.var(0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 2**18])
+def test_recalibrate_bn_is_exact_whatever_the_chunks(monkeypatch, chunk):
+    # the moments of a batch are merged over chunks of a few samples (one sample, a few, the
+    # whole batch): the pooled statistics are the same as one pass over all values in float64
+    import landscape_utils.metrics.connectivity as connectivity
+    monkeypatch.setattr(connectivity, "_MOMENT_CHUNK", chunk)
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 6, 2))
+    x = torch.randn(45, 2, 8, generator=torch.Generator().manual_seed(5)) * 3 + 10  # mean >> spread
+    recalibrate_bn(conv, x, batch_size=16)
+    with torch.no_grad():
+        h = conv[0](x).transpose(0, 1).reshape(3, -1).double()
+    torch.testing.assert_close(conv[1].running_mean.double(), h.mean(1), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(conv[1].running_var.double(), h.var(1), rtol=1e-5, atol=1e-7)
+
+
 def test_recalibrate_bn_turns_dropout_off():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 8), nn.Dropout(0.5), nn.BatchNorm1d(8), nn.Linear(8, 2)).train()

@@ -294,6 +294,11 @@ def _split_for_bn(x: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     return chunks
 
 
+#: Values (samples × channels × positions) of a BatchNorm input whose moments
+#: :func:`recalibrate_bn` computes at once in float64 (2 MiB).
+_MOMENT_CHUNK = 2**18
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
                    method: str = "exact") -> nn.Module:
@@ -306,7 +311,8 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
 
     - ``method="exact"`` (default): ``running_mean`` and ``running_var`` become the exact
       per-channel mean and unbiased variance of each BN layer's inputs pooled over the
-      whole pass (accumulated in float64 with Chan et al.'s pairwise update).
+      whole pass (accumulated in float64 with Chan et al.'s pairwise update, over chunks of
+      a few samples of each batch).
     - ``method="cumulative"``: ``momentum=None``, i.e. the cumulative average of the
       per-batch statistics, as ``torch.optim.swa_utils.update_bn`` computes (equal to
       "exact" for the mean when all batches have the same size; the variance then misses
@@ -326,16 +332,19 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
 
     def accumulate(module, inputs):
         h = inputs[0].detach()
-        h = h.transpose(0, 1).reshape(h.shape[1], -1).to(torch.float64)  # channels × values
-        nb = h.shape[1]
-        mean_b = h.mean(1)
-        m2_b = (h - mean_b[:, None]).pow(2).sum(1)
-        st = stats[module]
-        count = st[0] + nb
-        delta = mean_b - st[1]
-        st[1] = st[1] + delta * (nb / count)
-        st[2] = st[2] + m2_b + delta.pow(2) * (st[0] * nb / count)
-        st[0] = count
+        # a few samples at a time: a whole batch as float64 is tens of MB, and allocating and
+        # freeing it per layer and batch cost more than twice the forward pass itself
+        for part in h.split(max(1, _MOMENT_CHUNK // max(1, h[0].numel()))):
+            part = part.transpose(0, 1).reshape(h.shape[1], -1).to(torch.float64, copy=True)  # channels × values
+            nb = part.shape[1]
+            mean_b = part.mean(1)
+            m2_b = part.sub_(mean_b[:, None]).pow_(2).sum(1)  # in place: part is our own copy
+            st = stats[module]
+            count = st[0] + nb
+            delta = mean_b - st[1]
+            st[1] = st[1] + delta * (nb / count)
+            st[2] = st[2] + m2_b + delta.pow(2) * (st[0] * nb / count)
+            st[0] = count
 
     hooks = [m.register_forward_pre_hook(accumulate) for m in bns] if method == "exact" else []
     try:
