@@ -131,7 +131,7 @@ if extra:
 members = ls.cell_members(workdir, study, num_solutions)
 target = subspace_target_frac * ls.run_metric(workdir, study, base_rid, "train_acc")
 planned = ls.plan_tasks(members, ls.knob_runs(workdir, study, base_rid, knobs), base_rid, target, settings)
-planned = ls.costliest_first(planned, workdir)  # long tasks first: the pool ends on short ones
+planned = ls.with_costs(planned, workdir)  # long tasks are submitted first: the pool ends on short ones
 results = run_tasks([p.task for p in planned], workdir, device=str(dev),
                     desc="chapter 6 experiments", **options)
 got = ls.collect(planned, results)

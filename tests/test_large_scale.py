@@ -258,29 +258,28 @@ def _small_plan(store_dir):
     return ls.plan_tasks(members, [("width", 16.0, base)], base, 0.5, s)
 
 
-def test_costliest_first_puts_the_wide_cell_and_the_long_kinds_first(store_dir):
+def test_with_costs_ranks_the_wide_cell_and_the_long_kinds_first(store_dir):
     study = ls.load_study(store_dir)
     members = ls.cell_members(store_dir, study, 3)
     base = members["well connected"][0]
-    s = ls.WedgeSettings()
-    planned = ls.plan_tasks(members, [("width", 16.0, base)], base, 0.5, s)
-    ordered = ls.costliest_first(planned, store_dir)
-    assert sorted(map(id, ordered)) == sorted(map(id, planned))  # the same tasks, reordered
+    planned = ls.plan_tasks(members, [("width", 16.0, base)], base, 0.5, ls.WedgeSettings())
+    costed = ls.with_costs(planned, store_dir)
+    # the same tasks in the same order (the chapter files results by it), only costed
+    assert [(p.kind, p.meta, p.task.keys) for p in costed] == [(p.kind, p.meta, p.task.keys) for p in planned]
+    assert all(p.task.cost == 0.0 for p in planned) and all(p.task.cost > 0 for p in costed)
     store = Store(store_dir)
 
     def width(p):
         args = p.task.args
         return store.config(args.get("run_a") or args.get("run") or args["runs"][0]).width
 
-    widths = {width(p) for p in planned}
-    assert widths == {4, 16}
-    # every task on the width-16 cell comes before every task of the same kind on width 4
-    for kind in ls.KINDS:
-        seen = [width(p) for p in ordered if p.kind == kind]
-        assert seen == sorted(seen, reverse=True), kind
-    # and on one model, the long kinds before the short ones
-    wide = [p.kind for p in ordered if width(p) == 16]
-    assert wide.index("simplex") < wide.index("tunnel") < wide.index("alignment")
+    assert {width(p) for p in costed} == {4, 16}
+    for kind in ls.KINDS:  # the width-16 cell's task of a kind costs more than width 4's
+        by_width = {width(p): p.task.cost for p in costed if p.kind == kind}
+        if len(by_width) == 2:
+            assert by_width[16] > by_width[4], kind
+    wide = {p.kind: p.task.cost for p in costed if width(p) == 16}
+    assert wide["simplex"] > wide["tunnel"] > wide["alignment"]
 
 
 def test_process_executor_gives_the_serial_records(store_dir, tmp_path):

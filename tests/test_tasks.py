@@ -164,3 +164,21 @@ def test_run_tasks_with_no_tasks_says_nothing_and_returns_nothing(tmp_path, caps
 
     assert run_tasks([], tmp_path, desc="nothing here") == []
     assert "nothing here" not in capsys.readouterr().out
+
+
+_RAN: list[str] = []
+
+
+def _note_task(*, workdir, device, name):
+    """A task function that records when it ran (the serial executor runs it in this process)."""
+    _RAN.append(name)
+    yield {"name": name}
+
+
+def test_run_tasks_submits_the_costliest_first_and_returns_in_order(tmp_path):
+    _RAN.clear()
+    costs = {"short": 1.0, "long": 5.0, "middle": 3.0, "unknown": 0.0, "also middle": 3.0}
+    tasks = [Task("order", ({"name": n},), _note_task, {"name": n}, cost=c) for n, c in costs.items()]
+    results = run_tasks(tasks, tmp_path, progress=False)
+    assert _RAN == ["long", "middle", "also middle", "short", "unknown"]  # ties keep their order
+    assert [r[0]["name"] for r in results] == list(costs)

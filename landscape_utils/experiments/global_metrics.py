@@ -298,7 +298,8 @@ def _pairs_task(*, workdir: str, device: torch.device, pairs: list[tuple[str, st
 
 
 def _curve_cost(store: Store, run_id: str) -> float:
-    """A curve's relative cost: the run's parameter count times its training-set size."""
+    """A curve's relative cost (run_tasks submits the costliest tasks first): the run's
+    parameter count times its training-set size."""
     metrics = store.metrics(run_id)
     return float(metrics.get("num_params", 0)) * float(metrics.get("num_train", 0))
 
@@ -335,12 +336,10 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
         groups.setdefault(fit_group(store.config(pairs[i][0])), []).append(i)
     chunks = [members[start:start + curves_at_once] for members in groups.values()
               for start in range(0, len(members), curves_at_once)]
-    # the costliest tasks first, so that the last tasks a pool runs are short ones (a curve's
-    # steps cost about the model's size times the training set's, read from the runs' metrics)
-    chunks.sort(key=lambda chunk: -_curve_cost(store, pairs[chunk[0]][0]))
     args = {"settings": asdict(settings), "data_root": str(Path(data_root).resolve())}
     tasks = [Task(METRIC_NAME, tuple(settings.key(*pairs[i]) for i in chunk), _pairs_task,
-                  {**args, "pairs": [tuple(pairs[i]) for i in chunk]}, label=f"{len(chunk)} pairs")
+                  {**args, "pairs": [tuple(pairs[i]) for i in chunk]}, label=f"{len(chunk)} pairs",
+                  cost=len(chunk) * _curve_cost(store, pairs[chunk[0]][0]))
              for chunk in chunks]
     results = run_tasks(tasks, workdir, executor=executor, device=str(device),
                         desc=f"seed pairs ({len(todo)} in {len(tasks)} task(s))", progress=progress,

@@ -511,10 +511,11 @@ KIND_COST = {"wedge": 126.0, "simplex": 126.0, "surface": 91.0, "subspace": 38.0
              "tunnel": 24.0, "alignment": 20.0}
 
 
-def costliest_first(planned: Sequence[Planned], workdir: str | Path) -> list[Planned]:
-    """``planned`` sorted by estimated cost, largest first, so that a pool's last tasks are
-    short ones: :data:`KIND_COST` times the size of the task's first run (its parameters times
-    its training samples, from the store). Ties keep their order."""
+def with_costs(planned: Sequence[Planned], workdir: str | Path) -> list[Planned]:
+    """``planned`` in the same order, each task given its estimated cost (``Task.cost``:
+    :func:`~landscape_utils.runs.tasks.run_tasks` submits the costliest first, so that a pool
+    ends on short tasks): :data:`KIND_COST` times the size of the task's first run (its
+    parameters times its training samples, from the store)."""
     store = Store(workdir)
 
     def cost(p: Planned) -> float:
@@ -523,7 +524,7 @@ def costliest_first(planned: Sequence[Planned], workdir: str | Path) -> list[Pla
         metrics = store.metrics(rid)
         return KIND_COST.get(p.kind, 1.0) * float(metrics.get("num_params", 1)) * float(metrics.get("num_train", 1))
 
-    return sorted(planned, key=lambda p: -cost(p))
+    return [replace(p, task=replace(p.task, cost=cost(p))) for p in planned]
 
 
 def collect(planned: Sequence[Planned], results: Sequence[Sequence[dict[str, Any]]]

@@ -44,6 +44,8 @@ class Task:
         fn: module-level function ``fn(*, workdir, device, **args) -> records``.
         args: picklable keyword arguments of ``fn``.
         label: a short name for progress messages.
+        cost: a relative estimate of the task's work; :func:`run_tasks` submits the
+            costliest first, so that a pool ends on short tasks rather than one long one.
     """
 
     name: str
@@ -51,6 +53,7 @@ class Task:
     fn: Callable[..., Iterable[dict[str, Any]]]
     args: Mapping[str, Any] = field(default_factory=dict)
     label: str = ""
+    cost: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -118,6 +121,9 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
         executor_options: ``workers``, ``workers_per_gpu``, ``ray_*``, ``max_retries``
             (see :func:`landscape_utils.runs.runner.make_executor`); unknown options are an error.
 
+    Tasks are submitted costliest first (:attr:`Task.cost`), and their records returned in
+    the order of ``tasks``.
+
     Returns:
         One list of records per task, in the order of ``tasks`` and of each task's keys.
     """
@@ -141,6 +147,7 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
         reused = [task for task, records in zip(tasks, results) if records is not None]
         record_usage(desc, len(reused), len(todo),
                      ((store.metric_provenance(t.name, key) or {}).get("date") for t in reused for key in t.keys))
+    todo.sort(key=lambda i: -tasks[i].cost)  # stable: equal costs keep the caller's order
     if todo:
         kept = isinstance(executor, str)  # named: kept for the chapter's later tables
         ex = kept_executor(executor, device=str(device), **executor_options) if kept else executor
@@ -157,7 +164,7 @@ def run_tasks(tasks: Sequence[Task], workdir: str | os.PathLike, *, executor: st
                             continue
                         results[i] = records
                         bar.update()
-                    todo = sorted(busy)
+                    todo = sorted(busy, key=lambda i: -tasks[i].cost)
                     if not todo:
                         break
         except BaseException:
