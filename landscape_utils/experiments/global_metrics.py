@@ -11,7 +11,8 @@ chapter needs around them:
 - :func:`pair_record`: one pair's Bezier mc, linear barrier, CKA on mixup inputs and L2,
   with both error profiles.
 - :func:`fit_bezier_batch`: many curves fitted at once (``torch.func.vmap``), step for
-  step the same as separate :func:`~landscape_utils.metrics.connectivity.fit_bezier` calls.
+  step the same as separate :func:`~landscape_utils.metrics.connectivity.fit_bezier` calls
+  up to float rounding (:func:`stacks_curves` says where that is faster).
 - :func:`measure_pairs`: the records of many pairs of stored runs, computed once (curves
   of runs that share architecture and data fitted together) and then read back from
   ``Store(workdir)`` under the metric name ``"connectivity"``.
