@@ -196,19 +196,24 @@ def test_measure_pairs_computes_once_per_key_and_resumes(tmp_path, monkeypatch):
     assert len(table) == 3 and set(table.curve_epochs) == {3, 4} and set(table.run_a) == {ids[0]}
 
 
-def test_fit_bezier_batch_matches_separate_fits(pair):
-    data, a, b = pair
-    c = _train(3, data)
+def _assert_stack_matches_separate_fits(pairs, data, atol):
+    """Curves fitted as one stack equal each pair's own fit_bezier within ``atol``."""
     kwargs = dict(num_epochs=2, lr=0.05, batch_size=32, weight_decay=5e-4, momentum=0.9, seed=4, device=CPU)
-    together = fit_bezier_batch([(a, b), (a, c), (b, c)], data.x_train, data.y_train, **kwargs)
-    for (m1, m2), curve in zip([(a, b), (a, c), (b, c)], together):
+    together = fit_bezier_batch(pairs, data.x_train, data.y_train, **kwargs)
+    for (m1, m2), curve in zip(pairs, together):
         alone = fit_bezier(m1, m2, data.x_train, data.y_train, **kwargs)
         for k in alone.names:
-            assert torch.allclose(curve.bends[0][k], alone.bends[0][k], atol=1e-5, rtol=1e-4), k
+            assert torch.allclose(curve.bends[0][k], alone.bends[0][k], atol=atol, rtol=1e-4), k
         assert curve.history[-1]["loss"] == pytest.approx(alone.history[-1]["loss"], rel=1e-4)
         # the bend moved away from the midpoint it started from
         mid = {k: 0.5 * (alone.w1[k] + alone.w2[k]) for k in alone.names}
         assert max(float((curve.bends[0][k] - mid[k]).abs().max()) for k in alone.names) > 1e-4
+
+
+def test_fit_bezier_batch_matches_separate_fits(pair):
+    data, a, b = pair
+    c = _train(3, data)
+    _assert_stack_matches_separate_fits([(a, b), (a, c), (b, c)], data, atol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
@@ -226,16 +231,8 @@ def test_fit_bezier_batch_matches_separate_fits_with_batchnorm(model):
                     m.running_mean.add_(3.0)
                     m.running_var.mul_(5.0)
         nets.append(net.eval())
-    pairs = [(nets[0], nets[1]), (nets[0], nets[2]), (nets[1], nets[2])]
-    kwargs = dict(num_epochs=2, lr=0.05, batch_size=32, weight_decay=5e-4, momentum=0.9, seed=4, device=CPU)
-    together = fit_bezier_batch(pairs, data.x_train, data.y_train, **kwargs)
-    for (m1, m2), curve in zip(pairs, together):
-        alone = fit_bezier(m1, m2, data.x_train, data.y_train, **kwargs)
-        for k in alone.names:
-            assert torch.allclose(curve.bends[0][k], alone.bends[0][k], atol=1e-4, rtol=1e-4), k
-        assert curve.history[-1]["loss"] == pytest.approx(alone.history[-1]["loss"], rel=1e-4)
-        mid = {k: 0.5 * (alone.w1[k] + alone.w2[k]) for k in alone.names}
-        assert max(float((curve.bends[0][k] - mid[k]).abs().max()) for k in alone.names) > 1e-4
+    _assert_stack_matches_separate_fits([(nets[0], nets[1]), (nets[0], nets[2]), (nets[1], nets[2])], data,
+                                        atol=1e-4)
     # the models themselves are untouched, running statistics included
     assert all(float(m.running_var.min()) >= 5.0 * 0.99 for net in nets for m in net.modules()
                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

@@ -49,7 +49,7 @@ from ..metrics.connectivity import (PROFILE_COLUMNS, BezierCurve, continue_train
                                     fit_bezier, fit_by_sgd, linear_path, mli, path_result)
 from ..metrics.similarity import l2_distance, model_cka
 from ..runs.store import Store, algorithm_version, load_model, record_usage
-from ..runs.tasks import Task, run_tasks
+from ..runs.tasks import Task, run_cost, run_tasks
 from .findings import Finding, majority_verdict
 from .taxonomy import seed_jackknife
 
@@ -298,13 +298,6 @@ def _pairs_task(*, workdir: str, device: torch.device, pairs: list[tuple[str, st
                           device=device, curve=curve, fit_seconds=fit_share)
 
 
-def _curve_cost(store: Store, run_id: str) -> float:
-    """A curve's relative cost (run_tasks submits the costliest tasks first): the run's
-    parameter count times its training-set size."""
-    metrics = store.metrics(run_id)
-    return float(metrics.get("num_params", 0)) * float(metrics.get("num_train", 0))
-
-
 def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: GlobalSettings,
                   device: str | torch.device = "auto", curves_at_once: int = 16, data_root: str = "data",
                   progress: bool = True, *, executor: str | Any = "serial",
@@ -340,7 +333,7 @@ def measure_pairs(workdir: str, pairs: Sequence[tuple[str, str]], settings: Glob
     args = {"settings": asdict(settings), "data_root": str(Path(data_root).resolve())}
     tasks = [Task(METRIC_NAME, tuple(settings.key(*pairs[i]) for i in chunk), _pairs_task,
                   {**args, "pairs": [tuple(pairs[i]) for i in chunk]}, label=f"{len(chunk)} pairs",
-                  cost=len(chunk) * _curve_cost(store, pairs[chunk[0]][0]))
+                  cost=len(chunk) * run_cost(store, pairs[chunk[0]][0]))
              for chunk in chunks]
     results = run_tasks(tasks, workdir, executor=executor, device=str(device),
                         desc=f"seed pairs ({len(todo)} in {len(tasks)} task(s))", progress=progress,

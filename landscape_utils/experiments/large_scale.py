@@ -51,7 +51,7 @@ from ..metrics.simplex import (SimplicialComplex, complex_from_models, edge_prof
 from ..runs.runner import expand_grid
 from ..runs.store import Store, algorithm_version, load_model, run_id
 from ..runs.tables import read_grid, read_table, table_path
-from ..runs.tasks import Task
+from ..runs.tasks import Task, run_cost
 from .findings import Finding, difference_verdict
 from .global_metrics import example_cells, usable_runs
 from .taxonomy import cell_table
@@ -520,9 +520,7 @@ def with_costs(planned: Sequence[Planned], workdir: str | Path) -> list[Planned]
 
     def cost(p: Planned) -> float:
         args = p.task.args
-        rid = args.get("run_a") or args.get("run") or args["runs"][0]
-        metrics = store.metrics(rid)
-        return KIND_COST.get(p.kind, 1.0) * float(metrics.get("num_params", 1)) * float(metrics.get("num_train", 1))
+        return KIND_COST.get(p.kind, 1.0) * run_cost(store, args.get("run_a") or args.get("run") or args["runs"][0])
 
     return [replace(p, task=replace(p.task, cost=cost(p))) for p in planned]
 

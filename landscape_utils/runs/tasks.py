@@ -29,7 +29,7 @@ from ..core.utils import full_precision, progress_bar, provenance, resolve_devic
 from .runner import discard_executor, kept_executor
 from .store import Store, record_usage
 
-__all__ = ["Task", "run_tasks", "execute_task", "EXECUTOR_OPTIONS"]
+__all__ = ["Task", "run_tasks", "run_cost", "execute_task", "EXECUTOR_OPTIONS"]
 
 
 
@@ -59,6 +59,14 @@ class Task:
         if not self.keys:
             raise ValueError(f"task {self.label or self.name!r} has no keys")
         object.__setattr__(self, "keys", tuple(dict(k) for k in self.keys))
+
+
+def run_cost(store: Store, run_id: str) -> float:
+    """A stored run's size for a :attr:`Task.cost`: its parameter count times its training
+    samples (each 1 when its metrics lack them). Work on a run (a curve, a cut, a surface)
+    costs about this many times the work's own count of steps or points."""
+    metrics = store.metrics(run_id)
+    return float(metrics.get("num_params", 1)) * float(metrics.get("num_train", 1))
 
 
 def _cached(store: Store, task: Task) -> list[dict[str, Any] | None]:
