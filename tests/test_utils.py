@@ -1,5 +1,6 @@
 import json
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -65,3 +66,63 @@ def test_full_precision_undoes_autocast_and_tf32_inside_and_restores_after():
         with full_precision():
             raise KeyError("x")
     assert (m.fp32_precision, c.fp32_precision) == before
+
+
+# glibc's mallinfo2: hblks is the number of blocks held through their own mmap
+_PROBE = r"""
+import ctypes, sys
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+                 "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+before = libc.mallinfo2().hblks
+p = libc.malloc(4 * 2**20)  # 4 MiB: above glibc's default threshold of 128 KiB
+print(libc.mallinfo2().hblks - before)
+libc.free(p)
+"""
+
+
+def _mmapped_blocks(env):
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def test_allocator_env_serves_mid_sized_blocks_from_the_heap():
+    """The book's kernels start with ALLOCATOR_ENV: a 4 MiB block then comes from the heap,
+    where by default glibc maps it on its own (and unmaps it when freed)."""
+    import ctypes
+    import os
+
+    from landscape_utils.core.utils import ALLOCATOR_ENV
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc >= 2.33 (no mallinfo2)")
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    assert _mmapped_blocks(plain) == 1
+    assert _mmapped_blocks({**plain, **ALLOCATOR_ENV}) == 0
+
+
+def test_allocator_env_keeps_a_users_own_malloc_settings():
+    from landscape_utils.core.utils import ALLOCATOR_ENV, allocator_env
+
+    assert allocator_env({}) == ALLOCATOR_ENV
+    assert allocator_env({"MALLOC_TRIM_THRESHOLD_": "0"}) == {}
+    assert allocator_env({"MALLOC_MMAP_THRESHOLD_": "65536", "PATH": "/bin"}) == {}
+
+
+def test_book_kernels_start_with_the_allocator_settings(tmp_path, monkeypatch):
+    from landscape_utils.book.driver import _kernel_env
+    from landscape_utils.core.utils import ALLOCATOR_ENV
+
+    for k in ALLOCATOR_ENV:
+        monkeypatch.delenv(k, raising=False)
+    env = _kernel_env(tmp_path)
+    assert {k: env[k] for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
+    assert not set(ALLOCATOR_ENV) & set(_kernel_env(tmp_path))

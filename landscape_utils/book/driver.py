@@ -353,14 +353,20 @@ def _kernel_env(out: Path) -> dict[str, str]:
     The kernel starts through :func:`kernel_main`, which drops ipykernel's warning that
     it runs over TCP without encryption (papermill's kernel is local, on 127.0.0.1, and
     the warning would be printed once per chapter); every other message passes.
+
+    Returns the environment the kernels (and their pool workers) start with: the
+    kernelspec's path, the book's flags, and glibc's allocator settings
+    (:data:`landscape_utils.core.utils.ALLOCATOR_ENV`, unless the user set their own).
     """
+    from ..core.utils import allocator_env  # imports torch: not at the driver's import
+
     kdir = out / "jupyter" / "kernels" / KERNEL
     kdir.mkdir(parents=True, exist_ok=True)
     (kdir / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-c", KERNEL_LAUNCHER, "-f", "{connection_file}"],
         "display_name": "landscape-book", "language": "python"}))
     env = {"JUPYTER_PATH": str(out / "jupyter"), "LANDSCAPE_BOOK": "1", "LANDSCAPE_PROGRESS": "text",
-           "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+           "PYDEVD_DISABLE_FILE_VALIDATION": "1", **allocator_env()}
     return env
 
 

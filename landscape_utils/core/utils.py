@@ -147,6 +147,25 @@ def progress_bar(iterable=None, **kwargs):
     return auto_tqdm(iterable, **kwargs)
 
 
+# glibc malloc for the processes that do a book's numerics (its kernels and their pool
+# workers; set through their environment, which glibc reads once, when a process starts).
+# By default glibc serves every allocation above an adaptive threshold with its own mmap
+# and returns freed memory at the top of the heap to the kernel, so the same activation
+# buffers of each step are mapped and faulted in again and again (system time, and slow
+# first touches). Here blocks up to 32 MiB (the ceiling of glibc's own adaptive threshold)
+# come from the heap, and the heap keeps up to 1 GiB of freed memory for reuse. Setting the
+# trim threshold alone would be worse than nothing: it also freezes the mmap threshold at
+# 128 KiB. Measured: ``python -m benchmarks --only allocator`` (benchmarks/RESULTS.md).
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**30)}
+
+
+def allocator_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """:data:`ALLOCATOR_ENV`, or nothing when ``environ`` (default ``os.environ``) sets
+    either variable already: a user's own malloc settings are kept as they are."""
+    environ = os.environ if environ is None else environ
+    return {} if any(k in environ for k in ALLOCATOR_ENV) else dict(ALLOCATOR_ENV)
+
+
 _PARENT_WATCH: dict[str, Any] = {}
 
 
