@@ -15,6 +15,8 @@ time and vs one seed population per lr),
 at a time), ``bn_recalibration`` (BatchNorm statistics at a path point: float64 moments
 over chunks of a batch vs over the whole batch), ``allocator`` (training, curve and path
 steps in child processes under glibc's malloc defaults vs the book kernels' settings),
+``headroom`` (the default's training step against this CPU's GEMM rate, and eager vs
+``torch.compile``),
 ``lambda_max`` (our Lanczos vs PyHessian's power iteration at equal accuracy),
 ``trace`` (our Hutch++ vs PyHessian's Hutchinson at equal standard error),
 ``curvlinops`` (λmax and trace, ours vs curvlinops-for-pytorch at equal accuracy on the
@@ -36,7 +38,7 @@ from typing import Any, Callable
 
 import torch
 
-GROUPS = ("population", "population_lr", "curves", "bn_recalibration", "allocator", "lambda_max", "trace", "curvlinops", "chapters", "scaling",
+GROUPS = ("population", "population_lr", "curves", "bn_recalibration", "allocator", "headroom", "lambda_max", "trace", "curvlinops", "chapters", "scaling",
           "end_to_end", "book_executor", "data_cache")
 
 

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         elif group == "allocator":
             from . import allocator
             new = allocator.run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
+        elif group == "headroom":
+            from . import headroom
+            new = headroom.run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
         elif group == "lambda_max":
             from . import hessian_bench
             new = hessian_bench.lambda_max(args.quick, args.repeats or (1 if args.quick else 5))

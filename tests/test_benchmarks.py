@@ -39,7 +39,7 @@ def test_quick_benchmarks_print_one_ratio_line_per_comparison(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = [m for m in map(RATIO.match, proc.stdout.splitlines()) if m]
     groups = {m.group(1) for m in lines}
-    expected = {"population", "population_lr", "curves", "bn_recalibration", "allocator", "lambda_max", "trace", "chapters", "scaling", "end_to_end",
+    expected = {"population", "population_lr", "curves", "bn_recalibration", "allocator", "headroom", "lambda_max", "trace", "chapters", "scaling", "end_to_end",
                 "book_executor", "data_cache"}
     if importlib.util.find_spec("curvlinops") is not None:  # a benchmark-only dependency (.[bench])
         expected.add("curvlinops")

@@ -126,3 +126,20 @@ def test_book_kernels_start_with_the_allocator_settings(tmp_path, monkeypatch):
     assert {k: env[k] for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "0")
     assert not set(ALLOCATOR_ENV) & set(_kernel_env(tmp_path))
+
+
+def test_the_registered_kernel_starts_with_the_allocator_settings(tmp_path, monkeypatch):
+    """make kernel / make lab register the kernel that JupyterLab and papermill start."""
+    import json
+
+    from landscape_utils.book.driver import install_kernel
+    from landscape_utils.core.utils import ALLOCATOR_ENV
+
+    for k in ALLOCATOR_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(sys, "prefix", str(tmp_path))
+    folder = install_kernel()
+    assert folder.is_relative_to(tmp_path)
+    spec = json.loads((folder / "kernel.json").read_text())
+    assert spec["env"] == ALLOCATOR_ENV
+    assert spec["argv"][0] == sys.executable

@@ -412,12 +412,19 @@ def kernel_main() -> None:
 
 def install_kernel(display_name: str = "landscape-book (.venv)") -> Path:
     """Register the kernel ``landscape-book`` (this interpreter, started by :func:`kernel_main`)
-    in ``sys.prefix`` (the venv), as ``make kernel`` and ``make lab`` do. Returns its folder."""
+    in ``sys.prefix`` (the venv), as ``make kernel`` and ``make lab`` do. Returns its folder.
+
+    The kernel starts with the book's allocator settings (the kernelspec's ``env``:
+    :data:`landscape_utils.core.utils.ALLOCATOR_ENV`, unless this process has its own), so a
+    chapter run in JupyterLab or with papermill computes as fast as in the driver."""
     from ipykernel.kernelspec import install
+
+    from ..core.utils import allocator_env
 
     folder = Path(install(kernel_name=KERNEL, display_name=display_name, prefix=sys.prefix))
     spec = json.loads((folder / "kernel.json").read_text())
     spec["argv"] = [sys.executable, "-c", KERNEL_LAUNCHER, "-f", "{connection_file}"]
+    spec["env"] = {**spec.get("env", {}), **allocator_env()}
     (folder / "kernel.json").write_text(json.dumps(spec, indent=1))
     return folder
 
