@@ -1,4 +1,5 @@
-"""Small shared helpers: device resolution, full-precision scope, seeding and atomic writes."""
+"""Small shared helpers: device resolution, full-precision scope, seeding, atomic writes and
+the allocator settings of the book's processes."""
 from __future__ import annotations
 
 import contextlib
