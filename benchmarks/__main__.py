@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -9,6 +10,13 @@ import time
 import torch
 
 from . import GROUPS, machine_info
+
+
+# groups whose entry point is ``fn(quick, repeats=...)`` (repeats passed only when given):
+# group -> (module of this package, function)
+_QUICK_AND_REPEATS = {"population": ("population", "run"), "population_lr": ("population", "lr_axis"),
+                      "curves": ("curves", "run"), "bn_recalibration": ("bn_recalibration", "run"),
+                      "allocator": ("allocator", "run"), "headroom": ("headroom", "run")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,26 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     for group in groups:
         t0 = time.perf_counter()
-        if group == "population":
-            from . import population
-            kw = {} if args.repeats is None else {"repeats": args.repeats}
-            new = population.run(args.quick, **kw)
-        elif group == "population_lr":
-            from . import population
-            kw = {} if args.repeats is None else {"repeats": args.repeats}
-            new = population.lr_axis(args.quick, **kw)
-        elif group == "curves":
-            from . import curves
-            new = curves.run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
-        elif group == "bn_recalibration":
-            from . import bn_recalibration
-            new = bn_recalibration.run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
-        elif group == "allocator":
-            from . import allocator
-            new = allocator.run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
-        elif group == "headroom":
-            from . import headroom
-            new = headroom.run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
+        if group in _QUICK_AND_REPEATS:
+            module, fn = _QUICK_AND_REPEATS[group]
+            run = getattr(importlib.import_module(f".{module}", __package__), fn)
+            new = run(args.quick, **({} if args.repeats is None else {"repeats": args.repeats}))
         elif group == "lambda_max":
             from . import hessian_bench
             new = hessian_bench.lambda_max(args.quick, args.repeats or (1 if args.quick else 5))

@@ -332,6 +332,7 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
 
     def accumulate(module, inputs):
         h = inputs[0].detach()
+        st = stats[module]
         # a few samples at a time: a whole batch as float64 is tens of MB, and allocating and
         # freeing it per layer and batch cost more than twice the forward pass itself
         for part in h.split(max(1, _MOMENT_CHUNK // max(1, h[0].numel()))):
@@ -339,7 +340,6 @@ def recalibrate_bn(model: nn.Module, x: torch.Tensor, batch_size: int = 1024,
             nb = part.shape[1]
             mean_b = part.mean(1)
             m2_b = part.sub_(mean_b[:, None]).pow_(2).sum(1)  # in place: part is our own copy
-            st = stats[module]
             count = st[0] + nb
             delta = mean_b - st[1]
             st[1] = st[1] + delta * (nb / count)
